@@ -1,0 +1,73 @@
+/* config: the run configuration — INI files (parsed with libinih), `--set section.key=value`
+ * overrides, validation with messages naming the key, and the canonical dump written to
+ * <run.dir>/config.ini. Every key has a default; see config_default(). */
+#ifndef CHARLM_CONFIG_H
+#define CHARLM_CONFIG_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#define CONFIG_PATH_MAX 4096
+
+typedef enum { CELL_RNN = 0, CELL_LSTM = 1, CELL_GRU = 2 } cell_kind_t;
+typedef enum { OPTIM_ADAM = 0, OPTIM_ADAMW, OPTIM_SGD, OPTIM_RMSPROP, OPTIM_ADAGRAD } optim_kind_t;
+typedef enum { SCHED_CONSTANT = 0, SCHED_STEP, SCHED_COSINE } sched_kind_t;
+
+typedef struct {
+    /* [data] */
+    char corpus[CONFIG_PATH_MAX]; /* file, directory or glob (required) */
+    double val_frac;              /* last fraction of the corpus used for validation, [0, 1) */
+    char val[CONFIG_PATH_MAX];    /* separate validation file/dir/glob; "" = use val_frac */
+    /* [model] */
+    cell_kind_t cell;
+    int layers, hidden, embed; /* >= 1 each */
+    double dropout;            /* [0, 1) */
+    /* [train] */
+    int batch;         /* streams per rank, >= 1 */
+    int seq;           /* window length T, >= 1 */
+    int64_t steps;     /* optimizer steps; 0 = no step limit */
+    int64_t epochs;    /* passes over the train split; 0 = no epoch limit */
+    double time_limit; /* seconds of training; 0 = none */
+    uint64_t seed;
+    /* [optim] */
+    optim_kind_t optim;
+    double lr, beta1, beta2, eps, momentum, weight_decay, clip;
+    sched_kind_t schedule;
+    int64_t warmup;      /* linear warm-up steps */
+    int64_t decay_every; /* step schedule: multiply lr by decay_rate every decay_every steps */
+    double decay_rate;   /* step schedule factor, (0, 1] */
+    double min_lr;       /* cosine schedule floor */
+    /* [eval] */
+    int64_t eval_every; /* validation every N steps (0 = only at the end) */
+    /* [log] */
+    int64_t log_every; /* training log line every N steps, >= 1 */
+    /* [run] */
+    char run_dir[CONFIG_PATH_MAX];
+} config_t;
+
+/* Fills *cfg with the defaults (documented in the README and configs/). */
+void config_default(config_t *cfg);
+
+/* Applies one key ("section.key") with its textual value. `origin` names where it came from
+ * ("configs/demo.ini:12" or "--set") for the error message. Returns CHARLM_OK, or CHARLM_EINPUT
+ * with err_set() naming origin, key and value for an unknown section/key or an unparsable or
+ * out-of-range value. */
+int config_set(config_t *cfg, const char *key, const char *value, const char *origin);
+
+/* Parses an INI file and applies every key in it. Returns CHARLM_OK or CHARLM_EINPUT (missing or
+ * unreadable file, syntax error with line number, or a config_set() error). */
+int config_load_file(config_t *cfg, const char *path);
+
+/* Cross-key checks once everything is applied (e.g. data.corpus set, steps/epochs/time_limit not
+ * all zero). Returns CHARLM_OK or CHARLM_EINPUT naming the keys. */
+int config_validate(const config_t *cfg);
+
+/* Writes the canonical INI text of every key (sections in fixed order) to f. */
+void config_write(const config_t *cfg, FILE *f);
+
+/* Names for enum values ("lstm", "adamw", "cosine"). */
+const char *config_cell_name(cell_kind_t c);
+const char *config_optim_name(optim_kind_t o);
+const char *config_sched_name(sched_kind_t s);
+
+#endif

@@ -1,0 +1,45 @@
+/* err: status codes, the per-process error message, and invariant checks.
+ *
+ * Two levels of failure (DESIGN.md §5):
+ *  - a broken invariant (a bug) aborts at once with file and line: CHARLM_CHECK, xmalloc.
+ *    Under MPI this is MPI_Abort, so no rank is left waiting in a collective.
+ *  - a recoverable failure (bad input, I/O, HDF5) records one message with err_set() and
+ *    returns its status up the stack; main prints it once and every rank exits with it. */
+#ifndef CHARLM_ERR_H
+#define CHARLM_ERR_H
+
+#include <stddef.h>
+
+/* Exit codes, as documented in the README. */
+enum {
+    CHARLM_OK = 0,
+    CHARLM_EINPUT = 1,    /* bad input, configuration, file or I/O failure */
+    CHARLM_EUSAGE = 2,    /* bad command line */
+    CHARLM_ESTOPPED = 3,  /* stopped by a signal after writing a checkpoint */
+    CHARLM_EDIVERGED = 4, /* non-finite loss or gradient */
+};
+
+/* Records the message (printf format) of the first failure of this process and returns rc.
+ * Later calls before err_clear() keep the first message: it is the cause. */
+int err_set(int rc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* The recorded message, or "" when none. Owned by this module. */
+const char *err_message(void);
+
+/* Forgets the recorded message. */
+void err_clear(void);
+
+/* Aborts the process (the MPI job, when MPI is initialised) after printing file, line and msg. */
+_Noreturn void err_abort(const char *file, int line, const char *msg);
+
+#define CHARLM_CHECK(cond)                                                                   \
+    do {                                                                                     \
+        if (!(cond)) err_abort(__FILE__, __LINE__, "check failed: " #cond);                  \
+    } while (0)
+
+/* malloc/calloc that abort on failure: every buffer is allocated at start-up, so running out
+ * of memory there is fatal, not recoverable. Memory is zeroed. */
+void *xcalloc(size_t n, size_t size);
+char *xstrdup(const char *s);
+
+#endif

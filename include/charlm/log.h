@@ -1,0 +1,40 @@
+/* log: what rank 0 shows and records — the progress display on stderr (one live line redrawn in
+ * place on a terminal; plain lines when stderr is not a terminal, as in batch logs) and the
+ * append-only <run.dir>/metrics.jsonl (one JSON object per line). Other ranks call nothing here. */
+#ifndef CHARLM_LOG_H
+#define CHARLM_LOG_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+typedef struct {
+    FILE *metrics; /* metrics.jsonl, opened for append */
+    int tty;       /* stderr is a terminal */
+    int live;      /* a live line is on screen and must be cleared before other output */
+} log_t;
+
+typedef struct {
+    int64_t step, total_steps; /* total 0 = unknown */
+    int64_t epoch;
+    double train_loss, lr, grad_norm, chars_per_s, elapsed_s;
+    double eta_s; /* < 0 = unknown */
+} log_train_t;
+
+/* Opens <run_dir>/metrics.jsonl for append. Returns CHARLM_OK or CHARLM_EINPUT naming the path. */
+int log_open(log_t *lg, const char *run_dir);
+
+/* Shows a progress line and appends {"step","epoch","train_loss","lr","grad_norm","chars_per_s",
+ * "elapsed_s"} to metrics.jsonl. Floating values are written with 9 significant digits (round-trip
+ * for float32), so runs can be compared exactly. */
+void log_train(log_t *lg, const log_train_t *m);
+
+/* Prints a validation line and appends {"step","val_loss","val_bpc"} to metrics.jsonl. */
+void log_val(log_t *lg, int64_t step, double val_loss);
+
+/* Prints a free-form message line (clearing the live line first). */
+void log_msg(log_t *lg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Ends the live line and closes metrics.jsonl (flushed at every write). */
+void log_close(log_t *lg);
+
+#endif

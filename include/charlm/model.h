@@ -1,0 +1,112 @@
+/* model: the network — embedding (V, E), a stack of recurrent layers (cells.h), dropout on each
+ * layer's output, the decoder (V, H) + bias — with one flat parameter buffer and named views,
+ * and the forward and backward passes over one window of T steps for B streams.
+ *
+ * All activations are laid out time-major: row t*B + b is stream b at step t. The gradient
+ * buffer and the optimizer moments use the parameter layout, so model_views() serves them all. */
+#ifndef CHARLM_MODEL_H
+#define CHARLM_MODEL_H
+
+#include <stdint.h>
+
+#include "charlm/cells.h"
+#include "charlm/config.h"
+
+#define MODEL_MAX_LAYERS 16
+#define MODEL_MAX_TENSORS (3 + 4 * MODEL_MAX_LAYERS)
+
+typedef struct {
+    cell_kind_t cell;
+    int V, E, H, layers, G; /* G = gates per cell */
+} model_dims_t;
+
+/* Named views into one flat buffer of the parameter layout. */
+typedef struct {
+    float *emb;                      /* (V, E) embedding.weight */
+    float *w_ih[MODEL_MAX_LAYERS];   /* (G*H, In_l) rnn.weight_ih_l{l}; In_0 = E, else H */
+    float *w_hh[MODEL_MAX_LAYERS];   /* (G*H, H) rnn.weight_hh_l{l} */
+    float *b_ih[MODEL_MAX_LAYERS];   /* (G*H) rnn.bias_ih_l{l} */
+    float *b_hh[MODEL_MAX_LAYERS];   /* (G*H) rnn.bias_hh_l{l} */
+    float *dec_w;                    /* (V, H) decoder.weight */
+    float *dec_b;                    /* (V) decoder.bias */
+} model_views_t;
+
+/* One named tensor of the layout (PyTorch's state_dict names), for checkpoints and interop. */
+typedef struct {
+    char name[48];
+    int64_t offset; /* in floats from the start of the flat buffer */
+    int ndim;
+    int64_t shape[2];
+} model_tensor_t;
+
+typedef struct {
+    model_dims_t d;
+    const cell_ops_t *ops;
+    int64_t nparams;
+    int ntensors;
+    model_tensor_t tensors[MODEL_MAX_TENSORS];
+    float *params; /* (nparams) owned */
+    model_views_t p;
+} model_t;
+
+/* Per-window activations and scratch, for at most B streams and T steps. Allocated once. */
+typedef struct {
+    int B, T;
+    int dropout_on;                           /* the last forward applied dropout */
+    int32_t *inputs, *targets;                /* (T, B) ids; target -1 = not scored */
+    float *x;                                 /* (T, B, E) embedded inputs */
+    float *gates[MODEL_MAX_LAYERS];           /* (T, B, G*H) input projections -> activations */
+    float *aux[MODEL_MAX_LAYERS];             /* (T, B, H) gru only */
+    float *h[MODEL_MAX_LAYERS];               /* (T+1, B, H) h[0] = carried-in state */
+    float *c[MODEL_MAX_LAYERS];               /* (T+1, B, H) lstm only */
+    float *mask[MODEL_MAX_LAYERS];            /* (T, B, H) dropout scale; NULL when no dropout */
+    float *dropped[MODEL_MAX_LAYERS];         /* (T, B, H) h * mask; NULL when no dropout */
+    float *logits;                            /* (T, B, V) -> d loss / d logits */
+    float *gh;                                /* (B, G*H) per-step recurrent product */
+    float *dgates;                            /* (T, B, G*H) */
+    float *dgh;                               /* (T, B, G*H) gru only, else = dgates */
+    float *dout_a, *dout_b;                   /* (T, B, max(E, H)) ping-pong layer gradients */
+    float *dh, *dh_prev, *dc;                 /* (B, H) */
+} model_acts_t;
+
+/* Dropout for one forward pass: p = 0 or eval mode means none. Masks are keyed by
+ * (seed, step, layer, global stream first_stream + b, t, unit), independent of the rank count. */
+typedef struct {
+    float p;
+    uint64_t seed;
+    int64_t step;
+    int64_t first_stream;
+} model_dropout_t;
+
+/* Fills d from cfg and the vocabulary size. */
+void model_dims(model_dims_t *d, const config_t *cfg, int V);
+
+/* Number of floats of the parameter layout; fills the tensor table when t is not NULL. */
+int64_t model_layout(const model_dims_t *d, model_tensor_t *t /* (MODEL_MAX_TENSORS) */,
+                     int *ntensors);
+
+/* Builds views of buf (a buffer of the parameter layout). */
+void model_views(model_views_t *v, const model_t *m, float *buf);
+
+/* Allocates parameters and initialises them deterministically from seed (the same on every
+ * rank without communication): embedding N(0, 1); recurrent and decoder weights and biases
+ * U(-1/sqrt(H), 1/sqrt(H)) as PyTorch; LSTM forget-gate bias_ih = 1 (so b_ih + b_hh starts near 1). */
+void model_init(model_t *m, const model_dims_t *d, uint64_t seed);
+void model_free(model_t *m);
+
+/* Allocates activations for B streams and T steps; with_dropout allocates mask buffers. */
+void model_acts_alloc(model_acts_t *a, const model_t *m, int B, int T, int with_dropout);
+void model_acts_free(model_acts_t *a);
+
+/* Forward over a->inputs (T, B) for T <= a->T steps, from the carried state (layers, B, H)
+ * state_h / state_c (state_c NULL unless lstm), which it replaces with the state after step T.
+ * Returns the summed loss over positions whose target >= 0. With grad, leaves in a->logits the
+ * gradient of scale * that sum for model_backward. */
+double model_forward(model_acts_t *a, float *state_h, float *state_c, const model_t *m, int T,
+                     const model_dropout_t *drop, float scale, int grad);
+
+/* Backward over the window of the last model_forward (with grad): accumulates into grads
+ * (parameter layout; the caller zeroes it). Gradients do not flow into the carried-in state. */
+void model_backward(float *grads, model_acts_t *a, const model_t *m, int T);
+
+#endif

@@ -1,0 +1,33 @@
+/* vocab: the vocabulary — the sorted set of Unicode code points of the corpus; id = rank in
+ * that order. Built from a code-point bitmap (so ranks can OR-reduce what they saw). */
+#ifndef CHARLM_VOCAB_H
+#define CHARLM_VOCAB_H
+
+#include <stdint.h>
+
+#define VOCAB_CP_LIMIT 0x110000u                 /* code points are < this */
+#define VOCAB_BITMAP_WORDS (VOCAB_CP_LIMIT / 64) /* uint64_t words of a code-point bitmap */
+
+typedef struct {
+    int size;       /* V */
+    uint32_t *cps;  /* (V) code points in increasing order; owned */
+} vocab_t;
+
+/* Marks code point cp in bitmap (VOCAB_BITMAP_WORDS words). */
+static inline void vocab_bitmap_set(uint64_t *bitmap, uint32_t cp) {
+    bitmap[cp >> 6] |= (uint64_t)1 << (cp & 63);
+}
+
+/* Builds the vocabulary of every code point set in bitmap. */
+void vocab_from_bitmap(vocab_t *v, const uint64_t *bitmap);
+
+/* Builds the vocabulary from an explicit sorted list (e.g. read from a checkpoint).
+ * Returns CHARLM_OK, or CHARLM_EINPUT when cps is not strictly increasing or out of range. */
+int vocab_from_list(vocab_t *v, const uint32_t *cps, int n);
+
+/* The id of code point cp, or -1 when it is not in the vocabulary. */
+int vocab_id(const vocab_t *v, uint32_t cp);
+
+void vocab_free(vocab_t *v);
+
+#endif

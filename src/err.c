@@ -1,0 +1,51 @@
+#include "charlm/err.h"
+
+#include <mpi.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static char err_buf[2048];
+static int err_have;
+
+int err_set(int rc, const char *fmt, ...) {
+    if (!err_have) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err_buf, sizeof err_buf, fmt, ap);
+        va_end(ap);
+        err_have = 1;
+    }
+    return rc;
+}
+
+const char *err_message(void) { return err_have ? err_buf : ""; }
+
+void err_clear(void) {
+    err_have = 0;
+    err_buf[0] = '\0';
+}
+
+_Noreturn void err_abort(const char *file, int line, const char *msg) {
+    fprintf(stderr, "charlm: internal error at %s:%d: %s\n", file, line, msg);
+    fflush(stderr);
+    int init = 0, fin = 0;
+    MPI_Initialized(&init);
+    MPI_Finalized(&fin);
+    if (init && !fin) MPI_Abort(MPI_COMM_WORLD, 70);
+    abort();
+}
+
+void *xcalloc(size_t n, size_t size) {
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p) err_abort(__FILE__, __LINE__, "out of memory");
+    return p;
+}
+
+char *xstrdup(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *p = xcalloc(n, 1);
+    memcpy(p, s, n);
+    return p;
+}

@@ -1,0 +1,155 @@
+/* log: progress display on stderr and metrics.jsonl. Only rank 0 calls it. */
+#define _POSIX_C_SOURCE 200809L /* fileno, isatty */
+
+#include "charlm/log.h"
+
+#include "charlm/err.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#define LN2 0.69314718055994530942
+
+int log_open(log_t *lg, const char *run_dir) {
+    lg->metrics = NULL;
+    lg->tty = isatty(fileno(stderr));
+    lg->live = 0;
+    size_t n = strlen(run_dir) + sizeof "/metrics.jsonl";
+    char *path = xcalloc(n, 1);
+    snprintf(path, n, "%s/metrics.jsonl", run_dir);
+    lg->metrics = fopen(path, "a");
+    int rc = CHARLM_OK;
+    if (!lg->metrics)
+        rc = err_set(CHARLM_EINPUT, "%s: cannot open for writing: %s", path, strerror(errno));
+    free(path);
+    return rc;
+}
+
+/* "12s", "3m12s", "2h05m", "3d04h"; "?" when unknown. */
+static void fmt_duration(char *buf, size_t n, double s) {
+    if (!isfinite(s) || s < 0) {
+        snprintf(buf, n, "?");
+        return;
+    }
+    if (s > 1e9) s = 1e9;
+    long t = lround(s);
+    if (t < 60) snprintf(buf, n, "%lds", t);
+    else if (t < 3600) snprintf(buf, n, "%ldm%02lds", t / 60, t % 60);
+    else if (t < 86400) snprintf(buf, n, "%ldh%02ldm", t / 3600, t % 3600 / 60);
+    else snprintf(buf, n, "%ldd%02ldh", t / 86400, t % 86400 / 3600);
+}
+
+/* "812", "41.2k", "1.23M" */
+static void fmt_rate(char *buf, size_t n, double r) {
+    if (!isfinite(r) || r < 0) snprintf(buf, n, "?");
+    else if (r < 1e3) snprintf(buf, n, "%.0f", r);
+    else if (r < 1e6) snprintf(buf, n, "%.1fk", r / 1e3);
+    else snprintf(buf, n, "%.2fM", r / 1e6);
+}
+
+/* A JSON number: 9 significant digits, null for NaN and infinities (not valid JSON). */
+static void json_num(FILE *f, const char *name, double v) {
+    if (isfinite(v)) fprintf(f, ",\"%s\":%.9g", name, v);
+    else fprintf(f, ",\"%s\":null", name);
+}
+
+/* Width of the terminal on stderr, 0 if unknown. */
+static int term_width(void) {
+#ifdef TIOCGWINSZ
+    struct winsize ws;
+    if (ioctl(fileno(stderr), TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) return ws.ws_col;
+#endif
+    return 0;
+}
+
+/* Ends the live line, keeping it on screen. */
+static void end_live(log_t *lg) {
+    if (lg->live) fputc('\n', stderr);
+    lg->live = 0;
+}
+
+void log_train(log_t *lg, const log_train_t *m) {
+    char line[512], rate[32], eta[32], elapsed[32];
+    int len;
+    if (m->total_steps > 0) {
+        int64_t pct = m->step >= m->total_steps ? 100 : m->step * 100 / m->total_steps;
+        len = snprintf(line, sizeof line, "step %" PRId64 "/%" PRId64 " (%" PRId64 "%%)", m->step,
+                       m->total_steps, pct);
+    } else {
+        len = snprintf(line, sizeof line, "step %" PRId64, m->step);
+    }
+    fmt_rate(rate, sizeof rate, m->chars_per_s);
+    fmt_duration(elapsed, sizeof elapsed, m->elapsed_s);
+    fmt_duration(eta, sizeof eta, m->eta_s);
+    len += snprintf(line + len, sizeof line - (size_t)len,
+                    " | epoch %" PRId64 " | loss %.4f | lr %.2e | %s chars/s", m->epoch,
+                    m->train_loss, m->lr, rate);
+    if (!lg->tty)
+        len += snprintf(line + len, sizeof line - (size_t)len, " | elapsed %s", elapsed);
+    if (m->eta_s >= 0) snprintf(line + len, sizeof line - (size_t)len, " | ETA %s", eta);
+
+    if (lg->tty) {
+        /* a line wider than the terminal would wrap, and "\r" would only return to its last row */
+        int w = term_width();
+        if (w > 1 && strlen(line) > (size_t)(w - 1)) line[w - 1] = '\0';
+        fprintf(stderr, "\r\033[K%s", line);
+        lg->live = 1;
+    } else {
+        fprintf(stderr, "%s\n", line);
+    }
+    fflush(stderr);
+
+    if (lg->metrics) {
+        fprintf(lg->metrics, "{\"step\":%" PRId64 ",\"epoch\":%" PRId64, m->step, m->epoch);
+        json_num(lg->metrics, "train_loss", m->train_loss);
+        json_num(lg->metrics, "lr", m->lr);
+        json_num(lg->metrics, "grad_norm", m->grad_norm);
+        json_num(lg->metrics, "chars_per_s", m->chars_per_s);
+        json_num(lg->metrics, "elapsed_s", m->elapsed_s);
+        fputs("}\n", lg->metrics);
+        fflush(lg->metrics);
+    }
+}
+
+void log_val(log_t *lg, int64_t step, double val_loss) {
+    double bpc = val_loss / LN2;
+    end_live(lg);
+    fprintf(stderr, "step %" PRId64 " | val loss %.4f nats/char | %.4f bits/char\n", step, val_loss,
+            bpc);
+    fflush(stderr);
+    if (lg->metrics) {
+        fprintf(lg->metrics, "{\"step\":%" PRId64, step);
+        json_num(lg->metrics, "val_loss", val_loss);
+        json_num(lg->metrics, "val_bpc", bpc);
+        fputs("}\n", lg->metrics);
+        fflush(lg->metrics);
+    }
+}
+
+void log_msg(log_t *lg, const char *fmt, ...) {
+    if (lg->live) fputs("\r\033[K", stderr);
+    lg->live = 0;
+    /* one line whether or not fmt ends with a newline (computed before vfprintf: placating a
+     * false -Wformat-overflow of GCC 12 with -fsanitize=undefined) */
+    size_t len = strlen(fmt);
+    int add_nl = len == 0 || fmt[len - 1] != '\n';
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    if (add_nl) fputc('\n', stderr);
+    fflush(stderr);
+}
+
+void log_close(log_t *lg) {
+    end_live(lg);
+    fflush(stderr);
+    if (lg->metrics) fclose(lg->metrics);
+    lg->metrics = NULL;
+}

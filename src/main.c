@@ -1,0 +1,119 @@
+/* charlm command line: `charlm train ...` (see usage()). Parses arguments, loads and validates
+ * the configuration on every rank, runs the command, and exits with the status every rank
+ * agreed on (README "Exit codes"). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "charlm/config.h"
+#include "charlm/dist.h"
+#include "charlm/err.h"
+#include "charlm/train.h"
+
+static void usage(FILE *f) {
+    fputs("usage: charlm train [--config FILE] [--set section.key=value]... [options]\n"
+          "       charlm --version | --help\n"
+          "\n"
+          "train options (each is a shorthand for --set KEY=VALUE):\n"
+          "  -c, --config FILE     INI configuration (applied before every override)\n"
+          "  --corpus PATH         data.corpus: text file, directory or glob\n"
+          "  --val PATH            data.val: separate validation text\n"
+          "  --cell rnn|lstm|gru   model.cell\n"
+          "  --layers N            model.layers\n"
+          "  --hidden N            model.hidden\n"
+          "  --embed N             model.embed\n"
+          "  --dropout P           model.dropout\n"
+          "  -b, --batch N         train.batch (streams per rank)\n"
+          "  -t, --seq N           train.seq (window length)\n"
+          "  -n, --steps N         train.steps\n"
+          "  --epochs N            train.epochs\n"
+          "  --time-limit S        train.time_limit (seconds)\n"
+          "  --seed N              train.seed\n"
+          "  --optim KIND          optim.kind\n"
+          "  --lr X                optim.lr\n"
+          "  --eval-every N        eval.every\n"
+          "  --log-every N         log.every\n"
+          "  -o, --run-dir DIR     run.dir\n"
+          "\n"
+          "exit codes: 0 done, 1 bad input, 2 usage, 3 stopped by a signal, 4 diverged\n",
+          f);
+}
+
+static const struct {
+    const char *flag, *alias, *key;
+} shorthands[] = {
+    {"--corpus", NULL, "data.corpus"},   {"--val", NULL, "data.val"},
+    {"--cell", NULL, "model.cell"},      {"--layers", NULL, "model.layers"},
+    {"--hidden", NULL, "model.hidden"},  {"--embed", NULL, "model.embed"},
+    {"--dropout", NULL, "model.dropout"}, {"--batch", "-b", "train.batch"},
+    {"--seq", "-t", "train.seq"},        {"--steps", "-n", "train.steps"},
+    {"--epochs", NULL, "train.epochs"},  {"--time-limit", NULL, "train.time_limit"},
+    {"--seed", NULL, "train.seed"},      {"--optim", NULL, "optim.kind"},
+    {"--lr", NULL, "optim.lr"},          {"--eval-every", NULL, "eval.every"},
+    {"--log-every", NULL, "log.every"},  {"--run-dir", "-o", "run.dir"},
+};
+
+/* Parses `train` arguments into cfg: the config file first, then every override in command-line
+ * order. Returns CHARLM_OK, CHARLM_EUSAGE (with err_set) or CHARLM_EINPUT. */
+static int parse_train(config_t *cfg, int argc, char **argv) {
+    const char *file = NULL;
+    config_default(cfg);
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1 && file) {
+            int rc = config_load_file(cfg, file);
+            if (rc) return rc;
+        }
+        for (int i = 0; i < argc; i++) {
+            const char *a = argv[i];
+            const char *key = NULL, *val = NULL;
+            char kv[CONFIG_PATH_MAX + 64];
+            if (i + 1 >= argc && a[0] == '-')
+                return err_set(CHARLM_EUSAGE, "option %s needs a value", a);
+            if (!strcmp(a, "-c") || !strcmp(a, "--config")) {
+                file = argv[++i];
+                continue;
+            }
+            if (!strcmp(a, "--set")) {
+                snprintf(kv, sizeof kv, "%s", argv[++i]);
+                char *eq = strchr(kv, '=');
+                if (!eq) return err_set(CHARLM_EUSAGE, "--set %s: expected section.key=value", kv);
+                *eq = '\0';
+                key = kv, val = eq + 1;
+            }
+            for (size_t k = 0; !key && k < sizeof shorthands / sizeof *shorthands; k++)
+                if (!strcmp(a, shorthands[k].flag) ||
+                    (shorthands[k].alias && !strcmp(a, shorthands[k].alias)))
+                    key = shorthands[k].key, val = argv[++i];
+            if (!key) return err_set(CHARLM_EUSAGE, "unknown option '%s' (see charlm --help)", a);
+            if (pass == 1) {
+                int rc = config_set(cfg, key, val, a);
+                if (rc) return rc;
+            }
+        }
+    }
+    return config_validate(cfg);
+}
+
+int main(int argc, char **argv) {
+    dist_t d;
+    dist_init(&d, &argc, &argv);
+    int rc = CHARLM_OK;
+    const char *cmd = argc > 1 ? argv[1] : "";
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+        if (d.rank == 0) usage(stdout);
+    } else if (!strcmp(cmd, "--version")) {
+        if (d.rank == 0) printf("charlm %s\n", CHARLM_VERSION);
+    } else if (!strcmp(cmd, "train")) {
+        static config_t cfg;
+        rc = dist_agree(&d, parse_train(&cfg, argc - 2, argv + 2));
+        if (rc == CHARLM_EUSAGE && d.rank == 0) fputs("usage: charlm train --config FILE [--set section.key=value]... (charlm --help)\n", stderr);
+        if (!rc) rc = train_run(&cfg, &d);
+    } else {
+        rc = err_set(CHARLM_EUSAGE, argc > 1 ? "unknown command '%s'" : "no command given%s",
+                     argc > 1 ? cmd : "");
+        rc = dist_agree(&d, rc);
+        if (d.rank == 0) usage(stderr);
+    }
+    dist_finalize();
+    return rc;
+}

@@ -1,0 +1,120 @@
+#include "charlm/optim.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "charlm/err.h"
+
+void optim_init(optim_t *o, const config_t *cfg, int64_t n) {
+    memset(o, 0, sizeof *o);
+    o->kind = cfg->optim;
+    o->n = n;
+    o->beta1 = cfg->beta1;
+    o->beta2 = cfg->beta2;
+    o->eps = cfg->eps;
+    o->momentum = cfg->momentum;
+    o->weight_decay = cfg->weight_decay;
+    switch (o->kind) {
+    case OPTIM_ADAM:
+    case OPTIM_ADAMW: o->nmoments = 2; break;
+    case OPTIM_SGD: o->nmoments = cfg->momentum > 0 ? 1 : 0; break;
+    case OPTIM_RMSPROP:
+    case OPTIM_ADAGRAD: o->nmoments = 1; break;
+    }
+    if (o->nmoments >= 1) o->m = xcalloc((size_t)n, sizeof(float));
+    if (o->nmoments >= 2) o->v = xcalloc((size_t)n, sizeof(float));
+}
+
+void optim_free(optim_t *o) {
+    free(o->m);
+    free(o->v);
+    memset(o, 0, sizeof *o);
+}
+
+const char *optim_moment_name(const optim_t *o, int i) {
+    static const char *names[] = {"m", "v"};
+    return i >= 0 && i < o->nmoments ? names[i] : NULL;
+}
+
+float *optim_moment(const optim_t *o, int i) { return i == 0 ? o->m : i == 1 ? o->v : NULL; }
+
+void optim_step(float *params, optim_t *o, const float *grads, double lr) {
+    const int64_t n = o->n;
+    const float wd = (float)o->weight_decay, flr = (float)lr;
+    o->step++;
+    switch (o->kind) {
+    case OPTIM_ADAM:
+    case OPTIM_ADAMW: {
+        const float b1 = (float)o->beta1, b2 = (float)o->beta2, eps = (float)o->eps;
+        const double bc1 = 1.0 - pow(o->beta1, (double)o->step);
+        const double bc2 = 1.0 - pow(o->beta2, (double)o->step);
+        const float step_size = (float)(lr / bc1), inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
+        const int decoupled = o->kind == OPTIM_ADAMW;
+        for (int64_t i = 0; i < n; i++) {
+            float g = grads[i];
+            if (decoupled) params[i] *= 1.0f - flr * wd;
+            else g += wd * params[i];
+            float m = o->m[i] = b1 * o->m[i] + (1.0f - b1) * g;
+            float v = o->v[i] = b2 * o->v[i] + (1.0f - b2) * g * g;
+            params[i] -= step_size * m / (sqrtf(v) * inv_sqrt_bc2 + eps);
+        }
+        break;
+    }
+    case OPTIM_SGD: {
+        const float mu = (float)o->momentum;
+        for (int64_t i = 0; i < n; i++) {
+            float g = grads[i] + wd * params[i];
+            if (o->m) g = o->m[i] = o->step == 1 ? g : mu * o->m[i] + g;
+            params[i] -= flr * g;
+        }
+        break;
+    }
+    case OPTIM_RMSPROP: {
+        /* PyTorch's alpha (smoothing constant) is optim.beta2 here */
+        const float a = (float)o->beta2, eps = (float)o->eps;
+        for (int64_t i = 0; i < n; i++) {
+            float g = grads[i] + wd * params[i];
+            float s = o->m[i] = a * o->m[i] + (1.0f - a) * g * g;
+            params[i] -= flr * g / (sqrtf(s) + eps);
+        }
+        break;
+    }
+    case OPTIM_ADAGRAD: {
+        const float eps = (float)o->eps;
+        for (int64_t i = 0; i < n; i++) {
+            float g = grads[i] + wd * params[i];
+            float s = o->m[i] += g * g;
+            params[i] -= flr * g / (sqrtf(s) + eps);
+        }
+        break;
+    }
+    }
+}
+
+double optim_clip(float *grads, int64_t n, double clip) {
+    double ss = 0.0;
+    for (int64_t i = 0; i < n; i++) ss += (double)grads[i] * grads[i];
+    double norm = sqrt(ss);
+    if (clip > 0.0 && norm > clip) {
+        float s = (float)(clip / (norm + 1e-6));
+        for (int64_t i = 0; i < n; i++) grads[i] *= s;
+    }
+    return norm;
+}
+
+double optim_lr(const config_t *cfg, int64_t step, int64_t total) {
+    if (cfg->warmup > 0 && step < cfg->warmup) return cfg->lr * (double)(step + 1) / (double)cfg->warmup;
+    switch (cfg->schedule) {
+    case SCHED_CONSTANT: return cfg->lr;
+    case SCHED_STEP: return cfg->lr * pow(cfg->decay_rate, (double)(step / cfg->decay_every));
+    case SCHED_COSINE: {
+        int64_t span = total - cfg->warmup;
+        if (total <= 0 || span <= 0) return cfg->lr;
+        double p = (double)(step - cfg->warmup) / (double)span;
+        if (p > 1.0) p = 1.0;
+        return cfg->min_lr + 0.5 * (cfg->lr - cfg->min_lr) * (1.0 + cos(3.141592653589793 * p));
+    }
+    }
+    err_abort(__FILE__, __LINE__, "unknown schedule");
+}

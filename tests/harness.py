@@ -1,0 +1,75 @@
+"""Shared helpers of the script tests: run the charlm binary (directly or under mpiexec),
+read metrics.jsonl, and write small corpora. Standard library only.
+
+Environment (set by tests/CMakeLists.txt): CHARLM (the binary), MPIEXEC, MPIEXEC_NUMPROC_FLAG,
+MPIEXEC_PREFLAGS, MPIEXEC_POSTFLAGS (CMake's FindMPI values, ';'-separated lists)."""
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+
+CHARLM = os.environ.get("CHARLM", "build/charlm")
+SKIP = 77  # CTest SKIP_RETURN_CODE
+
+
+def _split(name):
+    v = os.environ.get(name, "")
+    return [x for x in v.split(";") if x]
+
+
+def command(args, np=None, prefix=()):
+    """The argv of `charlm ARGS`, under mpiexec with np ranks when np is given, after prefix
+    (a command such as setpriv that runs the rest)."""
+    if np is None:
+        return list(prefix) + [CHARLM] + list(args)
+    return list(prefix) + (_split("MPIEXEC") + _split("MPIEXEC_NUMPROC_FLAG") + [str(np)] +
+            _split("MPIEXEC_PREFLAGS") + [CHARLM] + _split("MPIEXEC_POSTFLAGS") + list(args))
+
+
+def run(args, np=None, timeout=600, check=False, prefix=()):
+    """Runs charlm; returns the CompletedProcess (text). With check, fails on non-zero exit."""
+    p = subprocess.run(command(args, np, prefix), capture_output=True, text=True, timeout=timeout,
+                       stdin=subprocess.DEVNULL)
+    if check and p.returncode != 0:
+        sys.stderr.write(p.stdout + p.stderr)
+        raise SystemExit(f"charlm {' '.join(args)} exited {p.returncode}")
+    return p
+
+
+def metrics(run_dir):
+    """(train lines, validation lines) of run_dir/metrics.jsonl, each a list of dicts."""
+    train, val = [], []
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        for line in f:
+            m = json.loads(line)
+            (val if "val_loss" in m else train).append(m)
+    return train, val
+
+
+WORDS = ("the of and to in a is that for it as was with be by on not he this are or his from "
+         "at which but have an they you were her she there been one all we their its more "
+         "when will would can who so no café naïve über 한국어 문장 東京 ß").split()
+
+
+def synthetic_text(nchars, seed=1):
+    """Deterministic text of about nchars characters: sentences of common words, some of them
+    outside ASCII, so that tests need no downloaded corpus."""
+    rnd = random.Random(seed)
+    out, n = [], 0
+    while n < nchars:
+        s = " ".join(rnd.choice(WORDS) for _ in range(rnd.randint(4, 12)))
+        s = s[0].upper() + s[1:] + rnd.choice(".!?") + ("\n" if rnd.random() < 0.3 else " ")
+        out.append(s)
+        n += len(s)
+    return "".join(out)[:nchars]
+
+
+def tmpdir():
+    return tempfile.mkdtemp(prefix="charlm-test-")
+
+
+def fail(msg):
+    sys.stderr.write("FAIL: " + msg + "\n")
+    raise SystemExit(1)

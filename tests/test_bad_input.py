@@ -1,0 +1,93 @@
+"""Every bad input of `charlm train` gets one clear line on stderr naming the file, key, value or
+byte offset, exit code 1 (2 for a bad command line), and leaves no run directory behind — run
+directly and under `mpiexec -np 2`, where the message must still appear exactly once."""
+import os
+import shutil
+import subprocess
+
+import harness as h
+
+
+def write(path, data):
+    with open(path, "wb") as f:
+        f.write(data if isinstance(data, bytes) else data.encode())
+    return path
+
+
+def main():
+    w = h.tmpdir()
+    os.chmod(w, 0o755)  # the unreadable-corpus case runs as an unprivileged user
+    good = write(os.path.join(w, "good.txt"), h.synthetic_text(20000))
+    empty = write(os.path.join(w, "empty.txt"), b"")
+    short = write(os.path.join(w, "short.txt"), h.synthetic_text(100))
+    badutf = write(os.path.join(w, "bad-utf8.txt"), b"hello, w\xc3orld and more text here")
+    unreadable = write(os.path.join(w, "unreadable.txt"), h.synthetic_text(20000))
+    os.chmod(unreadable, 0)
+    # root reads any file: that case then runs as nobody
+    as_user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "env",
+               "HOME=" + w] if os.geteuid() == 0 else []
+    blocker = write(os.path.join(w, "blocker"), b"a file, not a directory")
+    unknown_section = write(os.path.join(w, "section.ini"), "[data]\ncorpus = %s\n[foo]\nbar = 1\n" % good)
+    syntax = write(os.path.join(w, "syntax.ini"), "[model]\nhidden = 8\nthis line is broken\n")
+    base = ["--corpus", good, "--steps", "2", "--batch", "2", "--seq", "8", "--hidden", "8",
+            "--embed", "4", "--layers", "1"]
+    # (name, extra args, expected exit code, substrings the one error line must contain)
+    cases = [
+        ("missing corpus", ["--corpus", os.path.join(w, "nope.txt")], 1, ["nope.txt"]),
+        ("unreadable corpus", ["--corpus", unreadable], 1, ["unreadable.txt", "ermission denied"]),
+        ("empty corpus", ["--corpus", empty], 1, ["empty.txt"]),
+        ("corpus shorter than S*T+1", ["--corpus", short, "--batch", "4", "--seq", "32"], 1,
+         ["short.txt", "needs at least", "{need}"]),
+        ("invalid UTF-8", ["--corpus", badutf], 1, ["bad-utf8.txt", "byte 8"]),
+        ("unknown section", ["--config", unknown_section], 1, ["foo"]),
+        ("unknown key", ["--set", "model.hiden=3"], 1, ["model.hiden"]),
+        ("hidden 0", ["--hidden", "0"], 1, ["model.hidden", "0"]),
+        ("layers 0", ["--layers", "0"], 1, ["model.layers"]),
+        ("negative lr", ["--lr", "-1"], 1, ["optim.lr", "-1"]),
+        ("dropout 1", ["--dropout", "1"], 1, ["model.dropout"]),
+        ("val_frac 1", ["--set", "data.val_frac=1"], 1, ["data.val_frac"]),
+        ("seq 0", ["--seq", "0"], 1, ["train.seq"]),
+        ("non-integer batch", ["--batch", "2.5"], 1, ["train.batch", "2.5"]),
+        ("validation too short", ["--set", "data.val_frac=0.0001"], 1, ["data.val_frac", "needs at least"]),
+        ("run.dir not creatable", ["--run-dir", os.path.join(blocker, "sub")], 1, ["run.dir", "blocker"]),
+        ("config syntax error", ["--config", syntax], 1, ["syntax.ini", "3"]),
+        ("missing config file", ["--config", os.path.join(w, "none.ini")], 1, ["none.ini"]),
+        ("unknown option", ["--frobnicate", "1"], 2, ["--frobnicate"]),
+    ]
+    bad = 0
+    for np in (None, 2):
+        for name, extra, code, want in cases:
+            run_dir = os.path.join(w, "run-" + name.replace(" ", "-"))
+            args = ["train"] + base + (["--run-dir", run_dir] if "--run-dir" not in extra else []) + extra
+            prefix = as_user if name == "unreadable corpus" else []
+            if prefix and not shutil.which(prefix[0]):
+                h.fail("setpriv (util-linux) is needed to test an unreadable file as root")
+            p = h.run(args, np=np, timeout=120, prefix=prefix)
+            ranks = 2 if np else 1
+            need = str(ranks * 4 * 32 + 1)
+            errors = [l for l in p.stderr.splitlines() if l.startswith("charlm: error:")]
+            where = f"[{name}, {'-np 2' if np else 'no mpirun'}]"
+            problems = []
+            if p.returncode != code:
+                problems.append(f"exit code {p.returncode}, expected {code}")
+            if len(errors) != 1:
+                problems.append(f"{len(errors)} error lines, expected exactly 1")
+            for s in want:
+                s = s.replace("{need}", need)
+                if errors and s not in errors[0]:
+                    problems.append(f"error line does not name '{s}'")
+            if os.path.exists(run_dir):
+                problems.append(f"left {run_dir} behind")
+                shutil.rmtree(run_dir)
+            if problems:
+                bad += 1
+                print(f"FAIL {where}: " + "; ".join(problems))
+                print("  stderr: " + p.stderr.strip().replace("\n", "\n          "))
+            else:
+                print(f"ok   {where}: {errors[0]}")
+    if bad:
+        h.fail(f"{bad} bad-input case(s) misbehaved")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+/* Finite-difference check of model_backward for every cell: 2 layers, through the embedding and
+ * the decoder, over a window of several steps with a non-zero carried-in state, with and without
+ * dropout (masks are a pure function of their key, so the loss stays a deterministic function of
+ * the parameters), and with some positions unscored (target -1). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "charlm/model.h"
+#include "charlm/rng.h"
+#include "check.h"
+
+enum { V = 7, E = 5, H = 6, LAYERS = 2, B = 3, T = 5 };
+
+static double loss_at(model_acts_t *a, const model_t *m, const float *h0, const float *c0,
+                      const model_dropout_t *drop, float *sh, float *sc) {
+    memcpy(sh, h0, sizeof(float) * LAYERS * B * H);
+    memcpy(sc, c0, sizeof(float) * LAYERS * B * H);
+    return model_forward(a, sh, m->ops->has_c ? sc : NULL, m, T, drop, 1.0f, 0);
+}
+
+static void check_cell(cell_kind_t cell, float p) {
+    config_t cfg;
+    config_default(&cfg);
+    cfg.cell = cell;
+    cfg.layers = LAYERS;
+    cfg.hidden = H;
+    cfg.embed = E;
+    model_dims_t d;
+    model_dims(&d, &cfg, V);
+    model_t m;
+    model_init(&m, &d, 42);
+    model_acts_t a;
+    model_acts_alloc(&a, &m, B, T, p > 0);
+    model_dropout_t drop = {p, 7, 3, 11};
+
+    float h0[LAYERS * B * H], c0[LAYERS * B * H], sh[LAYERS * B * H], sc[LAYERS * B * H];
+    uint64_t key = rng_key(99, 0, cell, 0, 0);
+    for (int i = 0; i < LAYERS * B * H; i++) {
+        h0[i] = 0.8f * (2.0f * rng_uniform(key, i) - 1.0f);
+        c0[i] = 1.5f * (2.0f * rng_uniform(key, 1000 + i) - 1.0f);
+    }
+    for (int i = 0; i < T * B; i++) {
+        a.inputs[i] = (int32_t)(rng_mix(key + 7 * i) % V);
+        a.targets[i] = i % 7 == 4 ? -1 : (int32_t)(rng_mix(key + 13 * i) % V);
+    }
+
+    float *grads = calloc((size_t)m.nparams, sizeof(float));
+    memcpy(sh, h0, sizeof sh);
+    memcpy(sc, c0, sizeof sc);
+    double base = model_forward(&a, sh, m.ops->has_c ? sc : NULL, &m, T, &drop, 1.0f, 1);
+    model_backward(grads, &a, &m, T);
+    EXPECT(isfinite(base) && base > 0);
+
+    const float eps = 1e-2f;
+    double diff2 = 0, sum2 = 0, worst = 0;
+    int64_t worst_i = -1;
+    for (int64_t i = 0; i < m.nparams; i++) {
+        float keep = m.params[i];
+        m.params[i] = keep + eps;
+        double lp = loss_at(&a, &m, h0, c0, &drop, sh, sc);
+        m.params[i] = keep - eps;
+        double lm = loss_at(&a, &m, h0, c0, &drop, sh, sc);
+        m.params[i] = keep;
+        double num = (lp - lm) / (2.0 * eps), ana = grads[i];
+        diff2 += (num - ana) * (num - ana);
+        sum2 += (num + ana) * (num + ana);
+        double err = fabs(num - ana) / (fabs(num) + fabs(ana) + 1e-2);
+        if (err > worst) worst = err, worst_i = i;
+    }
+    double rel = sqrt(diff2) / sqrt(sum2);
+    const char *name = config_cell_name(cell);
+    printf("%s dropout %.1f: %lld parameters, relative error %.2e, worst element %.2e (#%lld)\n",
+           name, p, (long long)m.nparams, rel, worst, (long long)worst_i);
+    EXPECT_MSG(rel < 1e-3, "%s dropout %.1f: relative gradient error %.3e", name, p, rel);
+    EXPECT_MSG(worst < 1e-2, "%s dropout %.1f: parameter %lld off by %.3e", name, p,
+               (long long)worst_i, worst);
+    /* every tensor receives gradient: catches a layer or bias left out of backward */
+    for (int t = 0; t < m.ntensors; t++) {
+        const model_tensor_t *x = &m.tensors[t];
+        int64_t n = x->shape[0] * (x->ndim == 2 ? x->shape[1] : 1);
+        double s = 0;
+        for (int64_t i = 0; i < n; i++) s += fabs(grads[x->offset + i]);
+        EXPECT_MSG(s > 0, "%s: no gradient reaches %s", name, x->name);
+    }
+    free(grads);
+    model_acts_free(&a);
+    model_free(&m);
+}
+
+int main(void) {
+    for (int c = CELL_RNN; c <= CELL_GRU; c++) {
+        check_cell((cell_kind_t)c, 0.0f);
+        check_cell((cell_kind_t)c, 0.3f);
+    }
+    return check_report("test_gradcheck");
+}
