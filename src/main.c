@@ -94,20 +94,36 @@ static int parse_train(config_t *cfg, int argc, char **argv) {
     return config_validate(cfg);
 }
 
+static int cmd_train(int argc, char **argv, const dist_t *d) {
+    static config_t cfg;
+    int rc = dist_agree(d, parse_train(&cfg, argc, argv));
+    if (rc == CHARLM_EUSAGE && d->rank == 0)
+        fputs("usage: charlm train --config FILE [--set section.key=value]... (charlm --help)\n",
+              stderr);
+    return rc ? rc : train_run(&cfg, d);
+}
+
+/* The subcommands: each gets the arguments after its name and returns the agreed exit status. */
+static const struct {
+    const char *name;
+    int (*run)(int argc, char **argv, const dist_t *d);
+} commands[] = {
+    {"train", cmd_train},
+};
+
 int main(int argc, char **argv) {
     dist_t d;
     dist_init(&d, &argc, &argv);
     int rc = CHARLM_OK;
     const char *cmd = argc > 1 ? argv[1] : "";
-    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+    size_t i = 0, n = sizeof commands / sizeof *commands;
+    while (i < n && strcmp(cmd, commands[i].name)) i++;
+    if (i < n) {
+        rc = commands[i].run(argc - 2, argv + 2, &d);
+    } else if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
         if (d.rank == 0) usage(stdout);
     } else if (!strcmp(cmd, "--version")) {
         if (d.rank == 0) printf("charlm %s\n", CHARLM_VERSION);
-    } else if (!strcmp(cmd, "train")) {
-        static config_t cfg;
-        rc = dist_agree(&d, parse_train(&cfg, argc - 2, argv + 2));
-        if (rc == CHARLM_EUSAGE && d.rank == 0) fputs("usage: charlm train --config FILE [--set section.key=value]... (charlm --help)\n", stderr);
-        if (!rc) rc = train_run(&cfg, &d);
     } else {
         rc = err_set(CHARLM_EUSAGE, argc > 1 ? "unknown command '%s'" : "no command given%s",
                      argc > 1 ? cmd : "");

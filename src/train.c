@@ -198,7 +198,7 @@ int train_run(const config_t *cfg, const dist_t *d) {
     int threads = dist_blas_threads(d);
     if (rank0) print_header(&tr, threads);
 
-    double t0 = MPI_Wtime(), t_log = t0;
+    double t0 = MPI_Wtime(), t_log = t0, eval_secs = 0;
     int64_t step_log = 0;
     int have_val = 0;
     double last_val = NAN;
@@ -245,7 +245,9 @@ int train_run(const config_t *cfg, const dist_t *d) {
         if (c->nval && ((cfg->eval_every && tr.step % cfg->eval_every == 0) || last)) {
             double t_eval = MPI_Wtime();
             last_val = evaluate(&tr);
-            t_log += MPI_Wtime() - t_eval; /* chars/s counts training windows only */
+            t_eval = MPI_Wtime() - t_eval;
+            t_log += t_eval; /* chars/s counts training windows only */
+            eval_secs += t_eval;
             have_val = 1;
             if (rank0) log_val(&tr.log, tr.step, last_val);
         }
@@ -253,8 +255,9 @@ int train_run(const config_t *cfg, const dist_t *d) {
     }
     if (!rc && rank0) {
         double secs = MPI_Wtime() - t0;
-        log_msg(&tr.log, "charlm: %lld steps in %.1f s (%.0f chars/s)", (long long)tr.step,
-                secs, (double)tr.step * chars_per_step / secs);
+        log_msg(&tr.log, "charlm: %lld steps in %.1f s (%.0f chars/s; validation %.1f s)",
+                (long long)tr.step, secs, (double)tr.step * chars_per_step / (secs - eval_secs),
+                eval_secs);
         if (have_val)
             log_msg(&tr.log, "charlm: validation loss %.4f nats/char, %.4f bits/char",
                     last_val, last_val / log(2.0));
