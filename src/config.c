@@ -7,6 +7,7 @@
 #include "charlm/config.h"
 
 #include "charlm/err.h"
+#include "charlm/model.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -98,6 +99,9 @@ static const key_desc_t keys[] = {
     K_I64("eval", "every", eval_every, "0", 0),
 
     K_I64("log", "every", log_every, "10", 1),
+
+    K_I64("checkpoint", "every", ckpt_every, "1000", 0), /* 0 = only at the end and on signals */
+    K_INT("checkpoint", "keep", ckpt_keep, "3", 1),
 
     K_STR("run", "dir", run_dir, "runs/default", 1),
 };
@@ -463,6 +467,9 @@ int config_validate(const config_t *cfg) {
     if (!cfg->corpus[0])
         return err_set(CHARLM_EINPUT,
                        "data.corpus is not set (give it in the config file or with --corpus)");
+    if (cfg->layers > MODEL_MAX_LAYERS)
+        return err_set(CHARLM_EINPUT, "model.layers = %d: at most %d layers are supported",
+                       cfg->layers, MODEL_MAX_LAYERS);
     if (cfg->steps == 0 && cfg->epochs == 0 && cfg->time_limit == 0)
         return err_set(CHARLM_EINPUT, "train.steps, train.epochs and train.time_limit are all 0: "
                                       "the run would never end (set at least one of them)");

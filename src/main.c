@@ -1,21 +1,27 @@
 /* charlm command line: `charlm train ...` (see usage()). Parses arguments, loads and validates
  * the configuration on every rank, runs the command, and exits with the status every rank
  * agreed on (README "Exit codes"). */
+#include <hdf5.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "charlm/checkpoint.h"
 #include "charlm/config.h"
 #include "charlm/dist.h"
 #include "charlm/err.h"
 #include "charlm/train.h"
 
 static void usage(FILE *f) {
-    fputs("usage: charlm train [--config FILE] [--set section.key=value]... [options]\n"
+    fputs("usage: charlm train [--config FILE] [--set section.key=value]... [--resume auto|CKPT]\n"
+          "                    [options]\n"
+          "       charlm inspect CKPT [--verify]\n"
           "       charlm --version | --help\n"
           "\n"
           "train options (each is a shorthand for --set KEY=VALUE):\n"
           "  -c, --config FILE     INI configuration (applied before every override)\n"
+          "  --resume auto|CKPT    continue from the newest valid checkpoint of run.dir (a fresh\n"
+          "                        start when there is none), or from the checkpoint CKPT\n"
           "  --corpus PATH         data.corpus: text file, directory or glob\n"
           "  --val PATH            data.val: separate validation text\n"
           "  --cell rnn|lstm|gru   model.cell\n"
@@ -55,8 +61,9 @@ static const struct {
 
 /* Parses `train` arguments into cfg: the config file first, then every override in command-line
  * order. Returns CHARLM_OK, CHARLM_EUSAGE (with err_set) or CHARLM_EINPUT. */
-static int parse_train(config_t *cfg, int argc, char **argv) {
+static int parse_train(config_t *cfg, const char **resume, int argc, char **argv) {
     const char *file = NULL;
+    *resume = NULL;
     config_default(cfg);
     for (int pass = 0; pass < 2; pass++) {
         if (pass == 1 && file) {
@@ -71,6 +78,10 @@ static int parse_train(config_t *cfg, int argc, char **argv) {
                 return err_set(CHARLM_EUSAGE, "option %s needs a value", a);
             if (!strcmp(a, "-c") || !strcmp(a, "--config")) {
                 file = argv[++i];
+                continue;
+            }
+            if (!strcmp(a, "--resume")) {
+                *resume = argv[++i];
                 continue;
             }
             if (!strcmp(a, "--set")) {
@@ -96,11 +107,26 @@ static int parse_train(config_t *cfg, int argc, char **argv) {
 
 static int cmd_train(int argc, char **argv, const dist_t *d) {
     static config_t cfg;
-    int rc = dist_agree(d, parse_train(&cfg, argc, argv));
+    const char *resume;
+    int rc = dist_agree(d, parse_train(&cfg, &resume, argc, argv));
     if (rc == CHARLM_EUSAGE && d->rank == 0)
         fputs("usage: charlm train --config FILE [--set section.key=value]... (charlm --help)\n",
               stderr);
-    return rc ? rc : train_run(&cfg, d);
+    return rc ? rc : train_run(&cfg, resume, d);
+}
+
+/* charlm inspect CKPT [--verify]: rank 0 reads, every rank returns its status. */
+static int cmd_inspect(int argc, char **argv, const dist_t *d) {
+    const char *path = NULL;
+    int verify = 0, rc = CHARLM_OK;
+    for (int i = 0; i < argc && !rc; i++) {
+        if (!strcmp(argv[i], "--verify")) verify = 1;
+        else if (argv[i][0] != '-' && !path) path = argv[i];
+        else rc = err_set(CHARLM_EUSAGE, "inspect: unexpected argument '%s'", argv[i]);
+    }
+    if (!rc && !path) rc = err_set(CHARLM_EUSAGE, "inspect: which checkpoint? (charlm inspect CKPT [--verify])");
+    if (!rc && d->rank == 0) rc = ckpt_inspect(stdout, path, verify);
+    return dist_agree(d, rc);
 }
 
 /* The subcommands: each gets the arguments after its name and returns the agreed exit status. */
@@ -109,11 +135,13 @@ static const struct {
     int (*run)(int argc, char **argv, const dist_t *d);
 } commands[] = {
     {"train", cmd_train},
+    {"inspect", cmd_inspect},
 };
 
 int main(int argc, char **argv) {
     dist_t d;
     dist_init(&d, &argc, &argv);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* our messages name the file and dataset instead */
     int rc = CHARLM_OK;
     const char *cmd = argc > 1 ? argv[1] : "";
     size_t i = 0, n = sizeof commands / sizeof *commands;

@@ -41,6 +41,9 @@ typedef struct {
     int64_t eval_every; /* validation every N steps (0 = only at the end) */
     /* [log] */
     int64_t log_every; /* training log line every N steps, >= 1 */
+    /* [checkpoint] */
+    int64_t ckpt_every; /* checkpoint every N steps (0 = only at the end and on a signal) */
+    int ckpt_keep;      /* newest checkpoints kept, >= 1 */
     /* [run] */
     char run_dir[CONFIG_PATH_MAX];
 } config_t;
@@ -62,7 +65,8 @@ int config_load_file(config_t *cfg, const char *path);
  * all zero). Returns CHARLM_OK or CHARLM_EINPUT naming the keys. */
 int config_validate(const config_t *cfg);
 
-/* Writes the canonical INI text of every key (sections in fixed order) to f. */
+/* Writes the canonical INI text of every key to f (sections data, model, train, optim, eval,
+ * log, checkpoint, run). */
 void config_write(const config_t *cfg, FILE *f);
 
 /* Names for enum values ("lstm", "adamw", "cosine"). */

@@ -1,13 +1,17 @@
 /* train: the training loop of `charlm train` (DESIGN.md §1) — corpus shard, model, optimizer,
- * windows of truncated BPTT with carried state, gradient all-reduce, validation, logging. */
+ * windows of truncated BPTT with carried state, gradient all-reduce, validation, logging,
+ * checkpoints, resume and stopping on signals. */
 #ifndef CHARLM_TRAIN_H
 #define CHARLM_TRAIN_H
 
 #include "charlm/config.h"
 #include "charlm/dist.h"
 
-/* Collective: every rank calls it with the same cfg. Returns the exit status, the same on every
- * rank (CHARLM_OK, CHARLM_EINPUT after printing the error once, CHARLM_EDIVERGED). */
-int train_run(const config_t *cfg, const dist_t *d);
+/* Collective: every rank calls it with the same arguments. resume is NULL (fresh start; refused
+ * when run.dir already holds checkpoints), "auto" (the newest valid checkpoint of run.dir, or a
+ * fresh start when there is none) or a checkpoint path. Returns the exit status, the same on every
+ * rank: CHARLM_OK, CHARLM_EINPUT (its message printed once), CHARLM_ESTOPPED (a signal; a
+ * checkpoint was written) or CHARLM_EDIVERGED (a checkpoint of the last good state was written). */
+int train_run(const config_t *cfg, const char *resume, const dist_t *d);
 
 #endif

@@ -1,0 +1,98 @@
+/* checkpoint: HDF5 checkpoints (DESIGN.md §4, format version 1) — atomic writing, reading with
+ * every checksum verified, rotation, best.h5, finding the newest valid one, and `inspect`.
+ *
+ * Layout of ckpt-<step>.h5:
+ *   /                 attrs format="charlm", format_version=1, charlm_version, step, epoch,
+ *                     cursor, tokens_seen, world_size, streams, seq, train_chars, lr,
+ *                     last_train_loss, last_val_loss, best_val_loss, config (canonical INI)
+ *   /vocab            uint32 (V) code points in id order
+ *   /model            attrs cell, layers, hidden, embed, vocab_size
+ *   /model/NAME       float32, one per tensor, PyTorch names (model.h)
+ *   /optimizer        attrs kind, step
+ *   /optimizer/M/NAME float32 moment M (m, v) of tensor NAME
+ *   /state/h, /state/c  float32 (layers, S, H) hidden (and LSTM cell) state of every global stream
+ *   /state/cursor     int64 (1) window index inside the epoch; attr epoch
+ *   /metrics/train    float64 (n, 3) step, train_loss, grad_norm of every log line
+ *   /metrics/val      float64 (n, 2) step, val_loss
+ * Every dataset is chunked with the fletcher32 checksum filter. */
+#ifndef CHARLM_CHECKPOINT_H
+#define CHARLM_CHECKPOINT_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "charlm/model.h"
+#include "charlm/optim.h"
+#include "charlm/vocab.h"
+
+#define CKPT_FORMAT_VERSION 1
+
+/* The scalar facts of a checkpoint (root and group attributes). */
+typedef struct {
+    int64_t step, epoch, cursor, tokens_seen, train_chars, optim_step;
+    int world_size, streams, seq;
+    double lr, last_train_loss, last_val_loss, best_val_loss; /* NAN = none yet */
+    cell_kind_t cell;
+    int layers, hidden, embed, vocab_size;
+    optim_kind_t optim;
+} ckpt_info_t;
+
+/* What ckpt_write stores; nothing is owned. */
+typedef struct {
+    ckpt_info_t info;
+    const char *config;      /* canonical INI text */
+    const vocab_t *vocab;
+    const model_t *model;    /* parameters and tensor table */
+    const optim_t *opt;      /* moments in the parameter layout */
+    const float *h, *c;      /* (layers, S, H); c NULL unless lstm */
+    const double *train_hist; /* (n_train, 3) */
+    const double *val_hist;   /* (n_val, 2) */
+    int64_t n_train, n_val;
+} ckpt_write_t;
+
+/* A checkpoint read back; every array owned (ckpt_free). */
+typedef struct {
+    ckpt_info_t info;
+    char *config;
+    vocab_t vocab;
+    model_dims_t dims;
+    int64_t nparams;
+    float *params;            /* (nparams) */
+    int nmoments;
+    float *moments[2];        /* (nparams) each */
+    float *h, *c;             /* (layers, S, H); c NULL unless lstm */
+    double *train_hist, *val_hist;
+    int64_t n_train, n_val;
+} ckpt_t;
+
+/* Writes w to `path` atomically: PATH.tmp, flush, close, fsync, rename, fsync of the directory.
+ * On failure removes PATH.tmp, leaves any existing PATH untouched and returns CHARLM_EINPUT with
+ * the reason (e.g. "No space left on device"). */
+int ckpt_write(const char *path, const ckpt_write_t *w);
+
+/* Reads every dataset of path (so every fletcher32 checksum is verified) into ck. Returns
+ * CHARLM_OK, or CHARLM_EINPUT naming the file and the dataset or attribute that is missing,
+ * corrupt or of a newer format; ck is then freed. */
+int ckpt_read(ckpt_t *ck, const char *path);
+void ckpt_free(ckpt_t *ck);
+
+/* The path of checkpoint `step` in run_dir: run_dir/checkpoints/ckpt-<step, 8 digits>.h5. */
+void ckpt_path(char *out, size_t n, const char *run_dir, int64_t step);
+
+/* Finds the newest checkpoint of run_dir/checkpoints that reads back whole, printing one
+ * "charlm: warning: skipping PATH: REASON" line for each newer one that does not. Copies its
+ * path to out (n bytes) and returns 1; returns 0 when there is none. */
+int ckpt_find_latest(char *out, size_t n, const char *run_dir);
+
+/* Deletes all but the newest `keep` ckpt-*.h5 of run_dir/checkpoints (best.h5 is separate). */
+void ckpt_rotate(const char *run_dir, int keep);
+
+/* Makes run_dir/checkpoints/best.h5 the checkpoint at path (a hard link; a copy where links are
+ * not supported), atomically. Returns CHARLM_OK or CHARLM_EINPUT. */
+int ckpt_mark_best(const char *path, const char *run_dir);
+
+/* `charlm inspect`: prints the facts of the checkpoint at path to out; with verify, reads every
+ * dataset first. Returns CHARLM_OK or CHARLM_EINPUT naming what is wrong. */
+int ckpt_inspect(FILE *out, const char *path, int verify);
+
+#endif
