@@ -476,6 +476,12 @@ void ckpt_free(ckpt_t *ck) {
     memset(ck, 0, sizeof *ck);
 }
 
+void ckpt_model(model_t *m, const ckpt_t *ck) {
+    model_init(m, &ck->dims, 0);
+    CHARLM_CHECK(m->nparams == ck->nparams);
+    memcpy(m->params, ck->params, sizeof(float) * (size_t)m->nparams);
+}
+
 /* ---- the run directory -------------------------------------------------------------------- */
 
 void ckpt_path(char *out, size_t n, const char *run_dir, int64_t step) {

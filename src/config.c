@@ -100,6 +100,10 @@ static const key_desc_t keys[] = {
 
     K_I64("log", "every", log_every, "10", 1),
 
+    K_I64("sample", "every", sample_every, "0", 0),
+    K_I64("sample", "length", sample_length, "200", 1),
+    K_DBL("sample", "temperature", sample_temperature, "1", 0, B_INCL, 100, B_INCL),
+
     K_I64("checkpoint", "every", ckpt_every, "1000", 0), /* 0 = only at the end and on signals */
     K_INT("checkpoint", "keep", ckpt_keep, "3", 1),
 

@@ -10,12 +10,16 @@
 #include "charlm/config.h"
 #include "charlm/dist.h"
 #include "charlm/err.h"
+#include "charlm/sample.h"
 #include "charlm/train.h"
 
 static void usage(FILE *f) {
     fputs("usage: charlm train [--config FILE] [--set section.key=value]... [--resume auto|CKPT]\n"
           "                    [options]\n"
           "       charlm inspect CKPT [--verify]\n"
+          "       charlm sample CKPT [--prime TEXT | --prime-file FILE] [--length N]\n"
+          "                    [--temperature T] [--top-k K] [--top-p P] [--seed S] [--count N]\n"
+          "                    [--unknown skip|error]\n"
           "       charlm --version | --help\n"
           "\n"
           "train options (each is a shorthand for --set KEY=VALUE):\n"
@@ -136,6 +140,7 @@ static const struct {
 } commands[] = {
     {"train", cmd_train},
     {"inspect", cmd_inspect},
+    {"sample", sample_main},
 };
 
 int main(int argc, char **argv) {

@@ -407,6 +407,20 @@ static double evaluate(trainer_t *tr) {
     return sum / (double)c->val_pred;
 }
 
+/* Rank 0: a sample of the model as it is now, from a newline, on stdout. */
+static void print_sample(trainer_t *tr, int64_t length, double temperature) {
+    const vocab_t *v = &tr->corpus.vocab;
+    log_msg(&tr->log, "charlm: sample at step %lld (temperature %g):", (long long)tr->step,
+            temperature);
+    int32_t prime = vocab_id(v, '\n');
+    if (prime < 0) prime = 0;
+    sample_opts_t o = {.length = length, .temperature = temperature, .top_p = 1.0,
+                       .seed = tr->cfg->seed, .index = (uint64_t)tr->step};
+    sample_text(stdout, &tr->model, v, &prime, 1, &o);
+    fputc('\n', stdout);
+    fflush(stdout);
+}
+
 static void print_header(trainer_t *tr, int threads) {
     const config_t *cfg = tr->cfg;
     const corpus_t *c = &tr->corpus;
@@ -513,6 +527,8 @@ int train_run(const config_t *cfg, const char *resume, const dist_t *d) {
             eval_secs += t_eval;
             if (rank0) {
                 log_val(&tr.log, tr.step, tr.last_val);
+                if (cfg->sample_every && tr.step % cfg->sample_every == 0)
+                    print_sample(&tr, cfg->sample_length, cfg->sample_temperature);
                 double row[2] = {(double)tr.step, tr.last_val};
                 hist_push(&tr.val_hist, &tr.n_val, &tr.cap_val, 2, row);
             }
@@ -540,11 +556,7 @@ int train_run(const config_t *cfg, const char *resume, const dist_t *d) {
             log_msg(&tr.log, "charlm: validation loss %.4f nats/char, %.4f bits/char",
                     tr.last_val, tr.last_val / log(2.0));
         if (ckpt[0]) log_msg(&tr.log, "charlm: checkpoint %s", ckpt);
-        log_msg(&tr.log, "charlm: sample (temperature 1):");
-        int32_t prime = vocab_id(&c->vocab, '\n');
-        if (prime < 0) prime = 0;
-        sample_text(stdout, &tr.model, &c->vocab, &prime, 1, SAMPLE_LENGTH, 1.0, cfg->seed);
-        fputc('\n', stdout);
+        print_sample(&tr, SAMPLE_LENGTH, 1.0);
         fflush(stdout);
     }
     signal(SIGTERM, SIG_DFL);

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 
 #include "charlm/err.h"
+#include "charlm/utf8.h"
 
 void vocab_from_bitmap(vocab_t *v, const uint64_t *bitmap) {
     int n = 0;
@@ -44,6 +45,30 @@ int vocab_id(const vocab_t *v, uint32_t cp) {
         else hi = mid;
     }
     return lo < v->size && v->cps[lo] == cp ? lo : -1;
+}
+
+int vocab_encode(int32_t *ids, int64_t *n, const vocab_t *v, const char *text, size_t len,
+                 int skip_unknown, const char *what) {
+    const unsigned char *s = (const unsigned char *)text;
+    *n = 0;
+    for (size_t i = 0; i < len;) {
+        uint32_t cp;
+        int k = utf8_decode(&cp, s + i, len - i);
+        if (k <= 0) return err_set(CHARLM_EINPUT, "%s: invalid UTF-8 at byte %zu", what, i);
+        int id = vocab_id(v, cp);
+        if (id < 0 && !skip_unknown) {
+            char ch[5] = {0};
+            utf8_encode(ch, cp);
+            if (cp < 0x20 || cp == 0x7f) ch[0] = '?', ch[1] = '\0';
+            return err_set(CHARLM_EINPUT,
+                           "%s: character '%s' (U+%04X) at byte %zu is not in the model's "
+                           "vocabulary (--unknown skip drops such characters)",
+                           what, ch, (unsigned)cp, i);
+        }
+        if (id >= 0) ids[(*n)++] = id;
+        i += (size_t)k;
+    }
+    return CHARLM_OK;
 }
 
 void vocab_free(vocab_t *v) {

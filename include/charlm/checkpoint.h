@@ -76,6 +76,9 @@ int ckpt_write(const char *path, const ckpt_write_t *w);
 int ckpt_read(ckpt_t *ck, const char *path);
 void ckpt_free(ckpt_t *ck);
 
+/* Builds the model stored in ck (allocated: model_free). */
+void ckpt_model(model_t *m, const ckpt_t *ck);
+
 /* The path of checkpoint `step` in run_dir: run_dir/checkpoints/ckpt-<step, 8 digits>.h5. */
 void ckpt_path(char *out, size_t n, const char *run_dir, int64_t step);
 

@@ -41,6 +41,10 @@ typedef struct {
     int64_t eval_every; /* validation every N steps (0 = only at the end) */
     /* [log] */
     int64_t log_every; /* training log line every N steps, >= 1 */
+    /* [sample] */
+    int64_t sample_every;      /* print a sample at every validation step divisible by it; 0 = off */
+    int64_t sample_length;     /* characters */
+    double sample_temperature; /* 0 = greedy */
     /* [checkpoint] */
     int64_t ckpt_every; /* checkpoint every N steps (0 = only at the end and on a signal) */
     int ckpt_keep;      /* newest checkpoints kept, >= 1 */

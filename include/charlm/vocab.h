@@ -3,6 +3,7 @@
 #ifndef CHARLM_VOCAB_H
 #define CHARLM_VOCAB_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #define VOCAB_CP_LIMIT 0x110000u                 /* code points are < this */
@@ -27,6 +28,13 @@ int vocab_from_list(vocab_t *v, const uint32_t *cps, int n);
 
 /* The id of code point cp, or -1 when it is not in the vocabulary. */
 int vocab_id(const vocab_t *v, uint32_t cp);
+
+/* Encodes UTF-8 text (len bytes) into ids (room for len ids); *n gets their count. A character
+ * outside the vocabulary is dropped when skip_unknown is set; otherwise it is an error
+ * (CHARLM_EINPUT, err_set) naming `what`, the character, its code point and byte offset, as is
+ * invalid UTF-8. */
+int vocab_encode(int32_t *ids, int64_t *n, const vocab_t *v, const char *text, size_t len,
+                 int skip_unknown, const char *what);
 
 void vocab_free(vocab_t *v);
 
