@@ -1,8 +1,6 @@
 /* GRU, PyTorch gate order r, z, n: n = tanh(x W_in^T + b_in + r*(h_prev W_hn^T + b_hn)),
  * h = (1-z)*n + z*h_prev. The reset gate multiplies the recurrent product, so the gradient
  * with respect to that product differs from the one with respect to the input projection. */
-#include <math.h>
-
 #include "charlm/cells.h"
 
 static void gru_forward(float *gates, float *aux, float *h, float *c, const float *gh,
@@ -15,11 +13,12 @@ static void gru_forward(float *gates, float *aux, float *h, float *c, const floa
         const float *br = b_hh, *bz = br + H, *bn = bz + H;
         const float *hp = h_prev + (size_t)b * H;
         float *hn = aux + (size_t)b * H, *hb = h + (size_t)b * H;
+        #pragma GCC ivdep
         for (int j = 0; j < H; j++) {
             float r = cell_sigmoid(gr[j] + rr[j] + br[j]);
             float z = cell_sigmoid(gz[j] + rz[j] + bz[j]);
             float q = rn[j] + bn[j];
-            float n = tanhf(gn[j] + r * q);
+            float n = cell_tanh(gn[j] + r * q);
             gr[j] = r, gz[j] = z, gn[j] = n;
             hn[j] = q;
             hb[j] = (1.0f - z) * n + z * hp[j];
@@ -38,6 +37,7 @@ static void gru_backward(float *dgates, float *dgh, float *dh_prev, float *dc, c
         const float *hn = aux + (size_t)b * H, *hp = h_prev + (size_t)b * H;
         const float *dhb = dh + (size_t)b * H;
         float *dhp = dh_prev + (size_t)b * H;
+        #pragma GCC ivdep
         for (int j = 0; j < H; j++) {
             float r = gr[j], z = gz[j], n = gn[j], d = dhb[j];
             float da = d * (1.0f - z) * (1.0f - n * n); /* d loss / d (pre-tanh of n) */

@@ -1,6 +1,4 @@
 /* LSTM, PyTorch gate order i, f, g, o: c = f*c_prev + i*g, h = o*tanh(c). */
-#include <math.h>
-
 #include "charlm/cells.h"
 
 static void lstm_forward(float *gates, float *aux, float *h, float *c, const float *gh,
@@ -13,15 +11,16 @@ static void lstm_forward(float *gates, float *aux, float *h, float *c, const flo
         const float *bi = b_hh, *bf = bi + H, *bg = bf + H, *bo = bg + H;
         const float *cp = c_prev + (size_t)b * H;
         float *cb = c + (size_t)b * H, *hb = h + (size_t)b * H;
+        #pragma GCC ivdep
         for (int j = 0; j < H; j++) {
             float i = cell_sigmoid(gi[j] + ri[j] + bi[j]);
             float f = cell_sigmoid(gf[j] + rf[j] + bf[j]);
-            float g = tanhf(gg[j] + rg[j] + bg[j]);
+            float g = cell_tanh(gg[j] + rg[j] + bg[j]);
             float o = cell_sigmoid(go[j] + ro[j] + bo[j]);
             float cn = f * cp[j] + i * g;
             gi[j] = i, gf[j] = f, gg[j] = g, go[j] = o;
             cb[j] = cn;
-            hb[j] = o * tanhf(cn);
+            hb[j] = o * cell_tanh(cn);
         }
     }
 }
@@ -36,9 +35,10 @@ static void lstm_backward(float *dgates, float *dgh, float *dh_prev, float *dc, 
         const float *cp = c_prev + (size_t)b * H, *cb = c + (size_t)b * H;
         const float *dhb = dh + (size_t)b * H;
         float *dcb = dc + (size_t)b * H, *dhp = dh_prev + (size_t)b * H;
+        #pragma GCC ivdep
         for (int j = 0; j < H; j++) {
             float i = gi[j], f = gf[j], g = gg[j], o = go[j];
-            float tc = tanhf(cb[j]);
+            float tc = cell_tanh(cb[j]);
             float dcn = dhb[j] * o * (1.0f - tc * tc) + dcb[j];
             dout[j] = dhb[j] * tc * o * (1.0f - o);
             di[j] = dcn * g * i * (1.0f - i);
