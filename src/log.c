@@ -132,6 +132,14 @@ void log_val(log_t *lg, int64_t step, double val_loss) {
     }
 }
 
+void log_summary(log_t *lg, int64_t step, const log_field_t *fields, int n) {
+    if (!lg->metrics) return;
+    fprintf(lg->metrics, "{\"step\":%" PRId64 ",\"summary\":true", step);
+    for (int i = 0; i < n; i++) json_num(lg->metrics, fields[i].key, fields[i].value);
+    fputs("}\n", lg->metrics);
+    fflush(lg->metrics);
+}
+
 void log_msg(log_t *lg, const char *fmt, ...) {
     if (lg->live) fputs("\r\033[K", stderr);
     lg->live = 0;

@@ -55,6 +55,13 @@ int64_t model_layout(const model_dims_t *d, model_tensor_t *t, int *ntensors) {
     return off;
 }
 
+double model_flops_per_char(const model_t *m) {
+    double w = 0;
+    for (int i = 1; i < m->ntensors; i++)
+        if (m->tensors[i].ndim == 2) w += (double)m->tensors[i].shape[0] * m->tensors[i].shape[1];
+    return 6.0 * w;
+}
+
 void model_views(model_views_t *v, const model_t *m, float *buf) {
     const model_tensor_t *t = m->tensors;
     memset(v, 0, sizeof *v);
@@ -96,6 +103,11 @@ void model_free(model_t *m) {
     memset(m, 0, sizeof *m);
 }
 
+static void *acts_calloc(model_acts_t *a, size_t n, size_t size) {
+    a->bytes += n * size;
+    return xcalloc(n, size);
+}
+
 void model_acts_alloc(model_acts_t *a, const model_t *m, int B, int T, int with_dropout) {
     const model_dims_t *d = &m->d;
     size_t TB = (size_t)T * B, H = (size_t)d->H, GH = (size_t)d->G * H, V = (size_t)d->V;
@@ -103,28 +115,28 @@ void model_acts_alloc(model_acts_t *a, const model_t *m, int B, int T, int with_
     memset(a, 0, sizeof *a);
     a->B = B;
     a->T = T;
-    a->inputs = xcalloc(TB, sizeof(int32_t));
-    a->targets = xcalloc(TB, sizeof(int32_t));
-    a->x = xcalloc(TB * (size_t)d->E, sizeof(float));
+    a->inputs = acts_calloc(a, TB, sizeof(int32_t));
+    a->targets = acts_calloc(a, TB, sizeof(int32_t));
+    a->x = acts_calloc(a, TB * (size_t)d->E, sizeof(float));
     for (int l = 0; l < d->layers; l++) {
-        a->gates[l] = xcalloc(TB * GH, sizeof(float));
-        a->h[l] = xcalloc(TB * H + (size_t)B * H, sizeof(float));
-        if (m->ops->has_c) a->c[l] = xcalloc(TB * H + (size_t)B * H, sizeof(float));
-        if (m->ops->has_aux) a->aux[l] = xcalloc(TB * H, sizeof(float));
+        a->gates[l] = acts_calloc(a, TB * GH, sizeof(float));
+        a->h[l] = acts_calloc(a, TB * H + (size_t)B * H, sizeof(float));
+        if (m->ops->has_c) a->c[l] = acts_calloc(a, TB * H + (size_t)B * H, sizeof(float));
+        if (m->ops->has_aux) a->aux[l] = acts_calloc(a, TB * H, sizeof(float));
         if (with_dropout) {
-            a->mask[l] = xcalloc(TB * H, sizeof(float));
-            a->dropped[l] = xcalloc(TB * H, sizeof(float));
+            a->mask[l] = acts_calloc(a, TB * H, sizeof(float));
+            a->dropped[l] = acts_calloc(a, TB * H, sizeof(float));
         }
     }
-    a->logits = xcalloc(TB * V, sizeof(float));
-    a->gh = xcalloc((size_t)B * GH, sizeof(float));
-    a->dgates = xcalloc(TB * GH, sizeof(float));
-    a->dgh = m->ops->has_aux ? xcalloc(TB * GH, sizeof(float)) : a->dgates;
-    a->dout_a = xcalloc(TB * wide, sizeof(float));
-    a->dout_b = xcalloc(TB * wide, sizeof(float));
-    a->dh = xcalloc((size_t)B * H, sizeof(float));
-    a->dh_prev = xcalloc((size_t)B * H, sizeof(float));
-    a->dc = xcalloc((size_t)B * H, sizeof(float));
+    a->logits = acts_calloc(a, TB * V, sizeof(float));
+    a->gh = acts_calloc(a, (size_t)B * GH, sizeof(float));
+    a->dgates = acts_calloc(a, TB * GH, sizeof(float));
+    a->dgh = m->ops->has_aux ? acts_calloc(a, TB * GH, sizeof(float)) : a->dgates;
+    a->dout_a = acts_calloc(a, TB * wide, sizeof(float));
+    a->dout_b = acts_calloc(a, TB * wide, sizeof(float));
+    a->dh = acts_calloc(a, (size_t)B * H, sizeof(float));
+    a->dh_prev = acts_calloc(a, (size_t)B * H, sizeof(float));
+    a->dc = acts_calloc(a, (size_t)B * H, sizeof(float));
 }
 
 void model_acts_free(model_acts_t *a) {

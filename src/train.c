@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include "charlm/checkpoint.h"
@@ -27,6 +28,11 @@ static void on_signal(int sig) {
     stop_signal = sig;
 }
 
+/* Where the time of a run goes (seconds, this rank). */
+typedef struct {
+    double forward, backward, allreduce, optimizer, eval, checkpoint;
+} timers_t;
+
 /* Everything one rank holds during training, allocated once in trainer_open. */
 typedef struct {
     const config_t *cfg;
@@ -43,6 +49,7 @@ typedef struct {
     int64_t step, cursor, epoch, total;
     double lr, last_train, last_val, best_val;
     int64_t last_val_step;
+    timers_t tm;
     /* rank 0 only */
     log_t log;
     char *config_text;            /* canonical INI of cfg */
@@ -421,6 +428,63 @@ static void print_sample(trainer_t *tr, int64_t length, double temperature) {
     fflush(stdout);
 }
 
+static double lap(double *t) {
+    double now = MPI_Wtime(), d = now - *t;
+    *t = now;
+    return d;
+}
+
+/* Bytes this rank needs by design: parameters, gradients and optimizer moments, the window's
+ * activations (training and validation), the carried states and its corpus shard. */
+static double analytic_bytes(const trainer_t *tr) {
+    const corpus_t *c = &tr->corpus;
+    double floats = (double)tr->model.nparams * (2 + tr->opt.nmoments) +
+                    6.0 * tr->cfg->layers * c->B * tr->cfg->hidden;
+    double shard = (double)(c->B * c->L + 1);
+    for (int b = 0; b < c->B && c->nval; b++) shard += (double)c->val_len[b] + 1;
+    return 4.0 * (floats + shard) + (double)tr->acts.bytes + (double)tr->eval.bytes;
+}
+
+/* Collective: the end-of-run report — throughput, GFLOP/s, where the time went, peak memory —
+ * on stderr and as the summary record of metrics.jsonl. */
+static void report(trainer_t *tr, int64_t step0, double secs) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double rss = (double)ru.ru_maxrss * 1024.0, rss_max = rss;
+    MPI_Reduce(&rss, &rss_max, 1, MPI_DOUBLE, MPI_MAX, 0, MPI_COMM_WORLD);
+    if (tr->d->rank != 0) return;
+    const timers_t *t = &tr->tm;
+    int64_t steps = tr->step - step0;
+    if (steps == 0) {
+        log_msg(&tr->log, "charlm: nothing to do: the run is at step %lld of %lld",
+                (long long)tr->step, (long long)tr->total);
+        return;
+    }
+    double train_s = t->forward + t->backward + t->allreduce + t->optimizer;
+    double chars = (double)steps * tr->corpus.S * tr->corpus.T;
+    double cps = chars / train_s, gflops = cps * model_flops_per_char(&tr->model) * 1e-9;
+    double need = analytic_bytes(tr), mib = 1024.0 * 1024.0;
+    log_msg(&tr->log, "charlm: %lld steps in %.1f s: %.0f chars/s, %.2f GFLOP/s", (long long)steps,
+            secs, cps, gflops);
+    log_msg(&tr->log,
+            "charlm: time: forward %.1f%%, backward %.1f%%, all-reduce %.1f%%, optimizer %.1f%% "
+            "of training; validation %.1f s, checkpoints %.1f s",
+            100 * t->forward / train_s, 100 * t->backward / train_s,
+            100 * t->allreduce / train_s, 100 * t->optimizer / train_s, t->eval, t->checkpoint);
+    log_msg(&tr->log, "charlm: memory: peak RSS %.1f MiB (rank 0), %.1f MiB (largest rank); "
+            "analytic need %.1f MiB per rank", rss / mib, rss_max / mib, need / mib);
+    if (tr->last_val_step >= 0)
+        log_msg(&tr->log, "charlm: validation loss %.4f nats/char, %.4f bits/char", tr->last_val,
+                tr->last_val / log(2.0));
+    log_field_t f[] = {{"chars_per_s", cps},        {"gflops", gflops},
+                       {"time_forward_s", t->forward}, {"time_backward_s", t->backward},
+                       {"time_allreduce_s", t->allreduce}, {"time_optimizer_s", t->optimizer},
+                       {"time_eval_s", t->eval},    {"time_checkpoint_s", t->checkpoint},
+                       {"elapsed_s", secs},         {"peak_rss_mib", rss / mib},
+                       {"peak_rss_max_mib", rss_max / mib}, {"analytic_mib", need / mib}};
+    log_summary(&tr->log, tr->step, f, (int)(sizeof f / sizeof *f));
+}
+
 static void print_header(trainer_t *tr, int threads) {
     const config_t *cfg = tr->cfg;
     const corpus_t *c = &tr->corpus;
@@ -458,7 +522,7 @@ int train_run(const config_t *cfg, const char *resume, const dist_t *d) {
     if (rank0) print_header(&tr, threads);
 
     char ckpt[CONFIG_PATH_MAX + 64] = "";
-    double t0 = MPI_Wtime(), t_log = t0, eval_secs = 0;
+    double t0 = MPI_Wtime(), t_log = t0;
     const int64_t step0 = tr.step;
     int64_t step_log = tr.step;
     int stopped = 0;
@@ -468,16 +532,20 @@ int train_run(const config_t *cfg, const char *resume, const dist_t *d) {
         memcpy(tr.prev_c, tr.state_c, nstate * sizeof(float));
         memset(tr.grads, 0, sizeof(float) * (size_t)tr.model.nparams);
         model_dropout_t drop = {(float)cfg->dropout, cfg->seed, tr.step, c->first_stream};
+        double t = MPI_Wtime();
         double loss = model_forward(&tr.acts, tr.state_h,
                                     tr.model.ops->has_c ? tr.state_c : NULL, &tr.model, c->T,
                                     &drop, 1.0f / (float)chars_per_step, 1);
+        tr.tm.forward += lap(&t);
         model_backward(tr.grads, &tr.acts, &tr.model, c->T);
+        tr.tm.backward += lap(&t);
         dist_sum_floats(tr.grads, tr.model.nparams);
         /* the loss, rank 0's clock and every rank's signal flag travel together, so all ranks
          * take the same decision at this window boundary */
         double red[3] = {loss, rank0 && cfg->time_limit > 0 && MPI_Wtime() - t0 >= cfg->time_limit,
                          stop_signal != 0};
         dist_sum_doubles(red, 3);
+        tr.tm.allreduce += lap(&t);
         loss = red[0] / (double)chars_per_step;
         double gnorm = optim_clip(tr.grads, tr.model.nparams, cfg->clip);
         if (!isfinite(loss) || !isfinite(gnorm)) {
@@ -497,6 +565,7 @@ int train_run(const config_t *cfg, const char *resume, const dist_t *d) {
         }
         tr.lr = optim_lr(cfg, tr.step, tr.total);
         optim_step(tr.model.params, &tr.opt, tr.grads, tr.lr);
+        tr.tm.optimizer += lap(&t);
         tr.step++;
         tr.last_train = loss;
         if (++tr.cursor == c->windows) { /* epoch wrap: streams start again from zero state */
@@ -524,7 +593,7 @@ int train_run(const config_t *cfg, const char *resume, const dist_t *d) {
             tr.last_val_step = tr.step;
             t_eval = MPI_Wtime() - t_eval;
             t_log += t_eval; /* chars/s counts training windows only */
-            eval_secs += t_eval;
+            tr.tm.eval += t_eval;
             if (rank0) {
                 log_val(&tr.log, tr.step, tr.last_val);
                 if (cfg->sample_every && tr.step % cfg->sample_every == 0)
@@ -533,8 +602,13 @@ int train_run(const config_t *cfg, const char *resume, const dist_t *d) {
                 hist_push(&tr.val_hist, &tr.n_val, &tr.cap_val, 2, row);
             }
         }
-        if (last || stopped || (cfg->ckpt_every && tr.step % cfg->ckpt_every == 0))
+        if (last || stopped || (cfg->ckpt_every && tr.step % cfg->ckpt_every == 0)) {
+            double t_ckpt = MPI_Wtime();
             if ((rc = save_checkpoint(&tr, ckpt, sizeof ckpt))) break;
+            t_ckpt = MPI_Wtime() - t_ckpt;
+            t_log += t_ckpt;
+            tr.tm.checkpoint += t_ckpt;
+        }
         if (stopped) {
             rc = CHARLM_ESTOPPED;
             if (rank0)
@@ -544,20 +618,10 @@ int train_run(const config_t *cfg, const char *resume, const dist_t *d) {
         }
         if (last) break;
     }
-    if (!rc && rank0 && tr.step == step0) {
-        log_msg(&tr.log, "charlm: nothing to do: the run is at step %lld of %lld",
-                (long long)tr.step, (long long)tr.total);
-    } else if (!rc && rank0) {
-        double secs = MPI_Wtime() - t0;
-        log_msg(&tr.log, "charlm: %lld steps in %.1f s (%.0f chars/s; validation %.1f s)",
-                (long long)(tr.step - step0), secs,
-                (double)(tr.step - step0) * chars_per_step / (secs - eval_secs), eval_secs);
-        if (tr.last_val_step >= 0)
-            log_msg(&tr.log, "charlm: validation loss %.4f nats/char, %.4f bits/char",
-                    tr.last_val, tr.last_val / log(2.0));
+    if (!rc) report(&tr, step0, MPI_Wtime() - t0);
+    if (!rc && rank0 && tr.step > step0) {
         if (ckpt[0]) log_msg(&tr.log, "charlm: checkpoint %s", ckpt);
         print_sample(&tr, SAMPLE_LENGTH, 1.0);
-        fflush(stdout);
     }
     signal(SIGTERM, SIG_DFL);
     signal(SIGINT, SIG_DFL);

@@ -39,13 +39,26 @@ def run(args, np=None, timeout=600, check=False, prefix=()):
 
 
 def metrics(run_dir):
-    """(train lines, validation lines) of run_dir/metrics.jsonl, each a list of dicts."""
+    """(train lines, validation lines) of run_dir/metrics.jsonl, each a list of dicts; the
+    end-of-run summary records are left out (summary() reads them)."""
     train, val = [], []
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
         for line in f:
             m = json.loads(line)
-            (val if "val_loss" in m else train).append(m)
+            if "summary" not in m:
+                (val if "val_loss" in m else train).append(m)
     return train, val
+
+
+def summary(run_dir):
+    """The last end-of-run summary record of run_dir/metrics.jsonl (a dict), or None."""
+    last = None
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        for line in f:
+            m = json.loads(line)
+            if "summary" in m:
+                last = m
+    return last
 
 
 WORDS = ("the of and to in a is that for it as was with be by on not he this are or his from "

@@ -30,7 +30,7 @@ def main():
         h.fail(f"training took {elapsed:.1f} s (> 60)")
     if not val or not val[-1]["val_loss"] < 2.5:
         h.fail(f"validation loss {val[-1]['val_loss'] if val else None} is not below 2.5")
-    if "sample (temperature 1)" not in p.stderr or len(p.stdout.strip()) < 100:
+    if "charlm: sample at step" not in p.stderr or len(p.stdout.strip()) < 100:
         h.fail("no sample printed at the end")
 
 

@@ -31,6 +31,14 @@ void log_train(log_t *lg, const log_train_t *m);
 /* Prints a validation line and appends {"step","val_loss","val_bpc"} to metrics.jsonl. */
 void log_val(log_t *lg, int64_t step, double val_loss);
 
+typedef struct {
+    const char *key;
+    double value;
+} log_field_t;
+
+/* Appends the end-of-run record {"step":step,"summary":true,KEY:VALUE...} to metrics.jsonl. */
+void log_summary(log_t *lg, int64_t step, const log_field_t *fields, int n);
+
 /* Prints a free-form message line (clearing the live line first). */
 void log_msg(log_t *lg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

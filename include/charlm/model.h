@@ -52,6 +52,7 @@ typedef struct {
 /* Per-window activations and scratch, for at most B streams and T steps. Allocated once. */
 typedef struct {
     int B, T;
+    size_t bytes;                             /* allocated for this window, for memory reports */
     int dropout_on;                           /* the last forward applied dropout */
     int32_t *inputs, *targets;                /* (T, B) ids; target -1 = not scored */
     float *x;                                 /* (T, B, E) embedded inputs */
@@ -80,6 +81,10 @@ typedef struct {
 
 /* Fills d from cfg and the vocabulary size. */
 void model_dims(model_dims_t *d, const config_t *cfg, int V);
+
+/* FLOPs of one forward + backward pass per character: 6 per element of every weight matrix
+ * (W_ih, W_hh of each layer, the decoder); element-wise work and the embedding are not counted. */
+double model_flops_per_char(const model_t *m);
 
 /* Number of floats of the parameter layout; fills the tensor table when t is not NULL. */
 int64_t model_layout(const model_dims_t *d, model_tensor_t *t /* (MODEL_MAX_TENSORS) */,
