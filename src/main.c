@@ -10,6 +10,7 @@
 #include "charlm/config.h"
 #include "charlm/dist.h"
 #include "charlm/err.h"
+#include "charlm/eval.h"
 #include "charlm/sample.h"
 #include "charlm/train.h"
 
@@ -20,6 +21,7 @@ static void usage(FILE *f) {
           "       charlm sample CKPT [--prime TEXT | --prime-file FILE] [--length N]\n"
           "                    [--temperature T] [--top-k K] [--top-p P] [--seed S] [--count N]\n"
           "                    [--unknown skip|error]\n"
+          "       charlm eval CKPT TEXT... [--json] [--unknown skip|error] [--batch B]\n"
           "       charlm --version | --help\n"
           "\n"
           "train options (each is a shorthand for --set KEY=VALUE):\n"
@@ -141,6 +143,7 @@ static const struct {
     {"train", cmd_train},
     {"inspect", cmd_inspect},
     {"sample", sample_main},
+    {"eval", eval_main},
 };
 
 int main(int argc, char **argv) {
