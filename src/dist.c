@@ -35,12 +35,32 @@ int dist_agree(const dist_t *d, int rc) {
     return rc;
 }
 
-void dist_sum_floats(float *buf, int64_t n) {
-    /* MPI counts are int: reduce in slices for parameter buffers beyond 2^31 floats */
-    for (int64_t off = 0; off < n; off += INT_MAX / 2) {
-        int64_t k = n - off < INT_MAX / 2 ? n - off : INT_MAX / 2;
-        MPI_Allreduce(MPI_IN_PLACE, buf + off, (int)k, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+void dist_overlap_begin(dist_overlap_t *o, float *buf, int64_t n) {
+    o->buf = buf;
+    o->n = n;
+    o->next_end = n;
+    o->pending = 0;
+}
+
+void dist_overlap_ready(dist_overlap_t *o, int64_t from) {
+    while (o->next_end > from) {
+        int64_t start = o->next_end - from > INT_MAX / 2 ? o->next_end - INT_MAX / 2 : from;
+        CHARLM_CHECK(o->pending < DIST_MAX_PENDING);
+        MPI_Iallreduce(MPI_IN_PLACE, o->buf + start, (int)(o->next_end - start), MPI_FLOAT,
+                       MPI_SUM, MPI_COMM_WORLD, &o->req[o->pending++]);
+        o->next_end = start;
     }
+}
+
+void dist_overlap_poll(dist_overlap_t *o) {
+    int done;
+    if (o->pending) MPI_Testall(o->pending, o->req, &done, MPI_STATUSES_IGNORE);
+}
+
+void dist_overlap_wait(dist_overlap_t *o) {
+    dist_overlap_ready(o, 0);
+    MPI_Waitall(o->pending, o->req, MPI_STATUSES_IGNORE);
+    o->pending = 0;
 }
 
 void dist_sum_doubles(double *buf, int n) {

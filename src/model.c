@@ -230,7 +230,8 @@ double model_forward(model_acts_t *a, float *state_h, float *state_c, const mode
     return loss_softmax_xent(a->logits, a->targets, TB, V, scale, grad);
 }
 
-void model_backward(float *grads, model_acts_t *a, const model_t *m, int T) {
+void model_backward(float *grads, model_acts_t *a, const model_t *m, int T,
+                    const model_hooks_t *hooks) {
     const model_dims_t *d = &m->d;
     const int B = a->B, H = d->H, GH = d->G * d->H, E = d->E, V = d->V;
     const int64_t TB = (int64_t)T * B;
@@ -242,6 +243,7 @@ void model_backward(float *grads, model_acts_t *a, const model_t *m, int T) {
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, H, (int)TB, 1.0f, a->logits, V, top,
                 H, 1.0f, g.dec_w, H);
     add_colsum(g.dec_b, a->logits, TB, V);
+    if (hooks) hooks->ready(m->tensors[m->ntensors - 2].offset, hooks->ctx);
     float *dout = a->dout_a, *dx = a->dout_b; /* (T, B, H), (T, B, In) */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)TB, H, V, 1.0f, a->logits, V,
                 m->p.dec_w, H, 0.0f, dout, H);
@@ -264,6 +266,7 @@ void model_backward(float *grads, model_acts_t *a, const model_t *m, int T) {
             if (t > 0)
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, H, GH, 1.0f, dght, GH,
                             m->p.w_hh[l], H, 1.0f, a->dh_prev, H);
+            if (hooks) hooks->poll(hooks->ctx);
         }
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, GH, In, (int)TB, 1.0f, a->dgates,
                     GH, X, In, 1.0f, g.w_ih[l], In);
@@ -271,6 +274,7 @@ void model_backward(float *grads, model_acts_t *a, const model_t *m, int T) {
                     H, 1.0f, g.w_hh[l], H);
         add_colsum(g.b_ih[l], a->dgates, TB, GH);
         add_colsum(g.b_hh[l], a->dgh, TB, GH);
+        if (hooks) hooks->ready(m->tensors[1 + 4 * l].offset, hooks->ctx);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)TB, In, GH, 1.0f, a->dgates,
                     GH, m->p.w_ih[l], In, 0.0f, dx, In);
         float *tmp = dout;
@@ -283,4 +287,5 @@ void model_backward(float *grads, model_acts_t *a, const model_t *m, int T) {
         const float *src = dout + i * E;
         for (int j = 0; j < E; j++) row[j] += src[j];
     }
+    if (hooks) hooks->ready(0, hooks->ctx);
 }

@@ -428,6 +428,9 @@ static void print_sample(trainer_t *tr, int64_t length, double temperature) {
     fflush(stdout);
 }
 
+static void overlap_ready(int64_t from, void *ctx) { dist_overlap_ready(ctx, from); }
+static void overlap_poll(void *ctx) { dist_overlap_poll(ctx); }
+
 static double lap(double *t) {
     double now = MPI_Wtime(), d = now - *t;
     *t = now;
@@ -452,6 +455,10 @@ static void report(trainer_t *tr, int64_t step0, double secs) {
     getrusage(RUSAGE_SELF, &ru);
     double rss = (double)ru.ru_maxrss * 1024.0, rss_max = rss;
     MPI_Reduce(&rss, &rss_max, 1, MPI_DOUBLE, MPI_MAX, 0, MPI_COMM_WORLD);
+    /* The rank that finishes backward last waits only for the communication itself; the
+     * others also wait for it: report both. */
+    double wait[2] = {tr->tm.allreduce, -tr->tm.allreduce};
+    MPI_Allreduce(MPI_IN_PLACE, wait, 2, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
     if (tr->d->rank != 0) return;
     const timers_t *t = &tr->tm;
     int64_t steps = tr->step - step0;
@@ -466,11 +473,13 @@ static void report(trainer_t *tr, int64_t step0, double secs) {
     double need = analytic_bytes(tr), mib = 1024.0 * 1024.0;
     log_msg(&tr->log, "charlm: %lld steps in %.1f s: %.0f chars/s, %.2f GFLOP/s", (long long)steps,
             secs, cps, gflops);
+    double comm = -wait[1], waited = wait[0];
     log_msg(&tr->log,
-            "charlm: time: forward %.1f%%, backward %.1f%%, all-reduce %.1f%%, optimizer %.1f%% "
-            "of training; validation %.1f s, checkpoints %.1f s",
-            100 * t->forward / train_s, 100 * t->backward / train_s,
-            100 * t->allreduce / train_s, 100 * t->optimizer / train_s, t->eval, t->checkpoint);
+            "charlm: time: forward %.1f%%, backward %.1f%%, all-reduce wait %.1f%% (slowest "
+            "rank; %.1f%% on the rank that waited most), optimizer %.1f%% of training; "
+            "validation %.1f s, checkpoints %.1f s",
+            100 * t->forward / train_s, 100 * t->backward / train_s, 100 * comm / train_s,
+            100 * waited / train_s, 100 * t->optimizer / train_s, t->eval, t->checkpoint);
     log_msg(&tr->log, "charlm: memory: peak RSS %.1f MiB (rank 0), %.1f MiB (largest rank); "
             "analytic need %.1f MiB per rank", rss / mib, rss_max / mib, need / mib);
     if (tr->last_val_step >= 0)
@@ -478,7 +487,8 @@ static void report(trainer_t *tr, int64_t step0, double secs) {
                 tr->last_val / log(2.0));
     log_field_t f[] = {{"chars_per_s", cps},        {"gflops", gflops},
                        {"time_forward_s", t->forward}, {"time_backward_s", t->backward},
-                       {"time_allreduce_s", t->allreduce}, {"time_optimizer_s", t->optimizer},
+                       {"time_allreduce_s", comm}, {"time_allreduce_max_s", waited},
+                       {"time_optimizer_s", t->optimizer},
                        {"time_eval_s", t->eval},    {"time_checkpoint_s", t->checkpoint},
                        {"elapsed_s", secs},         {"peak_rss_mib", rss / mib},
                        {"peak_rss_max_mib", rss_max / mib}, {"analytic_mib", need / mib}};
@@ -522,6 +532,8 @@ int train_run(const config_t *cfg, const char *resume, const dist_t *d) {
     if (rank0) print_header(&tr, threads);
 
     char ckpt[CONFIG_PATH_MAX + 64] = "";
+    dist_overlap_t ov;
+    model_hooks_t hooks = {overlap_ready, overlap_poll, &ov};
     double t0 = MPI_Wtime(), t_log = t0;
     const int64_t step0 = tr.step;
     int64_t step_log = tr.step;
@@ -537,9 +549,10 @@ int train_run(const config_t *cfg, const char *resume, const dist_t *d) {
                                     tr.model.ops->has_c ? tr.state_c : NULL, &tr.model, c->T,
                                     &drop, 1.0f / (float)chars_per_step, 1);
         tr.tm.forward += lap(&t);
-        model_backward(tr.grads, &tr.acts, &tr.model, c->T);
+        dist_overlap_begin(&ov, tr.grads, tr.model.nparams);
+        model_backward(tr.grads, &tr.acts, &tr.model, c->T, &hooks);
         tr.tm.backward += lap(&t);
-        dist_sum_floats(tr.grads, tr.model.nparams);
+        dist_overlap_wait(&ov);
         /* the loss, rank 0's clock and every rank's signal flag travel together, so all ranks
          * take the same decision at this window boundary */
         double red[3] = {loss, rank0 && cfg->time_limit > 0 && MPI_Wtime() - t0 >= cfg->time_limit,

@@ -45,7 +45,7 @@ static void learn_hello(cell_kind_t cell) {
         memset(h, 0, sizeof h), memset(c, 0, sizeof c);
         memset(grads, 0, sizeof(float) * (size_t)m.nparams);
         loss = model_forward(&a, h, c, &m, 4, NULL, 0.25f, 1) / 4;
-        model_backward(grads, &a, &m, 4);
+        model_backward(grads, &a, &m, 4, NULL);
         optim_step(m.params, &o, grads, cfg.lr);
     }
     memset(h, 0, sizeof h), memset(c, 0, sizeof c);

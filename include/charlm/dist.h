@@ -4,6 +4,7 @@
 #ifndef CHARLM_DIST_H
 #define CHARLM_DIST_H
 
+#include <mpi.h>
 #include <stdint.h>
 
 typedef struct {
@@ -20,8 +21,25 @@ void dist_finalize(void);
  * "charlm: error: MSG" on stderr, so the message appears once. */
 int dist_agree(const dist_t *d, int rc);
 
-/* In-place sum of buf (n floats) over all ranks. */
-void dist_sum_floats(float *buf, int64_t n);
+/* Gradient all-reduce overlapped with backward: each dist_overlap_ready() starts a non-blocking
+ * in-place sum of a region, dist_overlap_poll() lets MPI progress them, dist_overlap_wait()
+ * completes all. Regions are given from the end of the buffer towards its start. */
+#define DIST_MAX_PENDING 40
+typedef struct {
+    float *buf;
+    int64_t n;         /* floats in buf */
+    int64_t next_end;  /* regions [from, next_end) still to start */
+    int pending;
+    MPI_Request req[DIST_MAX_PENDING];
+} dist_overlap_t;
+
+/* Starts a round over buf (n floats). */
+void dist_overlap_begin(dist_overlap_t *o, float *buf, int64_t n);
+/* Starts summing [from, next_end): those floats are final. */
+void dist_overlap_ready(dist_overlap_t *o, int64_t from);
+void dist_overlap_poll(dist_overlap_t *o);
+/* Starts whatever is left, then waits for every sum. */
+void dist_overlap_wait(dist_overlap_t *o);
 
 /* In-place sum of buf (n doubles) over all ranks. */
 void dist_sum_doubles(double *buf, int n);

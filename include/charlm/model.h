@@ -110,8 +110,19 @@ void model_acts_free(model_acts_t *a);
 double model_forward(model_acts_t *a, float *state_h, float *state_c, const model_t *m, int T,
                      const model_dropout_t *drop, float scale, int grad);
 
+/* Lets the caller communicate while backward still runs: ready(from) says that the gradients of
+ * the parameter layout from offset `from` to its end are final (called with decreasing `from`:
+ * decoder, top layer, ..., first layer, embedding = 0); poll() is called between time steps. */
+typedef struct {
+    void (*ready)(int64_t from, void *ctx);
+    void (*poll)(void *ctx);
+    void *ctx;
+} model_hooks_t;
+
 /* Backward over the window of the last model_forward (with grad): accumulates into grads
- * (parameter layout; the caller zeroes it). Gradients do not flow into the carried-in state. */
-void model_backward(float *grads, model_acts_t *a, const model_t *m, int T);
+ * (parameter layout; the caller zeroes it). Gradients do not flow into the carried-in state.
+ * hooks may be NULL. */
+void model_backward(float *grads, model_acts_t *a, const model_t *m, int T,
+                    const model_hooks_t *hooks);
 
 #endif
