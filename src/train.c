@@ -595,6 +595,8 @@ int train_run(const config_t *cfg, const char *resume, const dist_t *d) {
             m.chars_per_s = (double)(tr.step - step_log) * chars_per_step / (now - t_log);
             if (tr.total)
                 m.eta_s = (now - t0) / (double)(tr.step - step0) * (double)(tr.total - tr.step);
+            if (cfg->time_limit > 0 && (m.eta_s < 0 || m.eta_s > cfg->time_limit - (now - t0)))
+                m.eta_s = fmax(cfg->time_limit - (now - t0), 0.0);
             log_train(&tr.log, &m);
             double row[3] = {(double)tr.step, loss, gnorm};
             hist_push(&tr.train_hist, &tr.n_train, &tr.cap_train, 3, row);
