@@ -315,13 +315,6 @@ static int read_tensors(const reader_t *r, const char *prefix, const model_tenso
     return CHARLM_OK;
 }
 
-static int enum_of(const char *s, const char *(*name)(int), int n) {
-    for (int i = 0; i < n; i++)
-        if (!strcmp(s, name(i))) return i;
-    return -1;
-}
-static const char *cell_name_i(int i) { return config_cell_name((cell_kind_t)i); }
-static const char *optim_name_i(int i) { return config_optim_name((optim_kind_t)i); }
 
 /* Reads the root and group attributes into ck->info, ck->config and ck->dims. */
 static int read_info(const reader_t *r, ckpt_t *ck) {
@@ -363,7 +356,7 @@ static int read_info(const reader_t *r, ckpt_t *ck) {
     if (!rc) rc = attr_get_int(r, g, "hidden", &in->hidden);
     if (!rc) rc = attr_get_int(r, g, "embed", &in->embed);
     if (!rc) rc = attr_get_int(r, g, "vocab_size", &in->vocab_size);
-    int k = cell ? enum_of(cell, cell_name_i, 3) : -1;
+    int k = cell ? config_cell_value(cell) : -1;
     if (!rc && k < 0) rc = bad(r, "unknown cell in model attributes");
     free(cell);
     H5Gclose(g);
@@ -376,7 +369,7 @@ static int read_info(const reader_t *r, ckpt_t *ck) {
     char *kind = NULL;
     rc = attr_get_str(r, g, "kind", &kind);
     if (!rc) rc = attr_get_i64(r, g, "step", &in->optim_step);
-    k = kind ? enum_of(kind, optim_name_i, OPTIM_ADAGRAD + 1) : -1;
+    k = kind ? config_optim_value(kind) : -1;
     if (!rc && k < 0) rc = bad(r, "unknown optimizer kind");
     free(kind);
     H5Gclose(g);

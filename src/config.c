@@ -566,3 +566,12 @@ const char *config_optim_name(optim_kind_t o) {
 const char *config_sched_name(sched_kind_t s) {
     return (int)s >= 0 && (int)s < COUNT(sched_names) ? sched_names[s] : "?";
 }
+
+static int name_index(const char *const *names, int n, const char *s) {
+    for (int i = 0; i < n; i++)
+        if (!strcmp(names[i], s)) return i;
+    return -1;
+}
+
+int config_cell_value(const char *s) { return name_index(cell_names, COUNT(cell_names), s); }
+int config_optim_value(const char *s) { return name_index(optim_names, COUNT(optim_names), s); }

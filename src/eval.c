@@ -8,7 +8,6 @@
 #include "charlm/checkpoint.h"
 #include "charlm/corpus.h"
 #include "charlm/err.h"
-#include "charlm/utf8.h"
 
 enum { EVAL_T = 128 };
 
@@ -87,9 +86,8 @@ static int text_open(text_t *t, const eval_args_t *a, const vocab_t *model_vocab
             if (vocab_id(model_vocab, cp) < 0 && nunknown++ == 0) unknown = cp;
         }
     if (!rc && nunknown && !a->skip_unknown) {
-        char ch[5] = {0};
-        utf8_encode(ch, unknown);
-        if (unknown < 0x20 || unknown == 0x7f) ch[0] = '?', ch[1] = '\0';
+        char ch[5];
+        vocab_char_name(ch, unknown);
         rc = err_set(CHARLM_EINPUT,
                      "eval: %d character(s) of the text are not in the model's vocabulary, the "
                      "first '%s' (U+%04X) (--unknown skip drops them)",

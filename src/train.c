@@ -144,8 +144,6 @@ static int prepare_run_dir(const trainer_t *tr, int resumed) {
 
 static int64_t min_nonzero(int64_t a, int64_t b) { return !a ? b : !b ? a : a < b ? a : b; }
 
-static const char *cell_name_of(int k) { return config_cell_name((cell_kind_t)k); }
-static const char *optim_name_of(int k) { return config_optim_name((optim_kind_t)k); }
 
 /* Checks that checkpoint ck can continue this run: same model, vocabulary, streams, window,
  * training text and optimizer kind. */
@@ -164,10 +162,12 @@ static int check_compatible(const trainer_t *tr, const ckpt_t *ck, const char *p
     };
     size_t k = 0, n = sizeof same / sizeof *same;
     while (k < n && same[k].mine == same[k].theirs) k++;
-    if (k == 0 || k == 4) {
-        const char *(*name)(int) = k == 0 ? cell_name_of : optim_name_of;
-        snprintf(msg, sizeof msg, "%s = %s differs from the checkpoint's %s", same[k].key,
-                 name((int)same[k].mine), name((int)same[k].theirs));
+    if (k == 0) {
+        snprintf(msg, sizeof msg, "model.cell = %s differs from the checkpoint's %s",
+                 config_cell_name(cfg->cell), config_cell_name(in->cell));
+    } else if (k == 4) {
+        snprintf(msg, sizeof msg, "optim.kind = %s differs from the checkpoint's %s",
+                 config_optim_name(cfg->optim), config_optim_name(in->optim));
     } else if (k < n) {
         snprintf(msg, sizeof msg, "%s = %lld differs from the checkpoint's %lld", same[k].key,
                  same[k].mine, same[k].theirs);

@@ -57,9 +57,8 @@ int vocab_encode(int32_t *ids, int64_t *n, const vocab_t *v, const char *text, s
         if (k <= 0) return err_set(CHARLM_EINPUT, "%s: invalid UTF-8 at byte %zu", what, i);
         int id = vocab_id(v, cp);
         if (id < 0 && !skip_unknown) {
-            char ch[5] = {0};
-            utf8_encode(ch, cp);
-            if (cp < 0x20 || cp == 0x7f) ch[0] = '?', ch[1] = '\0';
+            char ch[5];
+            vocab_char_name(ch, cp);
             return err_set(CHARLM_EINPUT,
                            "%s: character '%s' (U+%04X) at byte %zu is not in the model's "
                            "vocabulary (--unknown skip drops such characters)",
@@ -69,6 +68,12 @@ int vocab_encode(int32_t *ids, int64_t *n, const vocab_t *v, const char *text, s
         i += (size_t)k;
     }
     return CHARLM_OK;
+}
+
+void vocab_char_name(char out[5], uint32_t cp) {
+    int n = cp < 0x20 || cp == 0x7f ? 0 : utf8_encode(out, cp);
+    if (!n) out[n++] = '?';
+    out[n] = '\0';
 }
 
 void vocab_free(vocab_t *v) {

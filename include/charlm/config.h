@@ -78,4 +78,8 @@ const char *config_cell_name(cell_kind_t c);
 const char *config_optim_name(optim_kind_t o);
 const char *config_sched_name(sched_kind_t s);
 
+/* The values of those names: the cell_kind_t / optim_kind_t named s, or -1 when none is. */
+int config_cell_value(const char *s);
+int config_optim_value(const char *s);
+
 #endif

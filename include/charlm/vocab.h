@@ -36,6 +36,9 @@ int vocab_id(const vocab_t *v, uint32_t cp);
 int vocab_encode(int32_t *ids, int64_t *n, const vocab_t *v, const char *text, size_t len,
                  int skip_unknown, const char *what);
 
+/* Writes cp as UTF-8 for a message into out (NUL-terminated; '?' for control characters). */
+void vocab_char_name(char out[5], uint32_t cp);
+
 void vocab_free(vocab_t *v);
 
 #endif
