@@ -5,13 +5,16 @@
 #include <dirent.h>
 #include <errno.h>
 #include <glob.h>
+#include <hdf5.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "charlm/err.h"
+#include "charlm/prepare.h"
 #include "charlm/utf8.h"
 
 #define READ_CHUNK ((size_t)1 << 20) /* streaming buffer: memory does not grow with the corpus */
@@ -201,6 +204,233 @@ static int resolve(entries_t *e, int *explicit_file, const char *spec, const cha
     return err_set(CHARLM_EINPUT, "%s: no such file or directory: %s", role, spec);
 }
 
+/* ---- prepared corpora (charlm prepare; format in prepare.h) ---- */
+
+/* HDF5 prints its error stack unless told not to; our messages name the file instead. */
+typedef struct {
+    H5E_auto2_t func;
+    void *data;
+} h5_quiet_t;
+
+static h5_quiet_t h5_quiet(void) {
+    h5_quiet_t q;
+    H5Eget_auto2(H5E_DEFAULT, &q.func, &q.data);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    return q;
+}
+
+static void h5_restore(h5_quiet_t q) { H5Eset_auto2(H5E_DEFAULT, q.func, q.data); }
+
+/* A file to open as a prepared corpus: named *.h5, or starting with the HDF5 signature. */
+static int is_prepared(const char *path) {
+    static const unsigned char signature[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
+    size_t n = strlen(path);
+    if (n >= 3 && !strcmp(path + n - 3, ".h5")) return 1;
+    unsigned char head[8];
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0; /* the text path reports it */
+    size_t got = fread(head, 1, sizeof head, f);
+    fclose(f);
+    return got == sizeof head && !memcmp(head, signature, sizeof head);
+}
+
+/* Records "ROLE: PATH: WHAT" (CHARLM_EINPUT). */
+__attribute__((format(printf, 3, 4))) static int prepared_fail(const char *role,
+                                                                const char *path,
+                                                                const char *fmt, ...) {
+    char what[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    return err_set(CHARLM_EINPUT, "%s: %s: %s", role, path, what);
+}
+
+/* The scalar string attribute `name` of loc (fixed or variable length) into out (n bytes).
+ * Returns 0, or -1 when it is missing or not a string. */
+static int attr_string(hid_t loc, const char *name, char *out, size_t n) {
+    hid_t a = H5Aexists(loc, name) > 0 ? H5Aopen(loc, name, H5P_DEFAULT) : -1;
+    hid_t t = a >= 0 ? H5Aget_type(a) : -1, s = a >= 0 ? H5Aget_space(a) : -1;
+    int ok = t >= 0 && s >= 0 && H5Tget_class(t) == H5T_STRING &&
+             H5Sget_simple_extent_npoints(s) == 1;
+    if (ok && H5Tis_variable_str(t) > 0) {
+        char *v = NULL;
+        ok = H5Aread(a, t, &v) >= 0 && v;
+        if (ok) snprintf(out, n, "%s", v);
+        H5free_memory(v);
+    } else if (ok) {
+        size_t len = H5Tget_size(t);
+        char *v = xcalloc(len + 1, 1);
+        ok = H5Aread(a, t, v) >= 0;
+        if (ok) snprintf(out, n, "%s", v);
+        free(v);
+    }
+    if (s >= 0) H5Sclose(s);
+    if (t >= 0) H5Tclose(t);
+    if (a >= 0) H5Aclose(a);
+    return ok ? 0 : -1;
+}
+
+/* The scalar integer attribute `name` of loc. Returns 0, or -1 when missing or not an integer. */
+static int attr_int64(hid_t loc, const char *name, int64_t *v) {
+    hid_t a = H5Aexists(loc, name) > 0 ? H5Aopen(loc, name, H5P_DEFAULT) : -1;
+    hid_t t = a >= 0 ? H5Aget_type(a) : -1, s = a >= 0 ? H5Aget_space(a) : -1;
+    int ok = t >= 0 && s >= 0 && H5Tget_class(t) == H5T_INTEGER &&
+             H5Sget_simple_extent_npoints(s) == 1 && H5Aread(a, H5T_NATIVE_INT64, v) >= 0;
+    if (s >= 0) H5Sclose(s);
+    if (t >= 0) H5Tclose(t);
+    if (a >= 0) H5Aclose(a);
+    return ok ? 0 : -1;
+}
+
+/* Opens /name, which must be a 1-D dataset of unsigned integers of at most 32 bits; *len gets
+ * its length. Returns the dataset, or -1 with the error recorded. */
+static hid_t open_ids(hid_t f, const char *name, int64_t *len, const char *role,
+                      const char *path) {
+    if (H5Lexists(f, name, H5P_DEFAULT) <= 0) {
+        prepared_fail(role, path, "bad charlm corpus (dataset /%s is missing)", name);
+        return -1;
+    }
+    hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
+    hid_t t = d >= 0 ? H5Dget_type(d) : -1, s = d >= 0 ? H5Dget_space(d) : -1;
+    hsize_t dim = 0;
+    int ok = t >= 0 && s >= 0 && H5Tget_class(t) == H5T_INTEGER &&
+             H5Tget_sign(t) == H5T_SGN_NONE && H5Tget_size(t) <= 4 &&
+             H5Sget_simple_extent_ndims(s) == 1 && H5Sget_simple_extent_dims(s, &dim, NULL) == 1;
+    if (s >= 0) H5Sclose(s);
+    if (t >= 0) H5Tclose(t);
+    if (!ok) {
+        if (d >= 0) H5Dclose(d);
+        prepared_fail(role, path, "bad charlm corpus (/%s is not a 1-D uint8, uint16 or uint32 "
+                                  "dataset)", name);
+        return -1;
+    }
+    *len = (int64_t)dim;
+    return d;
+}
+
+/* Checks the format of an open prepared corpus and reads its vocabulary and token count. */
+static int prepared_check(vocab_t *v, int64_t *ntokens, hid_t f, const char *role,
+                          const char *path) {
+    char format[64];
+    int64_t version, nv;
+    if (attr_string(f, "format", format, sizeof format) != 0)
+        return prepared_fail(role, path, "not a charlm corpus (no string attribute 'format'; "
+                                         "make one with charlm prepare)");
+    if (strcmp(format, PREPARE_FORMAT) != 0)
+        return prepared_fail(role, path, "not a charlm corpus (format is '%s'%s)", format,
+                             strcmp(format, "charlm") ? "" : ": a checkpoint");
+    if (attr_int64(f, "format_version", &version) != 0)
+        return prepared_fail(role, path, "bad charlm corpus (attribute format_version is missing)");
+    if (version != PREPARE_FORMAT_VERSION)
+        return prepared_fail(role, path, "charlm corpus format_version %lld is not supported "
+                             "(this charlm reads %d: prepare it again)",
+                             (long long)version, PREPARE_FORMAT_VERSION);
+    hid_t d = open_ids(f, "vocab", &nv, role, path);
+    if (d < 0) return CHARLM_EINPUT;
+    if (nv < 1 || nv > (int64_t)VOCAB_CP_LIMIT) {
+        H5Dclose(d);
+        return prepared_fail(role, path, "bad charlm corpus (/vocab has %lld entries)",
+                             (long long)nv);
+    }
+    uint32_t *cps = xcalloc((size_t)nv, sizeof *cps); /* (nv) */
+    int ok = H5Dread(d, H5T_NATIVE_UINT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, cps) >= 0;
+    H5Dclose(d);
+    int rc = ok ? vocab_from_list(v, cps, (int)nv) : CHARLM_EINPUT;
+    free(cps);
+    if (rc != CHARLM_OK) {
+        char why[256];
+        snprintf(why, sizeof why, "%s", ok ? err_message() : "checksum or read error");
+        err_clear();
+        return prepared_fail(role, path, "bad charlm corpus (/vocab: %s)", why);
+    }
+    d = open_ids(f, "tokens", ntokens, role, path);
+    if (d < 0) return CHARLM_EINPUT;
+    H5Dclose(d);
+    if (*ntokens == 0)
+        return err_set(CHARLM_EINPUT, "%s: %s is empty (0 characters)", role, path);
+    return CHARLM_OK;
+}
+
+/* corpus_src_open for a prepared corpus: src gets one file, its token count and h5_vocab. */
+static int prepared_open(corpus_src_t *src, uint64_t *bitmap, const char *path,
+                         const char *role) {
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return prepared_fail(role, path, "cannot read: %s", strerror(errno));
+    h5_quiet_t q = h5_quiet();
+#if H5_VERSION_GE(1, 12, 0)
+    int is_hdf5 = H5Fis_accessible(path, H5P_DEFAULT) > 0;
+#else
+    int is_hdf5 = H5Fis_hdf5(path) > 0;
+#endif
+    int rc;
+    hid_t f = -1;
+    if (!is_hdf5)
+        rc = prepared_fail(role, path, "not an HDF5 file (a .h5 corpus comes from charlm prepare)");
+    else if ((f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT)) < 0)
+        rc = prepared_fail(role, path, "cannot be opened as HDF5 (truncated or corrupt)");
+    else
+        rc = prepared_check(&src->h5_vocab, &src->total, f, role, path);
+    if (f >= 0) H5Fclose(f);
+    h5_restore(q);
+    if (rc != CHARLM_OK) {
+        vocab_free(&src->h5_vocab);
+        src->total = 0;
+        return rc;
+    }
+    src->nfiles = 1;
+    src->paths = xcalloc(1, sizeof *src->paths);
+    src->nbytes = xcalloc(1, sizeof *src->nbytes);
+    src->nchars = xcalloc(1, sizeof *src->nchars);
+    src->paths[0] = xstrdup(path);
+    src->nbytes[0] = (int64_t)st.st_size;
+    src->nchars[0] = src->total;
+    for (int i = 0; i < src->h5_vocab.size; i++) vocab_bitmap_set(bitmap, src->h5_vocab.cps[i]);
+    return CHARLM_OK;
+}
+
+/* corpus_src_read for a prepared corpus: the hyperslab [first, first+n) of /tokens, its values
+ * mapped through the file's /vocab to vocab's ids. */
+static int prepared_read(int32_t *ids /* (n) */, const corpus_src_t *src, const vocab_t *vocab,
+                         int64_t first, int64_t n) {
+    const vocab_t *own = &src->h5_vocab;
+    const char *path = src->paths[0];
+    int32_t *map = xcalloc((size_t)own->size, sizeof *map); /* (own V) value -> id, -1: none */
+    for (int k = 0; k < own->size; k++) map[k] = vocab_id(vocab, own->cps[k]);
+    h5_quiet_t q = h5_quiet();
+    hsize_t start = (hsize_t)first, count = (hsize_t)n;
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t d = f >= 0 ? H5Dopen2(f, "tokens", H5P_DEFAULT) : -1;
+    hid_t fs = d >= 0 ? H5Dget_space(d) : -1, ms = H5Screate_simple(1, &count, NULL);
+    int ok = fs >= 0 && H5Sselect_hyperslab(fs, H5S_SELECT_SET, &start, NULL, &count, NULL) >= 0 &&
+             H5Dread(d, H5T_NATIVE_INT32, ms, fs, H5P_DEFAULT, ids) >= 0;
+    H5Sclose(ms);
+    if (fs >= 0) H5Sclose(fs);
+    if (d >= 0) H5Dclose(d);
+    if (f >= 0) H5Fclose(f);
+    h5_restore(q);
+    int rc = ok ? CHARLM_OK
+                : err_set(CHARLM_EINPUT,
+                          "%s: cannot read /tokens [%lld, %lld) (file changed, truncated or "
+                          "corrupt: checksum error)",
+                          path, (long long)first, (long long)(first + n));
+    for (int64_t i = 0; i < n && rc == CHARLM_OK; i++) {
+        int32_t k = ids[i];
+        if (k < 0 || k >= own->size)
+            rc = err_set(CHARLM_EINPUT,
+                         "%s: bad charlm corpus (token %lld is %lld, not below vocab_size %d)",
+                         path, (long long)(first + i), (long long)k, own->size);
+        else if (map[k] < 0)
+            rc = err_set(CHARLM_EINPUT,
+                         "%s: character U+%04X (token %lld) is not in the vocabulary", path, (unsigned)own->cps[k], (long long)(first + i));
+        else
+            ids[i] = map[k];
+    }
+    free(map);
+    return rc;
+}
+
 /* ---- corpus_src ---- */
 
 /* Scans one file: 1 = text (nchars, nbytes set, code points ORed into bitmap), 0 = not text,
@@ -236,6 +466,11 @@ int corpus_src_open(corpus_src_t *src, uint64_t *bitmap, const char *spec, const
     int explicit_file;
     int rc = resolve(&e, &explicit_file, spec, role);
     if (rc != CHARLM_OK) {
+        entries_free(&e);
+        return rc;
+    }
+    if (explicit_file && is_prepared(e.v[0].path)) {
+        rc = prepared_open(src, bitmap, e.v[0].path, role);
         entries_free(&e);
         return rc;
     }
@@ -281,6 +516,7 @@ int corpus_src_open(corpus_src_t *src, uint64_t *bitmap, const char *spec, const
 int corpus_src_read(int32_t *ids, const corpus_src_t *src, const vocab_t *vocab, int64_t first,
                     int64_t n) {
     CHARLM_CHECK(first >= 0 && n >= 0 && first + n <= src->total);
+    if (src->h5_vocab.size) return n > 0 ? prepared_read(ids, src, vocab, first, n) : CHARLM_OK;
     unsigned char *buf = xcalloc(READ_CHUNK, 1);
     int rc = CHARLM_OK;
     int64_t start = 0; /* index of the first character of file f */
@@ -319,6 +555,7 @@ void corpus_src_close(corpus_src_t *src) {
     free(src->paths);
     free(src->nbytes);
     free(src->nchars);
+    vocab_free(&src->h5_vocab);
     memset(src, 0, sizeof *src);
 }
 

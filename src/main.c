@@ -11,6 +11,7 @@
 #include "charlm/dist.h"
 #include "charlm/err.h"
 #include "charlm/eval.h"
+#include "charlm/prepare.h"
 #include "charlm/sample.h"
 #include "charlm/train.h"
 
@@ -22,6 +23,7 @@ static void usage(FILE *f) {
           "                    [--temperature T] [--top-k K] [--top-p P] [--seed S] [--count N]\n"
           "                    [--unknown skip|error]\n"
           "       charlm eval CKPT TEXT... [--json] [--unknown skip|error] [--batch B]\n"
+          "       charlm prepare CORPUS... -o OUT.h5\n"
           "       charlm --version | --help\n"
           "\n"
           "train options (each is a shorthand for --set KEY=VALUE):\n"
@@ -144,6 +146,7 @@ static const struct {
     {"inspect", cmd_inspect},
     {"sample", sample_main},
     {"eval", eval_main},
+    {"prepare", prepare_main},
 };
 
 int main(int argc, char **argv) {

@@ -3,6 +3,14 @@
  * validation with file and byte offset in errors, the vocabulary, the train/validation split and
  * the global stream layout of DESIGN.md §1, and this rank's shard of it.
  *
+ * Prepared corpora. data.corpus or data.val may name one prepared corpus file (`charlm prepare`,
+ * format in prepare.h): a name ending in ".h5" or a file starting with the HDF5 signature. Its
+ * /vocab and the length of /tokens stand for the scan of a text, and reading a range reads only
+ * that hyperslab of /tokens. The vocabulary is the union over data.corpus and data.val whatever
+ * their kind, so a prepared corpus may be paired with a text or another prepared corpus: when
+ * the union is larger than a file's /vocab, its token values are mapped to the union's ids as
+ * they are read. With data.corpus prepared and no data.val, the vocabulary is its /vocab as is.
+ *
  * Stream layout. The train split has N characters (ids 0..N-1). With S = P*B global streams,
  * L = (N-1)/S; stream s reads ids [s*L, s*L + L] (L inputs and their L next-character targets,
  * so neighbouring streams share one id). Windows per epoch W = L / T; window w of stream s has
@@ -26,6 +34,8 @@ typedef struct {
     int64_t *nbytes;  /* (nfiles) */
     int64_t *nchars;  /* (nfiles) code points per file */
     int64_t total;    /* sum of nchars */
+    vocab_t h5_vocab; /* a prepared corpus (paths[0]): its /vocab, token value k being code point
+                         h5_vocab.cps[k]; size 0 for text */
 } corpus_src_t;
 
 /* Resolves spec (file | directory | glob pattern) to its text files, scans each once in bounded
@@ -33,15 +43,19 @@ typedef struct {
  * `role` names the config key for messages ("data.corpus" / "data.val"). When note_skips is set,
  * one line "charlm: note: skipped K non-text files ..." goes to stderr for skipped files.
  * A file is "not text" when its first 8 KiB contain a NUL byte. Symlinks to a file already
- * listed are taken once. Errors (CHARLM_EINPUT, with err_set): nothing matches, a file cannot be
- * read, an explicitly named file is not text, no text file remains, invalid UTF-8 ("FILE: invalid
- * UTF-8 at byte OFFSET"), an empty corpus. */
+ * listed are taken once. A spec naming a prepared corpus (see above) is opened instead: one
+ * file, h5_vocab set and ORed into bitmap, total = its token count, nbytes[0] = its file size.
+ * Errors (CHARLM_EINPUT, with err_set): nothing matches, a file cannot be read, an explicitly
+ * named file is not text, no text file remains, invalid UTF-8 ("FILE: invalid UTF-8 at byte
+ * OFFSET"), an empty corpus; for a prepared corpus "ROLE: FILE: not a charlm corpus (WHY)" or
+ * "ROLE: FILE: bad charlm corpus (WHAT)". */
 int corpus_src_open(corpus_src_t *src, uint64_t *bitmap, const char *spec, const char *role,
                     int note_skips);
 
 /* Decodes characters [first, first+n) of the concatenated source into vocabulary ids, reading
- * only the files that hold them. Returns CHARLM_OK or CHARLM_EINPUT (I/O error, or a character
- * outside the vocabulary, named with its code point). */
+ * only the files that hold them (of a prepared corpus, only that hyperslab of /tokens). Returns
+ * CHARLM_OK or CHARLM_EINPUT (I/O or HDF5 error, a token value outside the file's /vocab, or a
+ * character outside the vocabulary, named with its code point). */
 int corpus_src_read(int32_t *ids /* (n) */, const corpus_src_t *src, const vocab_t *vocab,
                     int64_t first, int64_t n);
 
