@@ -612,29 +612,49 @@ static int split_and_check(corpus_t *c, const config_t *cfg, const corpus_src_t 
     return CHARLM_OK;
 }
 
+/* Reads ids [first, first+n) of src into out, packed to the width the vocabulary needs, through
+ * a bounded int32 buffer. */
+static int read_packed(corpus_ids_t *out, const corpus_src_t *src, const vocab_t *vocab,
+                       int64_t first, int64_t n) {
+    enum { CHUNK = 1 << 20 };
+    out->width = vocab->size <= 256 ? 1 : vocab->size <= 65536 ? 2 : 4;
+    out->data = xcalloc((size_t)n, (size_t)out->width);
+    int32_t *buf = xcalloc(CHUNK, sizeof(int32_t));
+    int rc = CHARLM_OK;
+    for (int64_t done = 0; done < n && rc == CHARLM_OK; done += CHUNK) {
+        int64_t k = n - done < CHUNK ? n - done : CHUNK;
+        rc = corpus_src_read(buf, src, vocab, first + done, k);
+        for (int64_t i = 0; i < k && rc == CHARLM_OK; i++) {
+            if (out->width == 1) ((uint8_t *)out->data)[done + i] = (uint8_t)buf[i];
+            else if (out->width == 2) ((uint16_t *)out->data)[done + i] = (uint16_t)buf[i];
+            else ((int32_t *)out->data)[done + i] = buf[i];
+        }
+    }
+    free(buf);
+    return rc;
+}
+
 /* Reads this rank's train ids and validation streams. */
 static int read_shard(corpus_t *c, const corpus_src_t *train, const corpus_src_t *val) {
     int64_t B = c->B, S = c->S, s0 = c->first_stream;
-    c->train = xcalloc((size_t)(B * c->L + 1), sizeof *c->train);
-    int rc = corpus_src_read(c->train, train, &c->vocab, s0 * c->L, B * c->L + 1);
+    int rc = read_packed(&c->train, train, &c->vocab, s0 * c->L, B * c->L + 1);
     if (rc != CHARLM_OK || c->nval == 0) return rc;
 
     int64_t pred = c->nval - 1;
     c->val_pred = pred;
     c->val_maxlen = pred / S + (pred % S != 0);
     int64_t lo = val_start(s0, pred, S), hi = val_start(s0 + B, pred, S);
-    c->val_ids = xcalloc((size_t)(hi - lo + 1), sizeof *c->val_ids);
     c->val_len = xcalloc((size_t)B, sizeof *c->val_len);
-    c->val = xcalloc((size_t)B, sizeof *c->val);
+    c->val_off = xcalloc((size_t)B, sizeof *c->val_off);
     for (int64_t b = 0; b < B; b++) {
         int64_t st = val_start(s0 + b, pred, S);
         c->val_len[b] = val_start(s0 + b + 1, pred, S) - st;
-        c->val[b] = c->val_ids + (st - lo);
+        c->val_off[b] = st - lo;
     }
     /* without data.val, the validation split is the tail of the corpus after the train split */
     const corpus_src_t *vsrc = val ? val : train;
     int64_t offset = val ? 0 : c->ntrain;
-    return corpus_src_read(c->val_ids, vsrc, &c->vocab, offset + lo, hi - lo + 1);
+    return read_packed(&c->val_ids, vsrc, &c->vocab, offset + lo, hi - lo + 1);
 }
 
 int corpus_load(corpus_t *c, const config_t *cfg, int rank, int P, int note_skips) {
@@ -665,9 +685,9 @@ int corpus_load(corpus_t *c, const config_t *cfg, int rank, int P, int note_skip
 
 void corpus_free(corpus_t *c) {
     vocab_free(&c->vocab);
-    free(c->train);
+    free(c->train.data);
     free(c->val_len);
-    free(c->val);
-    free(c->val_ids);
+    free(c->val_off);
+    free(c->val_ids.data);
     memset(c, 0, sizeof *c);
 }

@@ -380,13 +380,12 @@ static int save_checkpoint(trainer_t *tr, char *path, size_t n) {
 static void load_window(trainer_t *tr) {
     const corpus_t *c = &tr->corpus;
     const int B = c->B, T = c->T;
-    for (int b = 0; b < B; b++) {
-        const int32_t *s = c->train + b * c->L + tr->cursor * T;
+    for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
-            tr->acts.inputs[t * B + b] = s[t];
-            tr->acts.targets[t * B + b] = s[t + 1];
+            int64_t i = tr->cursor * T + t;
+            tr->acts.inputs[t * B + b] = corpus_train_id(c, b, i);
+            tr->acts.targets[t * B + b] = corpus_train_id(c, b, i + 1);
         }
-    }
 }
 
 /* Collective: mean loss (nats/char) over every prediction of the validation split, the state
@@ -404,8 +403,8 @@ static double evaluate(trainer_t *tr) {
             for (int t = 0; t < Tw; t++) {
                 int64_t i = pos + t;
                 int in = i < c->val_len[b];
-                tr->eval.inputs[t * B + b] = in ? c->val[b][i] : 0;
-                tr->eval.targets[t * B + b] = in ? c->val[b][i + 1] : -1;
+                tr->eval.inputs[t * B + b] = in ? corpus_val_id(c, b, i) : 0;
+                tr->eval.targets[t * B + b] = in ? corpus_val_id(c, b, i + 1) : -1;
             }
         sum += model_forward(&tr->eval, tr->eval_h, tr->model.ops->has_c ? tr->eval_c : NULL,
                              &tr->model, Tw, NULL, 1.0f, 0);
@@ -443,9 +442,9 @@ static double analytic_bytes(const trainer_t *tr) {
     const corpus_t *c = &tr->corpus;
     double floats = (double)tr->model.nparams * (2 + tr->opt.nmoments) +
                     6.0 * tr->cfg->layers * c->B * tr->cfg->hidden;
-    double shard = (double)(c->B * c->L + 1);
-    for (int b = 0; b < c->B && c->nval; b++) shard += (double)c->val_len[b] + 1;
-    return 4.0 * (floats + shard) + (double)tr->acts.bytes + (double)tr->eval.bytes;
+    double shard = (double)(c->B * c->L + 1) * c->train.width;
+    for (int b = 0; b < c->B && c->nval; b++) shard += (double)(c->val_len[b] + 1) * c->val_ids.width;
+    return 4.0 * floats + shard + (double)tr->acts.bytes + (double)tr->eval.bytes;
 }
 
 /* Collective: the end-of-run report — throughput, GFLOP/s, where the time went, peak memory —

@@ -322,12 +322,12 @@ static void check_shards(corpus_t c[2], const int32_t *all, int64_t ntrain, int6
         EXPECT(cr->L == L && cr->windows == L / T);
         for (int64_t b = 0; b < B; b++) {
             int64_t s = r * B + b, bad = 0;
-            for (int64_t j = 0; j <= L; j++) bad += cr->train[b * L + j] != all[s * L + j];
+            for (int64_t j = 0; j <= L; j++) bad += corpus_train_id(cr, (int)b, j) != all[s * L + j];
             EXPECT_MSG(bad == 0, "rank %d stream %lld: %lld train ids differ", r, (long long)s,
                        (long long)bad);
         }
         if (nval == 0) {
-            EXPECT(cr->val_ids == NULL && cr->val_pred == 0);
+            EXPECT(cr->val_ids.data == NULL && cr->val_pred == 0);
             continue;
         }
         EXPECT(cr->val_pred == pred && cr->val_maxlen == pred / S + (pred % S != 0));
@@ -337,12 +337,12 @@ static void check_shards(corpus_t c[2], const int32_t *all, int64_t ntrain, int6
             int64_t start = s * (pred / S) + (s < pred % S ? s : pred % S), bad = 0;
             EXPECT(cr->val_len[b] == lv);
             for (int64_t j = 0; j <= lv && cr->val_len[b] == lv; j++)
-                bad += cr->val[b][j] != all[ntrain + start + j];
+                bad += corpus_val_id(cr, (int)b, j) != all[ntrain + start + j];
             EXPECT_MSG(bad == 0, "rank %d val stream %lld: %lld ids differ", r, (long long)s,
                        (long long)bad);
             for (int64_t j = 0; j < cr->val_len[b] && k < nval; j++, k++) {
-                inputs[k] = cr->val[b][j];
-                targets[k] = cr->val[b][j + 1];
+                inputs[k] = corpus_val_id(cr, (int)b, j);
+                targets[k] = corpus_val_id(cr, (int)b, j + 1);
             }
         }
     }
@@ -388,8 +388,11 @@ static void test_load(void) {
     corpus_t c1;
     EXPECT(corpus_load(&c1, &one, 0, 1, 0) == CHARLM_OK);
     EXPECT(c1.S == 6 && c1.L == c[0].L);
-    EXPECT(memcmp(c1.train, c[0].train, (size_t)(3 * c1.L + 1) * sizeof(int32_t)) == 0);
-    EXPECT(memcmp(c1.train + 3 * c1.L, c[1].train, (size_t)(3 * c1.L + 1) * sizeof(int32_t)) == 0);
+    int64_t differ = 0;
+    for (int64_t i = 0; i <= 3 * c1.L; i++)
+        differ += (corpus_ids_get(&c1.train, i) != corpus_ids_get(&c[0].train, i)) +
+                  (corpus_ids_get(&c1.train, 3 * c1.L + i) != corpus_ids_get(&c[1].train, i));
+    EXPECT(differ == 0);
     corpus_free(&c1);
     for (int r = 0; r < 2; r++) corpus_free(&c[r]);
 
@@ -444,14 +447,14 @@ static void test_load(void) {
     EXPECT_MSG(has("short.txt") && has("has 11 training characters") &&
                    has("2 ranks x train.batch 2 x train.seq 8 needs at least 33"),
                "%s", err_message());
-    EXPECT(c[1].train == NULL && c[1].vocab.cps == NULL);
+    EXPECT(c[1].train.data == NULL && c[1].vocab.cps == NULL);
     err_clear();
     /* exactly S*T+1 = 11 characters is enough: one window per epoch */
     cfg.batch = 1;
     cfg.seq = 5;
     EXPECT(corpus_load(&c[1], &cfg, 1, 2, 0) == CHARLM_OK);
     /* rank 1 holds stream 1 = ids [5, 10] = " world"; ' ' is id 0 and 'd' id 1 */
-    EXPECT(c[1].L == 5 && c[1].windows == 1 && c[1].train[0] == 0 && c[1].train[5] == 1);
+    EXPECT(c[1].L == 5 && c[1].windows == 1 && corpus_train_id(&c[1], 0, 0) == 0 && corpus_train_id(&c[1], 0, 5) == 1);
     corpus_free(&c[1]);
     /* a missing corpus is reported by corpus_load as by corpus_src_open */
     cfg = base_config("no-such-dir");
@@ -473,6 +476,41 @@ static int remove_entry(const char *path, const struct stat *st, int flag, struc
     return remove(path);
 }
 
+/* A shard stores ids in 1, 2 or 4 bytes by vocabulary size; each width gives back every id. */
+static void test_id_widths(void) {
+    const int sizes[3] = {200, 3000, 70000}, widths[3] = {1, 2, 4};
+    for (int w = 0; w < 3; w++) {
+        int64_t n = 3 * (int64_t)sizes[w];
+        uint32_t *cps = malloc(sizeof *cps * (size_t)n);
+        for (int64_t i = 0; i < n; i++) /* every code point of the range at least once */
+            cps[i] = 0x20000 + (uint32_t)((i * 7919) % sizes[w]); /* no surrogates in range */
+        char *text = encode_all(cps, n), name[32];
+        snprintf(name, sizeof name, "width%d.txt", widths[w]);
+        write_text(name, text);
+        config_t cfg;
+        config_default(&cfg);
+        tmp_path(cfg.corpus, name);
+        cfg.val_frac = 0.1;
+        cfg.batch = 2;
+        cfg.seq = 8;
+        corpus_t c;
+        EXPECT(corpus_load(&c, &cfg, 0, 1, 0) == CHARLM_OK);
+        EXPECT_MSG(c.train.width == widths[w] && c.val_ids.width == widths[w],
+                   "vocabulary %d: width %d", c.vocab.size, c.train.width);
+        int64_t bad = 0;
+        for (int b = 0; b < 2; b++)
+            for (int64_t i = 0; i <= c.L; i++)
+                bad += c.vocab.cps[corpus_train_id(&c, b, i)] != cps[b * c.L + i];
+        for (int b = 0; b < 2; b++)
+            for (int64_t i = 0; i <= c.val_len[b]; i++)
+                bad += c.vocab.cps[corpus_val_id(&c, b, i)] != cps[c.ntrain + c.val_off[b] + i];
+        EXPECT_MSG(bad == 0, "width %d: %lld ids differ", widths[w], (long long)bad);
+        corpus_free(&c);
+        free(text);
+        free(cps);
+    }
+}
+
 int main(void) {
     const char *base = getenv("TMPDIR");
     int len = snprintf(tmpdir, sizeof tmpdir, "%s/charlm-test-corpus-XXXXXX",
@@ -485,6 +523,7 @@ int main(void) {
     test_resolve();
     test_utf8_errors();
     test_load();
+    test_id_widths();
     nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
     return check_report("test_corpus");
 }

@@ -61,6 +61,21 @@ int corpus_src_read(int32_t *ids /* (n) */, const corpus_src_t *src, const vocab
 
 void corpus_src_close(corpus_src_t *src);
 
+/* Token ids as a rank holds them: 1, 2 or 4 bytes each, the fewest that fit the vocabulary, so a
+ * shard of a corpus with at most 256 distinct characters costs one byte per character. */
+typedef struct {
+    void *data;
+    int width; /* bytes per id */
+} corpus_ids_t;
+
+static inline int32_t corpus_ids_get(const corpus_ids_t *v, int64_t i) {
+    switch (v->width) {
+    case 1: return ((const uint8_t *)v->data)[i];
+    case 2: return ((const uint16_t *)v->data)[i];
+    default: return ((const int32_t *)v->data)[i];
+    }
+}
+
 typedef struct {
     vocab_t vocab;
     int S, B, T;            /* global streams, streams per rank, window length */
@@ -69,15 +84,25 @@ typedef struct {
     int64_t ntrain;         /* N */
     int64_t L;              /* characters per stream */
     int64_t windows;        /* W, windows per epoch */
-    int32_t *train;         /* (B*L + 1) this rank's ids: stream b starts at train[b*L] */
+    corpus_ids_t train;     /* (B*L + 1) this rank's ids: stream b starts at id b*L */
     /* validation split (nval == 0: no validation) */
     int64_t nval;           /* Nv characters */
     int64_t val_pred;       /* Nv - 1 predictions in total */
     int64_t *val_len;       /* (B) Lv_s of this rank's streams */
     int64_t val_maxlen;     /* max over all S streams of Lv_s (the same on every rank) */
-    int32_t **val;          /* (B) pointers into val_ids: stream b's Lv_b + 1 ids */
-    int32_t *val_ids;       /* this rank's validation ids, owned */
+    int64_t *val_off;       /* (B) where stream b's Lv_b + 1 ids start in val_ids */
+    corpus_ids_t val_ids;   /* this rank's validation ids */
 } corpus_t;
+
+/* Id i (0 <= i <= L) of this rank's training stream b. */
+static inline int32_t corpus_train_id(const corpus_t *c, int b, int64_t i) {
+    return corpus_ids_get(&c->train, b * c->L + i);
+}
+
+/* Id i (0 <= i <= Lv_b) of this rank's validation stream b. */
+static inline int32_t corpus_val_id(const corpus_t *c, int b, int64_t i) {
+    return corpus_ids_get(&c->val_ids, c->val_off[b] + i);
+}
 
 /* Loads the corpus of cfg for rank `rank` of P: resolves and scans data.corpus (and data.val),
  * builds the vocabulary from both, splits, lays out the streams and reads this rank's shard.
