@@ -10,8 +10,9 @@
 # 100 MB) and REPEAT/10 times into a corpus ten times smaller, prepares both (peak RSS and time
 # of each: it does not grow with the corpus), then for P in $NPS trains a few windows of a tiny
 # model with `mpirun -np P charlm train` from the .h5 and from the text, each rank wrapped in
-# /usr/bin/time, and prints every rank's peak RSS next to the corpus size and the int32 ids
-# that rank holds ((train + validation) / P x 4 bytes).
+# /usr/bin/time, and prints every rank's peak RSS next to the corpus size and the ids that rank
+# holds ((train + validation) / P x 1 byte: a vocabulary of at most 256 characters packs each id
+# into one byte).
 #
 # Environment knobs:
 #   SOURCE=PATH     text to repeat (default /work/shared/data/tinyshakespeare.txt)
@@ -91,9 +92,9 @@ for np in $NPS; do
             per_rank+=$(awk -v k="$kb" 'BEGIN { printf "%7.1f", k / 1024 }')
             wall=$(awk -v a="$wall" -v b="$secs" 'BEGIN { print (b > a ? b : a) }')
         done
-        # every character's id, train and validation, is an int32 held by exactly one rank
+        # every character's id, train and validation, is one byte held by exactly one rank
         ids=$(grep -o 'train [0-9]* chars, validation [0-9]* chars' "$WORK/train.log" |
-              awk -v p="$np" '{ printf "%.1f", ($2 + $5) * 4 / p / 1048576 }')
+              awk -v p="$np" '{ printf "%.1f", ($2 + $5) / p / 1048576 }')
         printf "  %-5s %3d %14s %12s %s\n" "$kind" "$np" "$ids" "$wall" "$per_rank"
     done
 done

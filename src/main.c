@@ -30,7 +30,7 @@ static void usage(FILE *f) {
           "  -c, --config FILE     INI configuration (applied before every override)\n"
           "  --resume auto|CKPT    continue from the newest valid checkpoint of run.dir (a fresh\n"
           "                        start when there is none), or from the checkpoint CKPT\n"
-          "  --corpus PATH         data.corpus: text file, directory or glob\n"
+          "  --corpus PATH         data.corpus: text file, directory, glob or prepared .h5\n"
           "  --val PATH            data.val: separate validation text\n"
           "  --cell rnn|lstm|gru   model.cell\n"
           "  --layers N            model.layers\n"
