@@ -168,6 +168,50 @@ static void dir_of(char *out, size_t n, const char *path) {
     else *slash = '\0';
 }
 
+/* Builds the whole checkpoint as an HDF5 file image in memory (the core driver): a disk that
+ * fills up or a file-size limit then fails a plain write(2) with a clear errno, where a failing
+ * HDF5 flush would leave a half-closed file that crashes the library at exit. Returns the image
+ * (owned by the caller) and its size in *n, or NULL. */
+static void *build_image(size_t *n, const char *name, const ckpt_write_t *w) {
+    size_t guess = sizeof(float) * (size_t)w->model->nparams * (size_t)(1 + w->opt->nmoments);
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5Pset_fapl_core(fapl, guess + (1 << 20), 0); /* grow in big steps; no backing file */
+    hid_t f = H5Fcreate(name, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Pclose(fapl);
+    void *image = NULL;
+    if (f >= 0 && write_contents(f, w) == 0 && H5Fflush(f, H5F_SCOPE_GLOBAL) >= 0) {
+        ssize_t size = H5Fget_file_image(f, NULL, 0);
+        image = size > 0 ? xcalloc((size_t)size, 1) : NULL;
+        if (image && H5Fget_file_image(f, image, (size_t)size) != size) {
+            free(image);
+            image = NULL;
+        }
+        *n = image ? (size_t)size : 0;
+    }
+    if (f >= 0) H5Fclose(f);
+    return image;
+}
+
+/* Writes n bytes to a new file at path and fsyncs it; returns 0 or an errno. */
+static int write_file(const char *path, const void *data, size_t n) {
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0666);
+    if (fd < 0) return errno;
+    const char *p = data;
+    while (n > 0) {
+        ssize_t k = write(fd, p, n);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) {
+            int e = k < 0 ? errno : EIO;
+            close(fd);
+            return e;
+        }
+        p += k, n -= (size_t)k;
+    }
+    int e = fsync(fd) != 0 ? errno : 0;
+    if (close(fd) != 0 && !e) e = errno;
+    return e;
+}
+
 int ckpt_write(const char *path, const ckpt_write_t *w) {
     char tmp[MAX_PATH + 8], dir[MAX_PATH];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
@@ -175,17 +219,15 @@ int ckpt_write(const char *path, const ckpt_write_t *w) {
     if (mkdir(dir, 0777) != 0 && errno != EEXIST)
         return err_set(CHARLM_EINPUT, "cannot create checkpoint directory %s: %s", dir,
                        strerror(errno));
-    errno = 0;
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    int ok = f >= 0 && write_contents(f, w) == 0 && H5Fflush(f, H5F_SCOPE_GLOBAL) >= 0;
-    int saved = errno;
-    if (f >= 0 && H5Fclose(f) < 0) ok = 0, saved = saved ? saved : errno;
-    if (ok && fsync_path(tmp, O_RDONLY) != 0) ok = 0, saved = errno;
-    if (ok && rename(tmp, path) != 0) ok = 0, saved = errno;
-    if (!ok) {
+    size_t n = 0;
+    void *image = build_image(&n, tmp, w);
+    if (!image) return err_set(CHARLM_EINPUT, "cannot build checkpoint %s: HDF5 error", path);
+    int e = write_file(tmp, image, n);
+    free(image);
+    if (!e && rename(tmp, path) != 0) e = errno;
+    if (e) {
         remove(tmp);
-        return err_set(CHARLM_EINPUT, "cannot write checkpoint %s: %s", path,
-                       saved ? strerror(saved) : "HDF5 write error");
+        return err_set(CHARLM_EINPUT, "cannot write checkpoint %s: %s", path, strerror(e));
     }
     fsync_path(dir, O_RDONLY | O_DIRECTORY); /* makes the rename durable */
     return CHARLM_OK;

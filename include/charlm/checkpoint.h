@@ -65,7 +65,8 @@ typedef struct {
     int64_t n_train, n_val;
 } ckpt_t;
 
-/* Writes w to `path` atomically: PATH.tmp, flush, close, fsync, rename, fsync of the directory.
+/* Writes w to `path` atomically: the HDF5 image is built in memory, written to PATH.tmp, fsynced,
+ * renamed to PATH, and the directory fsynced.
  * On failure removes PATH.tmp, leaves any existing PATH untouched and returns CHARLM_EINPUT with
  * the reason (e.g. "No space left on device"). */
 int ckpt_write(const char *path, const ckpt_write_t *w);

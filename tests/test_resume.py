@@ -1,0 +1,225 @@
+"""Exact resume (issue 3): N steps uninterrupted == K steps, stop, `--resume auto` to N, at the
+same rank count bit for bit (train_loss and grad_norm of every step, val_loss of every validation
+both runs made) — for rnn, lstm and gru with dropout and Adam, and for SGD with momentum — where
+the resume crosses an epoch wrap and a validation. Resuming the -np 2 checkpoint with -np 1 and
+twice the batch (the same S = P*B streams) stays within 1e-4 relative. A resume that changes the
+model size, the number of streams or the cell is refused with exit code 1 and a line naming the
+key, and so are a missing --resume file and a fresh start in a run.dir that holds checkpoints;
+none of them touches the run directory. A learning rate changed at resume is used and recorded."""
+import os
+import re
+import shutil
+
+import harness as h
+
+B, T = 2, 16          # streams per rank at -np 2: S = 4
+N, K = 30, 10         # windows/epoch is 16: the resume at 10 crosses the wrap at 16
+EVAL, EVERY = 7, 4    # validations at 7, 14, 21, 28 (and at the end); checkpoints every 4
+
+CASES = [  # name, extra args
+    ("rnn-adam", ["--cell", "rnn"]),
+    ("lstm-adam", ["--cell", "lstm"]),
+    ("gru-adam", ["--cell", "gru"]),
+    ("lstm-sgd", ["--cell", "lstm", "--optim", "sgd", "--set", "optim.momentum=0.9",
+                  "--lr", "0.5"]),
+]
+
+problems = []
+
+
+def problem(msg):
+    lines = msg.splitlines()  # a long stderr: its start and its end
+    if len(lines) > 40:
+        msg = "\n".join(lines[:8] + [f"  [... {len(lines) - 33} lines ...]"] + lines[-25:])
+    print("FAIL " + msg)
+    problems.append(msg)
+
+
+def rel(a, b):
+    return abs(a - b) / max(abs(a), abs(b), 1e-30)
+
+
+def train_args(corpus, run_dir, extra, steps, batch=B):
+    return (["train", "--corpus", corpus, "--layers", "2", "--hidden", "32", "--embed", "16",
+             "--dropout", "0.2", "--batch", str(batch), "--seq", str(T), "--steps", str(steps),
+             "--epochs", "0", "--log-every", "1", "--eval-every", str(EVAL),
+             "--set", f"checkpoint.every={EVERY}", "--run-dir", run_dir] + extra)
+
+
+def ckpt_name(step):
+    return f"ckpt-{step:08d}.h5"
+
+
+def check_resumed(p, run_dir, step, what):
+    """p (a finished charlm train) really continued from run_dir's checkpoint at `step`."""
+    want = os.path.join(run_dir, "checkpoints", ckpt_name(step))
+    m = re.search(r"charlm: resuming from (\S+) at step (\d+)", p.stderr)
+    if p.returncode != 0:
+        problem(f"{what}: exit code {p.returncode}\n{p.stderr}")
+    elif not m or os.path.realpath(m.group(1)) != os.path.realpath(want) or int(m.group(2)) != step:
+        problem(f"{what}: expected 'charlm: resuming from {want} at step {step}' on stderr, got:\n"
+                + p.stderr)
+    if re.search(r"^step 1/", p.stderr, re.M):
+        problem(f"{what}: the resumed run printed steps before {step + 1} (it started over)")
+    if os.path.exists(os.path.join(run_dir, "metrics.jsonl.1")):
+        problem(f"{what}: metrics.jsonl was moved aside as for a fresh start")
+
+
+def compare(ref, got, what, exact, after=0):
+    """Compares the metrics of two run dirs: every train line (step > after) and the validations
+    at the steps both have. Returns the worst relative difference."""
+    (t1, v1), (t2, v2) = h.metrics(ref), h.metrics(got)
+    s1, s2 = [m["step"] for m in t1], [m["step"] for m in t2]
+    if s1 != list(range(1, N + 1)) or s2 != list(range(1, N + 1)):
+        problem(f"{what}: train lines at steps {s1} and {s2}, expected 1..{N} once each")
+        return float("inf")
+    worst, bad = 0.0, 0
+    for a, b in zip(t1, t2):
+        if a["step"] <= after:
+            continue
+        for key in ("train_loss", "grad_norm", "lr"):
+            e = rel(a[key], b[key])
+            worst = max(worst, e)
+            if (a[key] != b[key]) if exact else e > 1e-4:
+                bad += 1
+                if bad <= 5:
+                    print(f"  {what} step {a['step']} {key}: {a[key]!r} vs {b[key]!r}")
+    val1 = {m["step"]: m["val_loss"] for m in v1}
+    val2 = {m["step"]: m["val_loss"] for m in v2}
+    common = sorted(set(val1) & set(val2))
+    need = [s for s in range(EVAL, N + 1, EVAL) if s > K] + [N]
+    if any(s not in common for s in need):
+        problem(f"{what}: validations at {sorted(val1)} and {sorted(val2)}: expected both to "
+                f"have {need}")
+    for s in common:
+        e = rel(val1[s], val2[s])
+        worst = max(worst, e)
+        if (val1[s] != val2[s]) if exact else e > 1e-4:
+            bad += 1
+            print(f"  {what} validation at step {s}: {val1[s]!r} vs {val2[s]!r}")
+    if bad:
+        problem(f"{what}: {bad} differences (worst relative {worst:.3e}), expected "
+                + ("none" if exact else "all within 1e-4"))
+    # equal numbers prove nothing unless training moved them
+    if not t1[-1]["train_loss"] < t1[0]["train_loss"] - 0.05:
+        problem(f"{what}: the loss did not fall ({t1[0]['train_loss']} -> {t1[-1]['train_loss']})")
+    return worst
+
+
+def snapshot(run_dir):
+    """What a refused command must leave unchanged: every file's name and content."""
+    out = {}
+    for root, _, files in os.walk(run_dir):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, run_dir)] = f.read()
+    return out
+
+
+def refused(what, args, np, want, run_dir):
+    before = snapshot(run_dir)
+    p = h.run(args, np=np, timeout=300)
+    errors = [l for l in p.stderr.splitlines() if l.startswith("charlm: error:")]
+    bad = []
+    if p.returncode != 1:
+        bad.append(f"exit code {p.returncode}, expected 1")
+    if len(errors) != 1:
+        bad.append(f"{len(errors)} error lines, expected 1")
+    for s in want:
+        if errors and s not in errors[0]:
+            bad.append(f"error line does not name '{s}'")
+    if snapshot(run_dir) != before:
+        bad.append(f"{run_dir} was modified")
+    if bad:
+        problem(f"refusal [{what}]: " + "; ".join(bad) + "\n  stderr: " + p.stderr.strip())
+    else:
+        print(f"ok   refusal [{what}]: {errors[0]}")
+
+
+def main():
+    work = h.tmpdir()
+    corpus = os.path.join(work, "corpus.txt")
+    with open(corpus, "w", encoding="utf-8") as f:
+        f.write(h.synthetic_text(1200))  # 1080 training chars: 16 windows of 4 x 16 per epoch
+    for name, extra in CASES:
+        full, part, other = (os.path.join(work, f"{name}-{x}") for x in ("full", "part", "np1"))
+        p = h.run(train_args(corpus, full, extra, N), np=2, check=True)
+        m = re.search(r"(\d+) windows/epoch", p.stderr)
+        if not m or not K < int(m.group(1)) < N:
+            problem(f"{name}: expected between {K} and {N} windows per epoch so that the resume "
+                    f"crosses an epoch wrap: {m and m.group(0)}")
+        h.run(train_args(corpus, part, extra, K), np=2, check=True)
+        ck = os.path.join(part, "checkpoints", ckpt_name(K))
+        if not os.path.exists(ck):
+            problem(f"{name}: no checkpoint {ck} after {K} steps")
+            continue
+        shutil.copytree(part, other)
+        if name == "lstm-adam":
+            refusals = os.path.join(work, "refusals")
+            shutil.copytree(part, refusals)
+            lr_dir = os.path.join(work, "lr-change")
+            shutil.copytree(part, lr_dir)
+        n0 = len(problems)
+        p = h.run(train_args(corpus, part, extra + ["--resume", "auto"], N), np=2)
+        check_resumed(p, part, K, f"{name} -np 2 resume")
+        compare(full, part, f"{name}: -np 2 uninterrupted vs -np 2 resumed at {K}", exact=True)
+        p = h.run(train_args(corpus, other, extra + ["--resume", "auto"], N, batch=2 * B), np=1)
+        check_resumed(p, other, K, f"{name} -np 1 resume")
+        worst = compare(full, other, f"{name}: -np 2 uninterrupted vs -np 1 x {2 * B} resumed",
+                        exact=False, after=K)
+        if len(problems) == n0:
+            print(f"ok   {name}: resumed at {K} with -np 2 bit-identical to the uninterrupted run; "
+                  f"with -np 1 x {2 * B} worst relative difference {worst:.2e}")
+
+    # refusals: a different model, number of streams or cell; a missing file; a fresh start
+    base = ["--cell", "lstm"]
+    ck = os.path.join(refusals, "checkpoints", ckpt_name(K))
+    refused("different hidden", train_args(corpus, refusals, base + ["--hidden", "64",
+            "--resume", "auto"], N), 2, ["cannot resume from", ck, "model.hidden", "64", "32"],
+            refusals)
+    refused("different S", train_args(corpus, refusals, base + ["--resume", "auto"], N), 1,
+            ["cannot resume from", ck, "train.batch", "4"], refusals)
+    refused("different cell", train_args(corpus, refusals, base + ["--cell", "gru", "--resume",
+            ck], N), 2, ["cannot resume from", ck, "model.cell", "gru", "lstm"], refusals)
+    missing = os.path.join(work, "nonexistent.h5")
+    refused("missing --resume file", train_args(corpus, refusals, base + ["--resume", missing], N),
+            2, [missing], refusals)
+    refused("fresh start over checkpoints", train_args(corpus, refusals, base, N), 2,
+            [refusals, "--resume auto"], refusals)
+
+    # the learning rate may change at resume: it is used, logged and recorded
+    p = h.run(train_args(corpus, lr_dir, base + ["--lr", "0.001", "--resume", "auto"], N), np=2)
+    check_resumed(p, lr_dir, K, "resume with --lr 0.001")
+    full = os.path.join(work, "lstm-adam-full")
+    (tf, _), (tl, _) = h.metrics(full), h.metrics(lr_dir)
+    if [m["step"] for m in tl] != list(range(1, N + 1)):
+        problem(f"--lr at resume: train lines at steps {[m['step'] for m in tl]}")
+    else:
+        lrs = [(m["step"], m["lr"]) for m in tl]
+        if any(lr != (0.002 if s <= K else 0.001) for s, lr in lrs):
+            problem(f"--lr at resume: expected lr 0.002 up to step {K}, 0.001 after: {lrs}")
+        # step K+1 is computed from the restored state, step K+2 after the first new-lr update
+        if tl[K]["train_loss"] != tf[K]["train_loss"]:
+            problem(f"--lr at resume: loss at step {K + 1} {tl[K]['train_loss']} differs from the "
+                    f"uninterrupted {tf[K]['train_loss']} (the restored state is not the same)")
+        if tl[K + 1]["train_loss"] == tf[K + 1]["train_loss"]:
+            problem(f"--lr at resume: loss at step {K + 2} is unchanged: the new lr was not used")
+    with open(os.path.join(lr_dir, "config.ini")) as f:
+        cfg = f.read()
+    if not re.search(r"^lr = 0\.001$", cfg, re.M):
+        problem("--lr at resume: config.ini does not record lr = 0.001:\n" + cfg)
+    last = os.path.join(lr_dir, "checkpoints", ckpt_name(N))
+    p = h.run(["inspect", last])
+    if p.returncode != 0 or not re.search(r"^optimizer\s+adam, step \d+, lr 0\.001$", p.stdout,
+                                          re.M) or not re.search(r"^lr = 0\.001$", p.stdout, re.M):
+        problem(f"--lr at resume: `charlm inspect {last}` does not show lr 0.001:\n"
+                + p.stdout + p.stderr)
+    if problems:
+        h.fail(f"{len(problems)} problem(s)")
+    print("all resume checks passed")
+    shutil.rmtree(work, ignore_errors=True)  # checkpoints add up; kept when a check fails
+
+
+if __name__ == "__main__":
+    main()
