@@ -3,8 +3,9 @@
 # Idempotent: installs only missing packages and re-runs the (incremental) build.
 #
 #   scripts/setup.sh            packages + Release build in build/
-#   scripts/setup.sh --extras   also python3-torch, python3-h5py, python3-matplotlib
-#                               (reference checks, benchmarks, plots)
+#   scripts/setup.sh --extras   also python3-torch, python3-h5py, python3-matplotlib (reference
+#                               checks, benchmarks, plots) and slurm-wlm + munge (the test that
+#                               runs a one-node SLURM cluster on this machine)
 #   BUILD_DIR=... CMAKE_ARGS="..." scripts/setup.sh   another build directory / cmake options
 set -euo pipefail
 
@@ -12,7 +13,7 @@ cd "$(dirname "$0")/.."
 packages=(build-essential cmake pkg-config openmpi-bin libopenmpi-dev libopenblas-dev
           libhdf5-dev hdf5-tools libinih-dev python3 fortunes fortunes-min)
 if [[ "${1:-}" == "--extras" ]]; then
-    packages+=(python3-torch python3-h5py python3-numpy python3-matplotlib)
+    packages+=(python3-torch python3-h5py python3-numpy python3-matplotlib slurm-wlm munge)
 fi
 
 missing=()

@@ -142,8 +142,6 @@ static int prepare_run_dir(const trainer_t *tr, int resumed) {
     return CHARLM_OK;
 }
 
-static int64_t min_nonzero(int64_t a, int64_t b) { return !a ? b : !b ? a : a < b ? a : b; }
-
 
 /* Checks that checkpoint ck can continue this run: same model, vocabulary, streams, window,
  * training text and optimizer kind. */
@@ -292,7 +290,8 @@ static int trainer_open(trainer_t *tr, const config_t *cfg, const char *resume,
         tr->eval_h = xcalloc(nstate, sizeof(float));
         tr->eval_c = xcalloc(nstate, sizeof(float));
     }
-    tr->total = min_nonzero(cfg->steps, cfg->epochs * tr->corpus.windows);
+    /* train.steps, when given, is the length of the run; train.epochs sets it otherwise */
+    tr->total = cfg->steps ? cfg->steps : cfg->epochs * tr->corpus.windows;
     tr->lr = cfg->lr;
     if (d->rank == 0) {
         size_t all = (size_t)cfg->layers * tr->corpus.S * cfg->hidden, len = 0;
