@@ -90,6 +90,9 @@ write_conf() {
     # leave a tenth of the memory to the system; memory is not a consumable here (CR_Core)
     [[ -n "$mem" ]] && mem=$((mem * 9 / 10)) || mem=1
 
+    # srun --mpi=pmix keeps its per-step client directories in the state dir, removed by stop
+    mkdir -p "$dir/pmix"
+    echo "PMIxCliTmpDirBase=$dir/pmix" >"$dir/mpi.conf"
     cat >"$conf" <<EOF
 # Throw-away one-node cluster written by scripts/slurm/local-cluster.sh; removed by its stop.
 ClusterName=charlm-local
@@ -123,6 +126,9 @@ AccountingStorageType=accounting_storage/none
 SwitchType=switch/none
 MpiDefault=none
 SlurmdParameters=config_overrides
+# job ids unique across clusters started here: PMIx keys per-step files by job id, and a new
+# cluster's job 1 must not meet what an earlier one's left behind
+FirstJobId=$(( $(date +%s) % 60000 * 1000 + 1 ))
 
 SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=2,bf_interval=2

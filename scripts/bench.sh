@@ -1,0 +1,254 @@
+#!/usr/bin/env bash
+# bench.sh — charlm against a PyTorch reference trainer on the same cores, side by side (issue 5).
+#
+# Usage (from anywhere; needs the README's set-up, i.e. build/charlm, plus Debian's
+# python3-torch for the reference):
+#     scripts/bench.sh                 # full run: REPS alternating runs per work, ~20 min on 2 cores
+#     QUICK=1 scripts/bench.sh         # smoke run: 1 rep, a few windows each, ~3 min
+#
+# For each work (E = H, 2 layers, global S = 64 streams, T = 64, Adam lr 0.002, clip 5, no
+# validation) it runs, alternately, `mpirun -np $NP charlm train` (1 BLAS thread per rank) and
+# scripts/torch_ref.py (DistributedDataParallel over gloo, $NP processes, 1 thread each), REPS
+# times each, and prints the medians of chars/s, their ratio, charlm's GFLOP/s and its fraction
+# of the sgemm peak measured by this same run (scripts/sgemm_peak.c, $NP single-thread
+# processes at once). Then LSTM 2x512 at -np 2 x 1 BLAS thread against -np 1 x 2 threads.
+#
+# charlm's chars/s of a run is the median of its metrics.jsonl records (each the throughput of
+# the last log.every training windows) after the first record (start-up and warm-up); the
+# reference's is its throughput over the windows after --warmup (3) untimed ones.
+#
+# Environment knobs:
+#   REPS=3            runs of each program per work (QUICK=1: 1)
+#   QUICK=0           1 = short smoke run
+#   WORKS="lstm512 gru512 rnn512 lstm128 lstm1024"   subset / order of the works
+#   THREADS_CMP=1     0 = skip the ranks-vs-threads comparison
+#   CORPUS=PATH       corpus (default: /work/shared/data/tinyshakespeare.txt if present, else
+#                     data/tinyshakespeare.txt in the repository, else /usr/share/games/fortunes)
+#   NP=2              MPI ranks / DDP processes (one per core); 64 must be divisible by NP
+#   CHARLM=build/charlm   PYTHON=/usr/bin/python3   MPIRUN=mpirun   CC=cc
+#   RESULTS_DIR=scripts/bench-results   where the raw output file goes
+#   SGEMM_SECONDS=3   duration of each sgemm measurement
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+QUICK=${QUICK:-0}
+if [[ $QUICK == 1 ]]; then REPS=${REPS:-1}; WARMUP=${WARMUP:-1}; else REPS=${REPS:-3}; WARMUP=${WARMUP:-3}; fi
+WORKS=${WORKS:-lstm512 gru512 rnn512 lstm128 lstm1024}
+THREADS_CMP=${THREADS_CMP:-1}
+NP=${NP:-2}
+CHARLM=${CHARLM:-$ROOT/build/charlm}
+PYTHON=${PYTHON:-/usr/bin/python3}
+MPIRUN=${MPIRUN:-mpirun}
+CC=${CC:-cc}
+RESULTS_DIR=${RESULTS_DIR:-$ROOT/scripts/bench-results}
+SGEMM_SECONDS=${SGEMM_SECONDS:-3}
+STREAMS=64
+SEQ=64
+LAYERS=2
+
+if [[ -z ${CORPUS:-} ]]; then
+    for c in /work/shared/data/tinyshakespeare.txt "$ROOT/data/tinyshakespeare.txt" \
+             /usr/share/games/fortunes; do
+        if [[ -e $c ]]; then CORPUS=$c; break; fi
+    done
+fi
+[[ -n ${CORPUS:-} && -e $CORPUS ]] || { echo "bench.sh: no corpus; set CORPUS=PATH" >&2; exit 2; }
+[[ -x $CHARLM ]] || { echo "bench.sh: $CHARLM not built (run scripts/setup.sh)" >&2; exit 2; }
+"$PYTHON" -c 'import torch' 2>/dev/null \
+    || { echo "bench.sh: $PYTHON has no torch (apt-get install python3-torch)" >&2; exit 2; }
+(( STREAMS % NP == 0 )) || { echo "bench.sh: NP=$NP does not divide $STREAMS streams" >&2; exit 2; }
+
+# Open MPI refuses to run as root without these (containers, CI).
+if [[ $(id -u) == 0 ]]; then
+    export OMPI_ALLOW_RUN_AS_ROOT=${OMPI_ALLOW_RUN_AS_ROOT:-1}
+    export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=${OMPI_ALLOW_RUN_AS_ROOT_CONFIRM:-1}
+fi
+
+# work name -> "cell hidden steps log_every" (full run: ~15-30 s of timed windows per run at
+# the issue's speeds; QUICK: a few windows)
+work_spec() {
+    local full quick
+    case $1 in
+        lstm128)  full="lstm 128 300 30";  quick="lstm 128 40 10" ;;
+        lstm512)  full="lstm 512 40 5";    quick="lstm 512 6 2" ;;
+        gru512)   full="gru 512 50 5";     quick="gru 512 6 2" ;;
+        rnn512)   full="rnn 512 150 15";   quick="rnn 512 20 5" ;;
+        lstm1024) full="lstm 1024 12 2";   quick="lstm 1024 3 1" ;;
+        *) echo "bench.sh: unknown work $1" >&2; exit 2 ;;
+    esac
+    if [[ $QUICK == 1 ]]; then echo "$quick"; else echo "$full"; fi
+}
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/charlm-bench.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT
+mkdir -p "$RESULTS_DIR"
+STAMP=$(date -u +%Y%m%dT%H%MZ)
+OUT=$RESULTS_DIR/$STAMP.txt
+if [[ $QUICK == 1 ]]; then OUT=$RESULTS_DIR/$STAMP-quick.txt; fi
+: >"$OUT"
+
+say() { printf '%s\n' "$*" | tee -a "$OUT"; }
+
+# median of the numbers on stdin, one per line ("nan" when there are none)
+median() {
+    sort -g | awk '{ a[NR] = $1 } END {
+        if (NR == 0) print "nan"; else if (NR % 2) printf "%.1f\n", a[(NR + 1) / 2];
+        else printf "%.1f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+
+# FLOPs per character: 6 per weight-matrix element (forward 2, backward input gradient 2,
+# weight gradient 2), over all W_ih and W_hh of every layer and the decoder; biases, the
+# element-wise gate math, the embedding lookup and the softmax are not counted:
+#   G = 4 (LSTM), 3 (GRU), 1 (RNN)
+#   weights = G*H*(E + H)  +  (layers - 1) * G*H*(H + H)  +  V*H
+#   flops_per_char = 6 * weights
+flops_per_char() { # cell H E V
+    local g
+    case $1 in lstm) g=4 ;; gru) g=3 ;; *) g=1 ;; esac
+    echo $(( 6 * (g * $2 * ($3 + $2) + (LAYERS - 1) * g * $2 * 2 * $2 + $4 * $2) ))
+}
+
+# a private copy: a rebuild of build/ during the run does not mix two versions
+cp "$CHARLM" "$TMP/charlm"
+CHARLM_BIN=$TMP/charlm
+
+# ---- sgemm peak ------------------------------------------------------------------------------
+SGEMM=$TMP/sgemm_peak
+# shellcheck disable=SC2046  # pkg-config's output is a list of flags
+"$CC" -O2 -std=c11 -o "$SGEMM" "$ROOT/scripts/sgemm_peak.c" \
+    $(pkg-config --cflags --libs openblas 2>/dev/null || echo -lopenblas)
+
+gflops_of() { sed -n 's/.*best_gflops=\([0-9.]*\).*/\1/p'; }
+
+# prints "one_proc sum_of_NP_procs two_threads" best GFLOP/s; the raw lines go to the file
+measure_sgemm() {
+    local one sum=0 thr i
+    one=$(OPENBLAS_NUM_THREADS=1 "$SGEMM" 2048 "$SGEMM_SECONDS" 1 | tee -a "$OUT" | gflops_of)
+    for (( i = 0; i < NP; i++ )); do
+        OPENBLAS_NUM_THREADS=1 "$SGEMM" 2048 "$SGEMM_SECONDS" 1 >"$TMP/sgemm.$i" &
+    done
+    wait
+    for (( i = 0; i < NP; i++ )); do
+        sed 's/^/concurrent: /' "$TMP/sgemm.$i" >>"$OUT"
+        sum=$(awk -v s="$sum" -v g="$(gflops_of <"$TMP/sgemm.$i")" 'BEGIN { print s + g }')
+    done
+    thr=$(OPENBLAS_NUM_THREADS=$NP "$SGEMM" 2048 "$SGEMM_SECONDS" "$NP" | tee -a "$OUT" | gflops_of)
+    echo "$one $sum $thr"
+}
+
+# ---- one run of each program -----------------------------------------------------------------
+# run_charlm NP THREADS CELL H STEPS LOG -> sets CPS (chars/s), VOCAB and SPLIT (charlm's
+# time split line)
+run_charlm() {
+    local np=$1 threads=$2 cell=$3 h=$4 steps=$5 log=$6 dir=$TMP/run bind=()
+    rm -rf "$dir"
+    # a single rank with several threads must not be bound to one core (Open MPI binds np <= 2
+    # to cores by default)
+    if (( np == 1 && threads > 1 )); then bind=(--bind-to none); fi
+    if ! OPENBLAS_NUM_THREADS=$threads OMP_NUM_THREADS=$threads \
+        "$MPIRUN" "${bind[@]}" -np "$np" "$CHARLM_BIN" train --corpus "$CORPUS" --cell "$cell" \
+        --layers "$LAYERS" --hidden "$h" --embed "$h" --batch $((STREAMS / np)) --seq "$SEQ" \
+        --steps "$steps" --log-every "$log" --eval-every 0 --optim adam --lr 0.002 \
+        --set optim.clip=5 --set model.dropout=0 --set data.val_frac=0 \
+        --set checkpoint.every=0 --run-dir "$dir" >"$TMP/charlm.out" 2>"$TMP/charlm.err"; then
+        echo "bench.sh: charlm failed:" >&2; tail -5 "$TMP/charlm.err" >&2; exit 1
+    fi
+    CPS=$(grep -v '"summary"' "$dir/metrics.jsonl" | tail -n +2 \
+        | sed -n 's/.*"chars_per_s":\([-0-9.e+]*\).*/\1/p' | median)
+    VOCAB=$(sed -n 's/.*vocabulary \([0-9]*\).*/\1/p' "$TMP/charlm.err" | head -1)
+    SPLIT=$(sed -n 's/^charlm: time: //p' "$TMP/charlm.err" | head -1)
+}
+
+# run_torch CELL H WINDOWS -> sets TPS (chars/s)
+run_torch() {
+    if ! "$PYTHON" "$ROOT/scripts/torch_ref.py" --corpus "$CORPUS" --cell "$1" --layers "$LAYERS" \
+        --hidden "$2" --embed "$2" --streams "$STREAMS" --seq "$SEQ" --nproc "$NP" \
+        --warmup "$WARMUP" --windows "$3" >"$TMP/torch.out" 2>"$TMP/torch.err"; then
+        echo "bench.sh: torch_ref.py failed:" >&2; tail -5 "$TMP/torch.err" >&2; exit 1
+    fi
+    TPS=$(sed -n 's/^RESULT chars_per_s=\([0-9.]*\).*/\1/p' "$TMP/torch.out")
+    [[ -n $TPS ]] || { echo "bench.sh: no RESULT from torch_ref.py" >&2; exit 1; }
+}
+
+# ---- header ----------------------------------------------------------------------------------
+commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [[ -n $(git -C "$ROOT" status --porcelain -- src include CMakeLists.txt 2>/dev/null) ]]; then
+    commit="$commit (+ uncommitted changes in src/include)"
+fi
+if [[ $QUICK == 1 ]]; then say "# charlm benchmark (QUICK smoke run: too short to quote)"
+else say "# charlm benchmark"; fi
+say "date:    $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+say "host:    $(uname -n), $(uname -sr)"
+say "cpu:     $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cpus"
+say "commit:  $commit, $("$CHARLM_BIN" --version 2>&1 | head -1), binary built $(date -u -r "$CHARLM" "+%Y-%m-%d %H:%M UTC")"
+CORE=$(OPENBLAS_VERBOSE=2 "$SGEMM" 64 0 1 2>&1 | sed -n 's/^Core: *//p' | head -1)
+say "blas:    OpenBLAS $CORE kernels (OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-(unset)})"
+say "torch:   $("$PYTHON" -c 'import torch; print(torch.__version__)' 2>/dev/null)"
+say "corpus:  $CORPUS"
+say "setup:   $LAYERS layers, E = H, $STREAMS global streams, T = $SEQ, Adam, clip 5; -np $NP;" \
+    "REPS=$REPS, reference warm-up $WARMUP windows"
+say "load:    $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min load average at start)"
+
+read -r SG1 SGN SGT < <(measure_sgemm)
+say "sgemm 2048^3 (start): 1 process ${SG1} GFLOP/s; $NP concurrent processes ${SGN} (sum);" \
+    "1 process x $NP threads ${SGT}"
+# OpenBLAS dispatches its kernels by CPU (OPENBLAS_CORETYPE overrides; it is inherited by charlm,
+# the reference and the peak above alike). When that dispatch is not an AVX-512 kernel on an
+# AVX-512 CPU, also show what OpenBLAS's AVX-512 kernels do (information only).
+if grep -qw avx512f /proc/cpuinfo && [[ ! $CORE =~ SkylakeX|Cooperlake|SapphireRapids ]]; then
+    read -r SK1 SKN SKT < <(OPENBLAS_CORETYPE=SKYLAKEX measure_sgemm)
+    say "sgemm 2048^3 with OPENBLAS_CORETYPE=SKYLAKEX (AVX-512 kernels): 1 process ${SK1};" \
+        "$NP concurrent ${SKN} (sum); 1 process x $NP threads ${SKT}"
+fi
+
+# ---- the works -------------------------------------------------------------------------------
+declare -A RES
+for work in $WORKS; do
+    read -r cell h steps log < <(work_spec "$work")
+    windows=$((steps - log))
+    c_list=() t_list=()
+    for (( rep = 1; rep <= REPS; rep++ )); do
+        run_charlm "$NP" 1 "$cell" "$h" "$steps" "$log"
+        run_torch "$cell" "$h" "$windows"
+        c_list+=("$CPS") t_list+=("$TPS")
+        say "run $work rep $rep: charlm $CPS chars/s, torch $TPS chars/s; charlm time: $SPLIT"
+    done
+    cm=$(printf '%s\n' "${c_list[@]}" | median)
+    tm=$(printf '%s\n' "${t_list[@]}" | median)
+    RES[$work]="$cell $h $cm $tm $VOCAB"
+done
+
+read -r SG1b SGNb SGTb < <(measure_sgemm)
+say "sgemm 2048^3 (end):   1 process ${SG1b} GFLOP/s; $NP concurrent processes ${SGNb} (sum);" \
+    "1 process x $NP threads ${SGTb}"
+PEAK=$(awk -v a="$SGN" -v b="$SGNb" 'BEGIN { print (a > b ? a : b) }')
+say "peak for the fractions: ${PEAK} GFLOP/s (best of the two $NP-process sums)"
+
+say ""
+say "$(printf '%-9s %12s %12s %7s %14s %8s %13s' work charlm_c/s torch_c/s ratio charlm_GFLOP/s of_peak torch_GFLOP/s)"
+for work in $WORKS; do
+    read -r cell h cm tm vocab <<<"${RES[$work]}"
+    fpc=$(flops_per_char "$cell" "$h" "$h" "$vocab")
+    say "$(awk -v w="$work" -v c="$cm" -v t="$tm" -v f="$fpc" -v p="$PEAK" 'BEGIN {
+        printf "%-9s %12.0f %12.0f %6.2fx %14.1f %7.1f%% %13.1f", w, c, t, c / t,
+               c * f * 1e-9, 100 * c * f * 1e-9 / p, t * f * 1e-9 }')"
+done
+
+# ---- ranks vs threads --------------------------------------------------------------------------
+if [[ $THREADS_CMP == 1 && $NP == 2 ]]; then
+    read -r cell h steps log < <(work_spec lstm512)
+    a_list=() b_list=()
+    for (( rep = 1; rep <= REPS; rep++ )); do
+        run_charlm 2 1 "$cell" "$h" "$steps" "$log"
+        a_list+=("$CPS")
+        run_charlm 1 2 "$cell" "$h" "$steps" "$log"
+        b_list+=("$CPS")
+        say "run lstm512 rep $rep: -np 2 x 1 thread ${a_list[-1]} chars/s," \
+            "-np 1 x 2 threads $CPS chars/s"
+    done
+    am=$(printf '%s\n' "${a_list[@]}" | median)
+    bm=$(printf '%s\n' "${b_list[@]}" | median)
+    say "$(awk -v a="$am" -v b="$bm" 'BEGIN { printf "lstm512 ranks vs threads: -np 2 x 1 thread %.0f chars/s, -np 1 x 2 threads %.0f chars/s (%.2fx)", a, b, a / b }')"
+fi
+say "load:    $(cut -d' ' -f1-3 /proc/loadavg) (at end)"
+say "raw output: $OUT"
