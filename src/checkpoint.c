@@ -14,6 +14,7 @@
 
 #include "charlm/config.h"
 #include "charlm/err.h"
+#include "charlm/fileio.h"
 
 #define CHUNK_ELEMS (1 << 20) /* at most this many elements per chunk */
 #define MAX_PATH 4200
@@ -151,23 +152,6 @@ static int write_contents(hid_t f, const ckpt_write_t *w) {
     return 0;
 }
 
-static int fsync_path(const char *path, int flags) {
-    int fd = open(path, flags);
-    if (fd < 0) return -1;
-    int rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
-/* The directory part of path ("." when none). */
-static void dir_of(char *out, size_t n, const char *path) {
-    snprintf(out, n, "%s", path);
-    char *slash = strrchr(out, '/');
-    if (!slash) snprintf(out, n, ".");
-    else if (slash == out) slash[1] = '\0';
-    else *slash = '\0';
-}
-
 /* Builds the whole checkpoint as an HDF5 file image in memory (the core driver): a disk that
  * fills up or a file-size limit then fails a plain write(2) with a clear errno, where a failing
  * HDF5 flush would leave a half-closed file that crashes the library at exit. Returns the image
@@ -215,7 +199,7 @@ static int write_file(const char *path, const void *data, size_t n) {
 int ckpt_write(const char *path, const ckpt_write_t *w) {
     char tmp[MAX_PATH + 8], dir[MAX_PATH];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    dir_of(dir, sizeof dir, path);
+    fileio_dir_of(dir, sizeof dir, path);
     if (mkdir(dir, 0777) != 0 && errno != EEXIST)
         return err_set(CHARLM_EINPUT, "cannot create checkpoint directory %s: %s", dir,
                        strerror(errno));
@@ -229,7 +213,7 @@ int ckpt_write(const char *path, const ckpt_write_t *w) {
         remove(tmp);
         return err_set(CHARLM_EINPUT, "cannot write checkpoint %s: %s", path, strerror(e));
     }
-    fsync_path(dir, O_RDONLY | O_DIRECTORY); /* makes the rename durable */
+    fileio_fsync(dir, 1); /* makes the rename durable */
     return CHARLM_OK;
 }
 
@@ -605,7 +589,7 @@ int ckpt_mark_best(const char *path, const char *run_dir) {
             remove(tmp);
             return err_set(CHARLM_EINPUT, "cannot write %s: %s", best, strerror(errno));
         }
-        fsync_path(tmp, O_RDONLY);
+        fileio_fsync(tmp, 0);
     }
     if (rename(tmp, best) != 0) {
         remove(tmp);

@@ -12,6 +12,7 @@
 
 #include "charlm/corpus.h"
 #include "charlm/err.h"
+#include "charlm/fileio.h"
 #include "charlm/utf8.h"
 #include "charlm/vocab.h"
 
@@ -330,29 +331,13 @@ static double seconds(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-static void fsync_path(const char *path, int flags) {
-    int fd = open(path, flags);
-    if (fd < 0) return;
-    fsync(fd);
-    close(fd);
-}
-
-/* The directory part of path ("." when none). */
-static void dir_of(char *out, size_t n, const char *path) {
-    snprintf(out, n, "%s", path);
-    char *slash = strrchr(out, '/');
-    if (!slash) snprintf(out, n, ".");
-    else if (slash == out) slash[1] = '\0';
-    else *slash = '\0';
-}
-
 /* Closes f (flushing it), makes tmp durable and renames it to out; removes tmp on failure. */
 static int commit(hid_t f, const char *tmp, const char *out, int rc) {
     errno = 0;
     if (H5Fclose(f) < 0 && rc == CHARLM_OK)
         rc = err_set(CHARLM_EINPUT, "prepare: cannot write %s: %s", tmp,
                      errno ? strerror(errno) : "HDF5 error closing the file");
-    if (rc == CHARLM_OK) fsync_path(tmp, O_RDONLY);
+    if (rc == CHARLM_OK) fileio_fsync(tmp, 0);
     if (rc == CHARLM_OK && rename(tmp, out) != 0)
         rc = err_set(CHARLM_EINPUT, "prepare: cannot rename %s to %s: %s", tmp, out,
                      strerror(errno));
@@ -361,8 +346,8 @@ static int commit(hid_t f, const char *tmp, const char *out, int rc) {
         return rc;
     }
     char dir[4096];
-    dir_of(dir, sizeof dir, out);
-    fsync_path(dir, O_RDONLY | O_DIRECTORY); /* makes the rename durable */
+    fileio_dir_of(dir, sizeof dir, out);
+    fileio_fsync(dir, 1); /* makes the rename durable */
     return rc;
 }
 

@@ -83,6 +83,19 @@ def tmpdir():
     return tempfile.mkdtemp(prefix="charlm-test-")
 
 
+problems = []
+
+
+def problem(msg):
+    """Records a failed check (shortening a long stderr to its start and end) and prints it;
+    a test collects them all and fails at the end on `problems`."""
+    lines = msg.splitlines()
+    if len(lines) > 40:
+        msg = "\n".join(lines[:8] + [f"  [... {len(lines) - 33} lines ...]"] + lines[-25:])
+    print("FAIL " + msg)
+    problems.append(msg)
+
+
 def fail(msg):
     sys.stderr.write("FAIL: " + msg + "\n")
     raise SystemExit(1)

@@ -33,15 +33,8 @@ LAYERS, HIDDEN, EMBED, B, T = 2, 32, 16, 2, 16
 S = 2 * B
 STEPS, EVERY = 20, 5
 
-problems = []
-
-
-def problem(msg):
-    lines = msg.splitlines()  # a long stderr: its start and its end
-    if len(lines) > 40:
-        msg = "\n".join(lines[:8] + [f"  [... {len(lines) - 33} lines ...]"] + lines[-25:])
-    print("FAIL " + msg)
-    problems.append(msg)
+problems = h.problems
+problem = h.problem
 
 
 def ck(run_dir, step):

@@ -24,15 +24,8 @@ CASES = [  # name, extra args
                   "--lr", "0.5"]),
 ]
 
-problems = []
-
-
-def problem(msg):
-    lines = msg.splitlines()  # a long stderr: its start and its end
-    if len(lines) > 40:
-        msg = "\n".join(lines[:8] + [f"  [... {len(lines) - 33} lines ...]"] + lines[-25:])
-    print("FAIL " + msg)
-    problems.append(msg)
+problems = h.problems
+problem = h.problem
 
 
 def rel(a, b):

@@ -25,15 +25,8 @@ except ImportError:
 N = 400            # steps of the long run: seconds, so the signal lands mid-run
 EVAL = 150         # validations at 150, 300 and the end
 
-problems = []
-
-
-def problem(msg):
-    lines = msg.splitlines()  # a long stderr: its start and its end
-    if len(lines) > 40:
-        msg = "\n".join(lines[:8] + [f"  [... {len(lines) - 33} lines ...]"] + lines[-25:])
-    print("FAIL " + msg)
-    problems.append(msg)
+problems = h.problems
+problem = h.problem
 
 
 def long_args(corpus, run_dir, extra=()):

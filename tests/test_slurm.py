@@ -31,7 +31,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLUSTER = os.path.join(ROOT, "scripts", "slurm", "local-cluster.sh")
 SBATCH = os.path.join(ROOT, "scripts", "slurm", "charlm.sbatch")
 RANKS = 2
-RUN_S = 38  # seconds of training per run, as measured (a run takes about 1.2 times that)
+RUN_S = 40  # seconds of training per run
 TIME_LIMIT_LEAD = 30  # job B: --time=1 --signal=B:USR1@30 (SLURM checks limits every 30 s)
 JOB_TIMEOUT = 240  # seconds any one job may take, requeues included
 
@@ -267,11 +267,15 @@ def main():
                 f.write(CONFIG.format(corpus=corpus, steps=steps, run_dir=run_dir))
             return path
 
-        # size the run to about RUN_S seconds of training here
-        cal = config(os.path.join(tmp, "cal.ini"), 300, os.path.join(tmp, "cal"))
-        h.run(["train", "--config", cal], np=RANKS, timeout=300, check=True)
-        chars_per_s = h.summary(os.path.join(tmp, "cal"))["chars_per_s"]
-        steps_per_s = chars_per_s / (RANKS * 8 * 32)
+        # size the run to about RUN_S seconds of training here: the rate over 5 s of training
+        # after the first logged step (start-up and warm-up left out; validations counted)
+        cal = config(os.path.join(tmp, "cal.ini"), 0, os.path.join(tmp, "cal"))
+        h.run(["train", "--config", cal, "--time-limit", "5"], np=RANKS, timeout=300, check=True)
+        train, _ = h.metrics(os.path.join(tmp, "cal"))
+        if len(train) < 3:
+            h.fail(f"calibration: {len(train)} logged steps in 5 s")
+        steps_per_s = ((train[-1]["step"] - train[0]["step"]) /
+                       (train[-1]["elapsed_s"] - train[0]["elapsed_s"]))
         steps = max(1000, int(RUN_S * steps_per_s) // 10 * 10)
         print(f"{steps_per_s:.0f} steps/s here: runs of {steps} steps")
 
