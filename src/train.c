@@ -33,6 +33,14 @@ typedef struct {
     double forward, backward, allreduce, optimizer, eval, checkpoint;
 } timers_t;
 
+/* Back to the default actions; after a signal stop, further TERM/USR1 (a batch system repeats
+ * them) are ignored so that they cannot turn exit 3 into a kill while the ranks shut down. */
+static void restore_signals(int stopped) {
+    signal(SIGTERM, stopped ? SIG_IGN : SIG_DFL);
+    signal(SIGUSR1, stopped ? SIG_IGN : SIG_DFL);
+    signal(SIGINT, SIG_DFL);
+}
+
 /* Everything one rank holds during training, allocated once in trainer_open. */
 typedef struct {
     const config_t *cfg;
@@ -510,17 +518,19 @@ static void print_header(trainer_t *tr, int threads) {
 }
 
 int train_run(const config_t *cfg, const char *resume, const dist_t *d) {
-    trainer_t tr;
-    int rc = trainer_open(&tr, cfg, resume, d);
-    if (rc) {
-        trainer_close(&tr);
-        return rc;
-    }
+    /* from the start: a signal during start-up stops the run after its first window */
     stop_signal = 0;
     signal(SIGTERM, on_signal);
     signal(SIGINT, on_signal);
     signal(SIGUSR1, on_signal);
     signal(SIGXFSZ, SIG_IGN); /* a file-size limit fails the write instead of killing us */
+    trainer_t tr;
+    int rc = trainer_open(&tr, cfg, resume, d);
+    if (rc) {
+        restore_signals(0);
+        trainer_close(&tr);
+        return rc;
+    }
 
     const int rank0 = d->rank == 0;
     const corpus_t *c = &tr.corpus;
@@ -636,9 +646,7 @@ int train_run(const config_t *cfg, const char *resume, const dist_t *d) {
         if (ckpt[0]) log_msg(&tr.log, "charlm: checkpoint %s", ckpt);
         print_sample(&tr, SAMPLE_LENGTH, 1.0);
     }
-    signal(SIGTERM, SIG_DFL);
-    signal(SIGINT, SIG_DFL);
-    signal(SIGUSR1, SIG_DFL);
+    restore_signals(rc == CHARLM_ESTOPPED);
     trainer_close(&tr);
     return rc;
 }
