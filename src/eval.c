@@ -198,6 +198,7 @@ static int run(const eval_args_t *a, const dist_t *d) {
 int eval_main(int argc, char **argv, const dist_t *d) {
     eval_args_t a;
     int rc = dist_agree(d, parse_args(&a, argc, argv));
+    dist_blas_threads(d);
     if (!rc) rc = run(&a, d);
     free((void *)a.texts);
     return rc;
