@@ -54,7 +54,8 @@ static inline float cell_exp(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    e.i = (u.i - 0x4B400000 + 127) << 23;
+    /* unsigned: a NaN input (a diverging run) must give NaN, not undefined behaviour */
+    e.i = (int32_t)((uint32_t)(u.i - 0x4B400000 + 127) << 23);
     return p * e.f;
 }
 
