@@ -16,7 +16,9 @@
 #include "charlm/err.h"
 #include "charlm/fileio.h"
 
-#define CHUNK_ELEMS (1 << 20) /* at most this many elements per chunk */
+/* at most this many elements per chunk: HDF5 holds a chunk and its checksummed copy while it
+ * writes, so the chunk size is what a checkpoint adds to peak memory */
+#define CHUNK_ELEMS (1 << 18)
 #define MAX_PATH 4200
 
 /* ---- writing ------------------------------------------------------------------------------ */
@@ -152,48 +154,19 @@ static int write_contents(hid_t f, const ckpt_write_t *w) {
     return 0;
 }
 
-/* Builds the whole checkpoint as an HDF5 file image in memory (the core driver): a disk that
- * fills up or a file-size limit then fails a plain write(2) with a clear errno, where a failing
- * HDF5 flush would leave a half-closed file that crashes the library at exit. Returns the image
- * (owned by the caller) and its size in *n, or NULL. */
-static void *build_image(size_t *n, const char *name, const ckpt_write_t *w) {
-    size_t guess = sizeof(float) * (size_t)w->model->nparams * (size_t)(1 + w->opt->nmoments);
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    H5Pset_fapl_core(fapl, guess + (1 << 20), 0); /* grow in big steps; no backing file */
-    hid_t f = H5Fcreate(name, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
-    H5Pclose(fapl);
-    void *image = NULL;
-    if (f >= 0 && write_contents(f, w) == 0 && H5Fflush(f, H5F_SCOPE_GLOBAL) >= 0) {
-        ssize_t size = H5Fget_file_image(f, NULL, 0);
-        image = size > 0 ? xcalloc((size_t)size, 1) : NULL;
-        if (image && H5Fget_file_image(f, image, (size_t)size) != size) {
-            free(image);
-            image = NULL;
-        }
-        *n = image ? (size_t)size : 0;
-    }
-    if (f >= 0) H5Fclose(f);
-    return image;
-}
-
-/* Writes n bytes to a new file at path and fsyncs it; returns 0 or an errno. */
-static int write_file(const char *path, const void *data, size_t n) {
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0666);
-    if (fd < 0) return errno;
-    const char *p = data;
-    while (n > 0) {
-        ssize_t k = write(fd, p, n);
-        if (k < 0 && errno == EINTR) continue;
-        if (k <= 0) {
-            int e = k < 0 ? errno : EIO;
-            close(fd);
-            return e;
-        }
-        p += k, n -= (size_t)k;
-    }
-    int e = fsync(fd) != 0 ? errno : 0;
-    if (close(fd) != 0 && !e) e = errno;
-    return e;
+/* An upper bound on the size of w's file: the raw bytes of every dataset, plus HDF5's metadata:
+ * about 3 KiB per chunked dataset (object header, chunk index node; 4 KiB allowed), a checksum and
+ * index entry per chunk, and the superblock, groups and attributes (64 KiB allowed). Tight
+ * enough that a disk with room for the file is not refused. */
+static off_t size_bound(const ckpt_write_t *w) {
+    const model_t *m = w->model;
+    double data = 4.0 * (double)m->nparams * (1 + w->opt->nmoments) +
+                  4.0 * (w->c ? 2 : 1) * m->d.layers * w->info.streams * m->d.H +
+                  8.0 * (3.0 * (double)w->n_train + 2.0 * (double)w->n_val) +
+                  4.0 * w->vocab->size + 8.0 + (double)strlen(w->config);
+    double datasets = m->ntensors * (1 + w->opt->nmoments) + 6;
+    double chunks = datasets + data / (4.0 * CHUNK_ELEMS);
+    return (off_t)(data + 4096.0 * datasets + 64.0 * chunks + 65536.0);
 }
 
 int ckpt_write(const char *path, const ckpt_write_t *w) {
@@ -203,15 +176,21 @@ int ckpt_write(const char *path, const ckpt_write_t *w) {
     if (mkdir(dir, 0777) != 0 && errno != EEXIST)
         return err_set(CHARLM_EINPUT, "cannot create checkpoint directory %s: %s", dir,
                        strerror(errno));
-    size_t n = 0;
-    void *image = build_image(&n, tmp, w);
-    if (!image) return err_set(CHARLM_EINPUT, "cannot build checkpoint %s: HDF5 error", path);
-    int e = write_file(tmp, image, n);
-    free(image);
-    if (!e && rename(tmp, path) != 0) e = errno;
-    if (e) {
+    /* HDF5 writes the file itself (no copy of the model in memory); a full disk or a file-size
+     * limit is found before it starts, since HDF5 1.10 does not survive a failed write */
+    int e = fileio_reserve(tmp, size_bound(w));
+    int ok = 0;
+    if (!e) {
+        hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+        ok = f >= 0 && write_contents(f, w) == 0;
+        if (f >= 0 && H5Fclose(f) < 0) ok = 0;
+        if (ok && fileio_fsync(tmp, 0) != 0) e = errno;
+    }
+    if (!e && ok && rename(tmp, path) != 0) e = errno;
+    if (e || !ok) {
         remove(tmp);
-        return err_set(CHARLM_EINPUT, "cannot write checkpoint %s: %s", path, strerror(e));
+        if (e) return err_set(CHARLM_EINPUT, "cannot write checkpoint %s: %s", path, strerror(e));
+        return err_set(CHARLM_EINPUT, "cannot write checkpoint %s: HDF5 error", path);
     }
     fileio_fsync(dir, 1); /* makes the rename durable */
     return CHARLM_OK;

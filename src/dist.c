@@ -35,32 +35,66 @@ int dist_agree(const dist_t *d, int rc) {
     return rc;
 }
 
-void dist_overlap_begin(dist_overlap_t *o, float *buf, int64_t n) {
+void dist_overlap_begin(dist_overlap_t *o, float *buf, int64_t n, int64_t piece) {
+    CHARLM_CHECK(piece > 0 && piece <= INT_MAX);
     o->buf = buf;
     o->n = n;
+    o->piece = piece;
+    o->nregions = 0;
     o->next_end = n;
     o->pending = 0;
 }
 
-void dist_overlap_ready(dist_overlap_t *o, int64_t from) {
-    while (o->next_end > from) {
-        int64_t start = o->next_end - from > INT_MAX / 2 ? o->next_end - INT_MAX / 2 : from;
-        CHARLM_CHECK(o->pending < DIST_MAX_PENDING);
+/* Starts pieces of the handed-over regions while there is room in flight. Every rank must start
+ * the same sums in the same order, whatever its timing: a piece is cut from the end of its region
+ * and never crosses a region's start. */
+static void start_pieces(dist_overlap_t *o) {
+    int k = 0;
+    while (o->pending < DIST_IN_FLIGHT) {
+        while (k < o->nregions && o->from[k] >= o->next_end) k++;
+        if (k == o->nregions) return; /* the rest is not final yet */
+        int64_t start = o->next_end - o->from[k] > o->piece ? o->next_end - o->piece
+                                                               : o->from[k];
         MPI_Iallreduce(MPI_IN_PLACE, o->buf + start, (int)(o->next_end - start), MPI_FLOAT,
                        MPI_SUM, MPI_COMM_WORLD, &o->req[o->pending++]);
         o->next_end = start;
     }
 }
 
+/* Drops the finished requests (MPI_REQUEST_NULL) from req[]. */
+static void retire(dist_overlap_t *o) {
+    int k = 0;
+    for (int i = 0; i < o->pending; i++)
+        if (o->req[i] != MPI_REQUEST_NULL) o->req[k++] = o->req[i];
+    o->pending = k;
+}
+
+void dist_overlap_ready(dist_overlap_t *o, int64_t from) {
+    int64_t last = o->nregions ? o->from[o->nregions - 1] : o->n;
+    CHARLM_CHECK(from >= 0 && from <= last && o->nregions < DIST_MAX_REGIONS);
+    if (from == last) return;
+    o->from[o->nregions++] = from;
+    start_pieces(o);
+}
+
 void dist_overlap_poll(dist_overlap_t *o) {
-    int done;
-    if (o->pending) MPI_Testall(o->pending, o->req, &done, MPI_STATUSES_IGNORE);
+    if (!o->pending) return;
+    int outcount, idx[DIST_IN_FLIGHT];
+    MPI_Testsome(o->pending, o->req, &outcount, idx, MPI_STATUSES_IGNORE);
+    if (outcount > 0) {
+        retire(o);
+        start_pieces(o);
+    }
 }
 
 void dist_overlap_wait(dist_overlap_t *o) {
     dist_overlap_ready(o, 0);
-    MPI_Waitall(o->pending, o->req, MPI_STATUSES_IGNORE);
-    o->pending = 0;
+    while (o->pending) {
+        int idx;
+        MPI_Waitany(o->pending, o->req, &idx, MPI_STATUS_IGNORE);
+        retire(o);
+        start_pieces(o);
+    }
 }
 
 void dist_sum_doubles(double *buf, int n) {

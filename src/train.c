@@ -58,6 +58,7 @@ typedef struct {
     double lr, last_train, last_val, best_val;
     int64_t last_val_step;
     timers_t tm;
+    double rss_start;             /* peak RSS before any of the above: MPI and the libraries */
     /* rank 0 only */
     log_t log;
     char *config_text;            /* canonical INI of cfg */
@@ -274,6 +275,9 @@ static int resume_from(trainer_t *tr, const char *resume, int *resumed) {
 static int trainer_open(trainer_t *tr, const config_t *cfg, const char *resume,
                         const dist_t *d) {
     memset(tr, 0, sizeof *tr);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    tr->rss_start = (double)ru.ru_maxrss * 1024.0;
     tr->cfg = cfg;
     tr->d = d;
     tr->last_train = tr->last_val = tr->best_val = NAN;
@@ -486,8 +490,12 @@ static void report(trainer_t *tr, int64_t step0, double secs) {
             "validation %.1f s, checkpoints %.1f s",
             100 * t->forward / train_s, 100 * t->backward / train_s, 100 * comm / train_s,
             100 * waited / train_s, 100 * t->optimizer / train_s, t->eval, t->checkpoint);
-    log_msg(&tr->log, "charlm: memory: peak RSS %.1f MiB (rank 0), %.1f MiB (largest rank); "
-            "analytic need %.1f MiB per rank", rss / mib, rss_max / mib, need / mib);
+    /* the libraries' own start-up memory (MPI, HDF5 and what it links) does not grow with the
+     * model, so the ratio is given both with and without it */
+    log_msg(&tr->log, "charlm: memory: peak RSS %.1f MiB (rank 0), %.1f MiB (largest rank), of "
+            "which %.1f MiB before the model (MPI and the libraries); analytic need %.1f MiB per "
+            "rank: peak %.2fx of it, %.2fx without the start-up part", rss / mib, rss_max / mib,
+            tr->rss_start / mib, need / mib, rss_max / need, (rss_max - tr->rss_start) / need);
     if (tr->last_val_step >= 0)
         log_msg(&tr->log, "charlm: validation loss %.4f nats/char, %.4f bits/char", tr->last_val,
                 tr->last_val / log(2.0));
@@ -497,7 +505,8 @@ static void report(trainer_t *tr, int64_t step0, double secs) {
                        {"time_optimizer_s", t->optimizer},
                        {"time_eval_s", t->eval},    {"time_checkpoint_s", t->checkpoint},
                        {"elapsed_s", secs},         {"peak_rss_mib", rss / mib},
-                       {"peak_rss_max_mib", rss_max / mib}, {"analytic_mib", need / mib}};
+                       {"peak_rss_max_mib", rss_max / mib}, {"analytic_mib", need / mib},
+                       {"startup_rss_mib", tr->rss_start / mib}};
     log_summary(&tr->log, tr->step, f, (int)(sizeof f / sizeof *f));
 }
 
@@ -557,7 +566,7 @@ int train_run(const config_t *cfg, const char *resume, const dist_t *d) {
                                     tr.model.ops->has_c ? tr.state_c : NULL, &tr.model, c->T,
                                     &drop, 1.0f / (float)chars_per_step, 1);
         tr.tm.forward += lap(&t);
-        dist_overlap_begin(&ov, tr.grads, tr.model.nparams);
+        dist_overlap_begin(&ov, tr.grads, tr.model.nparams, DIST_PIECE);
         model_backward(tr.grads, &tr.acts, &tr.model, c->T, &hooks);
         tr.tm.backward += lap(&t);
         dist_overlap_wait(&ov);

@@ -65,8 +65,9 @@ typedef struct {
     int64_t n_train, n_val;
 } ckpt_t;
 
-/* Writes w to `path` atomically: the HDF5 image is built in memory, written to PATH.tmp, fsynced,
- * renamed to PATH, and the directory fsynced.
+/* Writes w to `path` atomically: to PATH.tmp once the space for it is known to be there
+ * (fileio_reserve), fsynced, renamed to PATH, and the directory fsynced. Holds no copy of the
+ * model: the memory it needs is HDF5's buffer for one chunk.
  * On failure removes PATH.tmp, leaves any existing PATH untouched and returns CHARLM_EINPUT with
  * the reason (e.g. "No space left on device"). */
 int ckpt_write(const char *path, const ckpt_write_t *w);

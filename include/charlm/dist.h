@@ -21,24 +21,32 @@ void dist_finalize(void);
  * "charlm: error: MSG" on stderr, so the message appears once. */
 int dist_agree(const dist_t *d, int rc);
 
-/* Gradient all-reduce overlapped with backward: each dist_overlap_ready() starts a non-blocking
- * in-place sum of a region, dist_overlap_poll() lets MPI progress them, dist_overlap_wait()
- * completes all. Regions are given from the end of the buffer towards its start. */
-#define DIST_MAX_PENDING 40
+/* Gradient all-reduce overlapped with backward: dist_overlap_ready() hands over a region whose
+ * gradients are final, dist_overlap_poll() lets MPI progress the sums in flight and starts more,
+ * dist_overlap_wait() completes all. Regions are given from the end of the buffer towards its
+ * start and summed in pieces of at most `piece` floats (DIST_PIECE in training), at most
+ * DIST_IN_FLIGHT at once: MPI holds a temporary buffer for each sum in flight, and a whole
+ * gradient in flight would add its size to the peak memory of every rank. */
+#define DIST_PIECE (256 * 1024)
+#define DIST_IN_FLIGHT 4
+#define DIST_MAX_REGIONS 64
 typedef struct {
     float *buf;
-    int64_t n;         /* floats in buf */
-    int64_t next_end;  /* regions [from, next_end) still to start */
+    int64_t n;                         /* floats in buf */
+    int64_t piece;                     /* floats per sum, at most */
+    int64_t from[DIST_MAX_REGIONS];    /* starts of the regions handed over, decreasing */
+    int nregions;
+    int64_t next_end;                  /* [0, next_end) is still to start */
     int pending;
-    MPI_Request req[DIST_MAX_PENDING];
+    MPI_Request req[DIST_IN_FLIGHT];
 } dist_overlap_t;
 
-/* Starts a round over buf (n floats). */
-void dist_overlap_begin(dist_overlap_t *o, float *buf, int64_t n);
-/* Starts summing [from, next_end): those floats are final. */
+/* Starts a round over buf (n floats), summed in pieces of at most `piece` floats. */
+void dist_overlap_begin(dist_overlap_t *o, float *buf, int64_t n, int64_t piece);
+/* Marks [from, n) final and starts summing what fits in flight. */
 void dist_overlap_ready(dist_overlap_t *o, int64_t from);
 void dist_overlap_poll(dist_overlap_t *o);
-/* Starts whatever is left, then waits for every sum. */
+/* Marks everything final, then sums what is left and waits for every sum. */
 void dist_overlap_wait(dist_overlap_t *o);
 
 /* In-place sum of buf (n doubles) over all ranks. */

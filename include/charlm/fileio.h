@@ -1,15 +1,24 @@
 /* fileio: the small pieces of durable file replacement that checkpoints and prepared corpora
- * share: the directory of a path, and fsync of a file or of a directory (so that a rename into
- * it survives a crash). */
+ * share: the directory of a path, fsync of a file or of a directory (so that a rename into it
+ * survives a crash), and a check that a file of a given size can be written at all. */
 #ifndef CHARLM_FILEIO_H
 #define CHARLM_FILEIO_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 /* The directory part of path into out (n bytes): "." when path has none, "/" for the root. */
 void fileio_dir_of(char *out, size_t n, const char *path);
 
 /* fsync of the file (directory = 0) or directory (directory = 1) at path; returns 0 or -1. */
 int fileio_fsync(const char *path, int directory);
+
+/* Checks that `bytes` can be written to a new file at path before HDF5 writes it (HDF5 1.10
+ * does not survive a write failing half-way: a failed flush leaves a file that crashes the library
+ * at exit). Creates or truncates path, asks the file system for the blocks (fallocate: counts free
+ * space and quotas) and compares against the file-size limit, then leaves path empty for the
+ * writer, which truncates it again. Returns 0 or an errno (ENOSPC, EDQUOT, EFBIG, ...). A file
+ * system without fallocate is checked by its free space instead. */
+int fileio_reserve(const char *path, off_t bytes);
 
 #endif
