@@ -12,6 +12,11 @@
 # times each, and prints the medians of chars/s, their ratio, charlm's GFLOP/s and its fraction
 # of the sgemm peak measured by this same run (scripts/sgemm_peak.c, $NP single-thread
 # processes at once). Then LSTM 2x512 at -np 2 x 1 BLAS thread against -np 1 x 2 threads.
+# On an AVX-512 CPU whose OpenBLAS dispatch is not an AVX-512 kernel (these machines set
+# OPENBLAS_CORETYPE=Haswell), the works and the peak are measured a second time with
+# OPENBLAS_CORETYPE=SKYLAKEX exported to charlm, the reference and sgemm_peak alike (the
+# reference's matrix products are OpenBLAS's too), with the final training losses of both
+# kernel sets side by side.
 #
 # charlm's chars/s of a run is the median of its metrics.jsonl records (each the throughput of
 # the last log.every training windows) after the first record (start-up and warm-up); the
@@ -22,6 +27,7 @@
 #   QUICK=0           1 = short smoke run
 #   WORKS="lstm512 gru512 rnn512 lstm128 lstm1024"   subset / order of the works
 #   THREADS_CMP=1     0 = skip the ranks-vs-threads comparison
+#   AVX512=1          0 = skip the second table with OpenBLAS's AVX-512 kernels
 #   CORPUS=PATH       corpus (default: /work/shared/data/tinyshakespeare.txt if present, else
 #                     data/tinyshakespeare.txt in the repository, else /usr/share/games/fortunes)
 #   NP=2              MPI ranks / DDP processes (one per core); 64 must be divisible by NP
@@ -35,6 +41,7 @@ QUICK=${QUICK:-0}
 if [[ $QUICK == 1 ]]; then REPS=${REPS:-1}; WARMUP=${WARMUP:-1}; else REPS=${REPS:-3}; WARMUP=${WARMUP:-3}; fi
 WORKS=${WORKS:-lstm512 gru512 rnn512 lstm128 lstm1024}
 THREADS_CMP=${THREADS_CMP:-1}
+AVX512=${AVX512:-1}
 NP=${NP:-2}
 CHARLM=${CHARLM:-$ROOT/build/charlm}
 PYTHON=${PYTHON:-/usr/bin/python3}
@@ -88,6 +95,8 @@ if [[ $QUICK == 1 ]]; then OUT=$RESULTS_DIR/$STAMP-quick.txt; fi
 : >"$OUT"
 
 say() { printf '%s\n' "$*" | tee -a "$OUT"; }
+# the 1-minute load average: more than NP means other work shared the cores during a run
+load1() { cut -d' ' -f1 /proc/loadavg; }
 
 # median of the numbers on stdin, one per line ("nan" when there are none)
 median() {
@@ -157,6 +166,7 @@ run_charlm() {
         | sed -n 's/.*"chars_per_s":\([-0-9.e+]*\).*/\1/p' | median)
     VOCAB=$(sed -n 's/.*vocabulary \([0-9]*\).*/\1/p' "$TMP/charlm.err" | head -1)
     SPLIT=$(sed -n 's/^charlm: time: //p' "$TMP/charlm.err" | head -1)
+    LOSS=$(grep -v '"summary"' "$dir/metrics.jsonl" | tail -1 | sed -n 's/.*"train_loss":\([-0-9.e+]*\).*/\1/p')
 }
 
 # run_torch CELL H WINDOWS -> sets TPS (chars/s)
@@ -189,50 +199,68 @@ say "setup:   $LAYERS layers, E = H, $STREAMS global streams, T = $SEQ, Adam, cl
     "REPS=$REPS, reference warm-up $WARMUP windows"
 say "load:    $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min load average at start)"
 
-read -r SG1 SGN SGT < <(measure_sgemm)
-say "sgemm 2048^3 (start): 1 process ${SG1} GFLOP/s; $NP concurrent processes ${SGN} (sum);" \
-    "1 process x $NP threads ${SGT}"
-# OpenBLAS dispatches its kernels by CPU (OPENBLAS_CORETYPE overrides; it is inherited by charlm,
-# the reference and the peak above alike). When that dispatch is not an AVX-512 kernel on an
-# AVX-512 CPU, also show what OpenBLAS's AVX-512 kernels do (information only).
-if grep -qw avx512f /proc/cpuinfo && [[ ! $CORE =~ SkylakeX|Cooperlake|SapphireRapids ]]; then
-    read -r SK1 SKN SKT < <(OPENBLAS_CORETYPE=SKYLAKEX measure_sgemm)
-    say "sgemm 2048^3 with OPENBLAS_CORETYPE=SKYLAKEX (AVX-512 kernels): 1 process ${SK1};" \
-        "$NP concurrent ${SKN} (sum); 1 process x $NP threads ${SKT}"
-fi
-
 # ---- the works -------------------------------------------------------------------------------
-declare -A RES
-for work in $WORKS; do
-    read -r cell h steps log < <(work_spec "$work")
-    windows=$((steps - log))
-    c_list=() t_list=()
-    for (( rep = 1; rep <= REPS; rep++ )); do
-        run_charlm "$NP" 1 "$cell" "$h" "$steps" "$log"
-        run_torch "$cell" "$h" "$windows"
-        c_list+=("$CPS") t_list+=("$TPS")
-        say "run $work rep $rep: charlm $CPS chars/s, torch $TPS chars/s; charlm time: $SPLIT"
+# bench_works TITLE: every work REPS times each program, the sgemm peak before and after, and the
+# table; run with the OPENBLAS_CORETYPE of the caller's environment. Sets LOSSES[work].
+declare -A LOSSES
+bench_works() {
+    local title=$1 work cell h steps log windows rep cm tm fpc peak
+    local SG1 SGN SGT SG1b SGNb SGTb
+    local -A res
+    say ""
+    say "== $title"
+    read -r SG1 SGN SGT < <(measure_sgemm)
+    say "sgemm 2048^3 (start): 1 process ${SG1} GFLOP/s; $NP concurrent processes ${SGN} (sum);" \
+        "1 process x $NP threads ${SGT}"
+    for work in $WORKS; do
+        read -r cell h steps log < <(work_spec "$work")
+        windows=$((steps - log))
+        c_list=() t_list=()
+        for (( rep = 1; rep <= REPS; rep++ )); do
+            run_charlm "$NP" 1 "$cell" "$h" "$steps" "$log"
+            run_torch "$cell" "$h" "$windows"
+            c_list+=("$CPS") t_list+=("$TPS")
+            say "run $work rep $rep: charlm $CPS chars/s, torch $TPS chars/s; load $(load1);" \
+                "charlm time: $SPLIT"
+        done
+        LOSSES[$work]=$LOSS
+        cm=$(printf '%s\n' "${c_list[@]}" | median)
+        tm=$(printf '%s\n' "${t_list[@]}" | median)
+        res[$work]="$cell $h $cm $tm $VOCAB"
     done
-    cm=$(printf '%s\n' "${c_list[@]}" | median)
-    tm=$(printf '%s\n' "${t_list[@]}" | median)
-    RES[$work]="$cell $h $cm $tm $VOCAB"
-done
+    read -r SG1b SGNb SGTb < <(measure_sgemm)
+    say "sgemm 2048^3 (end):   1 process ${SG1b} GFLOP/s; $NP concurrent processes ${SGNb} (sum);" \
+        "1 process x $NP threads ${SGTb}"
+    peak=$(awk -v a="$SGN" -v b="$SGNb" 'BEGIN { print (a > b ? a : b) }')
+    say "peak for the fractions: ${peak} GFLOP/s (best of the two $NP-process sums)"
+    say ""
+    say "$(printf '%-9s %12s %12s %7s %14s %8s %13s' work charlm_c/s torch_c/s ratio charlm_GFLOP/s of_peak torch_GFLOP/s)"
+    for work in $WORKS; do
+        read -r cell h cm tm vocab <<<"${res[$work]}"
+        fpc=$(flops_per_char "$cell" "$h" "$h" "$vocab")
+        say "$(awk -v w="$work" -v c="$cm" -v t="$tm" -v f="$fpc" -v p="$peak" 'BEGIN {
+            printf "%-9s %12.0f %12.0f %6.2fx %14.1f %7.1f%% %13.1f", w, c, t, c / t,
+                   c * f * 1e-9, 100 * c * f * 1e-9 / p, t * f * 1e-9 }')"
+    done
+}
 
-read -r SG1b SGNb SGTb < <(measure_sgemm)
-say "sgemm 2048^3 (end):   1 process ${SG1b} GFLOP/s; $NP concurrent processes ${SGNb} (sum);" \
-    "1 process x $NP threads ${SGTb}"
-PEAK=$(awk -v a="$SGN" -v b="$SGNb" 'BEGIN { print (a > b ? a : b) }')
-say "peak for the fractions: ${PEAK} GFLOP/s (best of the two $NP-process sums)"
+bench_works "OpenBLAS $CORE kernels (OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-(unset)})"
+declare -A LOSSES_DEFAULT
+for work in $WORKS; do LOSSES_DEFAULT[$work]=${LOSSES[$work]}; done
 
-say ""
-say "$(printf '%-9s %12s %12s %7s %14s %8s %13s' work charlm_c/s torch_c/s ratio charlm_GFLOP/s of_peak torch_GFLOP/s)"
-for work in $WORKS; do
-    read -r cell h cm tm vocab <<<"${RES[$work]}"
-    fpc=$(flops_per_char "$cell" "$h" "$h" "$vocab")
-    say "$(awk -v w="$work" -v c="$cm" -v t="$tm" -v f="$fpc" -v p="$PEAK" 'BEGIN {
-        printf "%-9s %12.0f %12.0f %6.2fx %14.1f %7.1f%% %13.1f", w, c, t, c / t,
-               c * f * 1e-9, 100 * c * f * 1e-9 / p, t * f * 1e-9 }')"
-done
+# OpenBLAS dispatches its kernels by CPU (OPENBLAS_CORETYPE overrides). When that dispatch is not
+# an AVX-512 kernel on an AVX-512 CPU, measure everything again with OpenBLAS's AVX-512 kernels.
+if [[ $AVX512 == 1 ]] && grep -qw avx512f /proc/cpuinfo &&
+   [[ ! $CORE =~ SkylakeX|Cooperlake|SapphireRapids ]]; then
+    OPENBLAS_CORETYPE=SKYLAKEX bench_works \
+        "OpenBLAS AVX-512 kernels (OPENBLAS_CORETYPE=SKYLAKEX for charlm, the reference and sgemm)"
+    say ""
+    say "final training loss of the charlm runs, $CORE kernels vs AVX-512 kernels (the same"
+    say "windows; they differ only by float rounding):"
+    for work in $WORKS; do
+        say "  $work: ${LOSSES_DEFAULT[$work]} vs ${LOSSES[$work]}"
+    done
+fi
 
 # ---- ranks vs threads --------------------------------------------------------------------------
 if [[ $THREADS_CMP == 1 && $NP == 2 ]]; then
@@ -244,7 +272,7 @@ if [[ $THREADS_CMP == 1 && $NP == 2 ]]; then
         run_charlm 1 2 "$cell" "$h" "$steps" "$log"
         b_list+=("$CPS")
         say "run lstm512 rep $rep: -np 2 x 1 thread ${a_list[-1]} chars/s," \
-            "-np 1 x 2 threads $CPS chars/s"
+            "-np 1 x 2 threads $CPS chars/s; load $(load1)"
     done
     am=$(printf '%s\n' "${a_list[@]}" | median)
     bm=$(printf '%s\n' "${b_list[@]}" | median)

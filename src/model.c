@@ -238,10 +238,18 @@ void model_backward(float *grads, model_acts_t *a, const model_t *m, int T,
     const size_t BH = (size_t)B * H, BGH = (size_t)B * GH;
     model_views_t g;
     model_views(&g, m, grads);
+    /* the weight matrices' gradients are each one GEMM's output (beta 0); the embedding and the
+     * biases are sums over rows: only they need zeroing, not the whole buffer */
+    memset(g.emb, 0, sizeof(float) * (size_t)V * E);
+    memset(g.dec_b, 0, sizeof(float) * (size_t)V);
+    for (int l = 0; l < d->layers; l++) {
+        memset(g.b_ih[l], 0, sizeof(float) * (size_t)GH);
+        memset(g.b_hh[l], 0, sizeof(float) * (size_t)GH);
+    }
 
     const float *top = layer_out(a, d->layers - 1, H);
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, H, (int)TB, 1.0f, a->logits, V, top,
-                H, 1.0f, g.dec_w, H);
+                H, 0.0f, g.dec_w, H);
     add_colsum(g.dec_b, a->logits, TB, V);
     if (hooks) hooks->ready(m->tensors[m->ntensors - 2].offset, hooks->ctx);
     float *dout = a->dout_a, *dx = a->dout_b; /* (T, B, H), (T, B, In) */
@@ -269,9 +277,9 @@ void model_backward(float *grads, model_acts_t *a, const model_t *m, int T,
             if (hooks) hooks->poll(hooks->ctx);
         }
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, GH, In, (int)TB, 1.0f, a->dgates,
-                    GH, X, In, 1.0f, g.w_ih[l], In);
+                    GH, X, In, 0.0f, g.w_ih[l], In);
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, GH, H, (int)TB, 1.0f, a->dgh, GH, h,
-                    H, 1.0f, g.w_hh[l], H);
+                    H, 0.0f, g.w_hh[l], H);
         add_colsum(g.b_ih[l], a->dgates, TB, GH);
         add_colsum(g.b_hh[l], a->dgh, TB, GH);
         if (hooks) hooks->ready(m->tensors[1 + 4 * l].offset, hooks->ctx);

@@ -559,7 +559,6 @@ int train_run(const config_t *cfg, const char *resume, const dist_t *d) {
         load_window(&tr);
         memcpy(tr.prev_h, tr.state_h, nstate * sizeof(float));
         memcpy(tr.prev_c, tr.state_c, nstate * sizeof(float));
-        memset(tr.grads, 0, sizeof(float) * (size_t)tr.model.nparams);
         model_dropout_t drop = {(float)cfg->dropout, cfg->seed, tr.step, c->first_stream};
         double t = MPI_Wtime();
         double loss = model_forward(&tr.acts, tr.state_h,

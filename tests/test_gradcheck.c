@@ -45,7 +45,9 @@ static void check_cell(cell_kind_t cell, float p) {
         a.targets[i] = i % 7 == 4 ? -1 : (int32_t)(rng_mix(key + 13 * i) % V);
     }
 
-    float *grads = calloc((size_t)m.nparams, sizeof(float));
+    /* model_backward overwrites every element: garbage in grads must not survive */
+    float *grads = malloc(sizeof(float) * (size_t)m.nparams);
+    for (int64_t i = 0; i < m.nparams; i++) grads[i] = 1e3f;
     memcpy(sh, h0, sizeof sh);
     memcpy(sc, c0, sizeof sc);
     double base = model_forward(&a, sh, m.ops->has_c ? sc : NULL, &m, T, &drop, 1.0f, 1);

@@ -43,7 +43,6 @@ static void learn_hello(cell_kind_t cell) {
     double loss = 0;
     for (int it = 0; it < 300; it++) {
         memset(h, 0, sizeof h), memset(c, 0, sizeof c);
-        memset(grads, 0, sizeof(float) * (size_t)m.nparams);
         loss = model_forward(&a, h, c, &m, 4, NULL, 0.25f, 1) / 4;
         model_backward(grads, &a, &m, 4, NULL);
         optim_step(m.params, &o, grads, cfg.lr);

@@ -119,8 +119,8 @@ typedef struct {
     void *ctx;
 } model_hooks_t;
 
-/* Backward over the window of the last model_forward (with grad): accumulates into grads
- * (parameter layout; the caller zeroes it). Gradients do not flow into the carried-in state.
+/* Backward over the window of the last model_forward (with grad): writes the gradient into
+ * grads (parameter layout; every element overwritten, whatever it held). Gradients do not flow into the carried-in state.
  * hooks may be NULL. */
 void model_backward(float *grads, model_acts_t *a, const model_t *m, int T,
                     const model_hooks_t *hooks);
