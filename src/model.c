@@ -62,6 +62,14 @@ double model_flops_per_char(const model_t *m) {
     return 6.0 * w;
 }
 
+double model_flops_executed_per_char(const model_t *m, const model_acts_t *a) {
+    double flops = model_flops_per_char(m);
+    if (!a->proj) return flops;
+    const model_dims_t *d = &m->d;
+    double w_ih0 = (double)d->G * d->H * d->E;
+    return flops - 6.0 * w_ih0 + 6.0 * w_ih0 * d->V / ((double)a->B * a->T);
+}
+
 void model_views(model_views_t *v, const model_t *m, float *buf) {
     const model_tensor_t *t = m->tensors;
     memset(v, 0, sizeof *v);
@@ -108,7 +116,7 @@ static void *acts_calloc(model_acts_t *a, size_t n, size_t size) {
     return xcalloc(n, size);
 }
 
-void model_acts_alloc(model_acts_t *a, const model_t *m, int B, int T, int with_dropout) {
+void model_acts_alloc(model_acts_t *a, const model_t *m, int B, int T, int flags) {
     const model_dims_t *d = &m->d;
     size_t TB = (size_t)T * B, H = (size_t)d->H, GH = (size_t)d->G * H, V = (size_t)d->V;
     size_t wide = (size_t)(d->E > d->H ? d->E : d->H);
@@ -117,13 +125,14 @@ void model_acts_alloc(model_acts_t *a, const model_t *m, int B, int T, int with_
     a->T = T;
     a->inputs = acts_calloc(a, TB, sizeof(int32_t));
     a->targets = acts_calloc(a, TB, sizeof(int32_t));
-    a->x = acts_calloc(a, TB * (size_t)d->E, sizeof(float));
+    if (!(flags & MODEL_ACTS_UNFOLDED) && 2 * V <= TB) a->proj = acts_calloc(a, V * GH, sizeof(float));
+    else a->x = acts_calloc(a, TB * (size_t)d->E, sizeof(float));
     for (int l = 0; l < d->layers; l++) {
         a->gates[l] = acts_calloc(a, TB * GH, sizeof(float));
         a->h[l] = acts_calloc(a, TB * H + (size_t)B * H, sizeof(float));
         if (m->ops->has_c) a->c[l] = acts_calloc(a, TB * H + (size_t)B * H, sizeof(float));
         if (m->ops->has_aux) a->aux[l] = acts_calloc(a, TB * H, sizeof(float));
-        if (with_dropout) {
+        if (flags & MODEL_ACTS_DROPOUT) {
             a->mask[l] = acts_calloc(a, TB * H, sizeof(float));
             a->dropped[l] = acts_calloc(a, TB * H, sizeof(float));
         }
@@ -140,7 +149,7 @@ void model_acts_alloc(model_acts_t *a, const model_t *m, int B, int T, int with_
 }
 
 void model_acts_free(model_acts_t *a) {
-    free(a->inputs), free(a->targets), free(a->x);
+    free(a->inputs), free(a->targets), free(a->x), free(a->proj);
     for (int l = 0; l < MODEL_MAX_LAYERS; l++) {
         free(a->gates[l]), free(a->h[l]), free(a->c[l]), free(a->aux[l]);
         free(a->mask[l]), free(a->dropped[l]);
@@ -197,16 +206,27 @@ double model_forward(model_acts_t *a, float *state_h, float *state_c, const mode
     a->dropout_on = drop && drop->p > 0.0f;
     CHARLM_CHECK(!a->dropout_on || a->mask[0]);
 
-    for (int64_t i = 0; i < TB; i++)
-        memcpy(a->x + i * E, m->p.emb + (int64_t)a->inputs[i] * E, sizeof(float) * (size_t)E);
+    if (a->proj) {
+        fill_rows(a->proj, m->p.b_ih[0], V, GH);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, V, GH, E, 1.0f, m->p.emb, E,
+                    m->p.w_ih[0], E, 1.0f, a->proj, GH);
+        for (int64_t i = 0; i < TB; i++)
+            memcpy(a->gates[0] + i * GH, a->proj + (int64_t)a->inputs[i] * GH,
+                   sizeof(float) * (size_t)GH);
+    } else {
+        for (int64_t i = 0; i < TB; i++)
+            memcpy(a->x + i * E, m->p.emb + (int64_t)a->inputs[i] * E, sizeof(float) * (size_t)E);
+    }
 
     const float *X = a->x; /* (T, B, In) */
     int In = E;
     for (int l = 0; l < d->layers; l++) {
         float *gates = a->gates[l], *h = a->h[l], *c = a->c[l], *aux = a->aux[l];
-        fill_rows(gates, m->p.b_ih[l], TB, GH);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)TB, GH, In, 1.0f, X, In,
-                    m->p.w_ih[l], In, 1.0f, gates, GH);
+        if (l > 0 || !a->proj) {
+            fill_rows(gates, m->p.b_ih[l], TB, GH);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)TB, GH, In, 1.0f, X, In,
+                        m->p.w_ih[l], In, 1.0f, gates, GH);
+        }
         memcpy(h, state_h + l * BH, sizeof(float) * BH);
         if (c) memcpy(c, state_c + l * BH, sizeof(float) * BH);
         for (int t = 0; t < T; t++) {
@@ -276,24 +296,45 @@ void model_backward(float *grads, model_acts_t *a, const model_t *m, int T,
                             m->p.w_hh[l], H, 1.0f, a->dh_prev, H);
             if (hooks) hooks->poll(hooks->ctx);
         }
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, GH, In, (int)TB, 1.0f, a->dgates,
-                    GH, X, In, 0.0f, g.w_ih[l], In);
+        if (l == 0 && a->proj) {
+            /* folded: the gradient of the (V, G*H) table is dgates summed by input id; W_ih0's,
+             * b_ih0's and the embedding's follow from it */
+            memset(a->proj, 0, sizeof(float) * (size_t)V * GH);
+            for (int64_t i = 0; i < TB; i++) {
+                float *row = a->proj + (int64_t)a->inputs[i] * GH;
+                const float *src = a->dgates + i * GH;
+                for (int j = 0; j < GH; j++) row[j] += src[j];
+            }
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, GH, E, V, 1.0f, a->proj, GH,
+                        m->p.emb, E, 0.0f, g.w_ih[0], E);
+            add_colsum(g.b_ih[0], a->proj, V, GH);
+        } else {
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, GH, In, (int)TB, 1.0f,
+                        a->dgates, GH, X, In, 0.0f, g.w_ih[l], In);
+            add_colsum(g.b_ih[l], a->dgates, TB, GH);
+        }
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, GH, H, (int)TB, 1.0f, a->dgh, GH, h,
                     H, 0.0f, g.w_hh[l], H);
-        add_colsum(g.b_ih[l], a->dgates, TB, GH);
         add_colsum(g.b_hh[l], a->dgh, TB, GH);
         if (hooks) hooks->ready(m->tensors[1 + 4 * l].offset, hooks->ctx);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)TB, In, GH, 1.0f, a->dgates,
-                    GH, m->p.w_ih[l], In, 0.0f, dx, In);
-        float *tmp = dout;
-        dout = dx;
-        dx = tmp;
+        if (l == 0 && a->proj) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, V, E, GH, 1.0f, a->proj, GH,
+                        m->p.w_ih[0], E, 0.0f, g.emb, E);
+        } else {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)TB, In, GH, 1.0f,
+                        a->dgates, GH, m->p.w_ih[l], In, 0.0f, dx, In);
+            float *tmp = dout;
+            dout = dx;
+            dx = tmp;
+        }
     }
-    /* dout now holds d loss / d x (T, B, E): scatter into the embedding rows */
-    for (int64_t i = 0; i < TB; i++) {
-        float *row = g.emb + (int64_t)a->inputs[i] * E;
-        const float *src = dout + i * E;
-        for (int j = 0; j < E; j++) row[j] += src[j];
+    if (!a->proj) {
+        /* dout now holds d loss / d x (T, B, E): scatter into the embedding rows */
+        for (int64_t i = 0; i < TB; i++) {
+            float *row = g.emb + (int64_t)a->inputs[i] * E;
+            const float *src = dout + i * E;
+            for (int j = 0; j < E; j++) row[j] += src[j];
+        }
     }
     if (hooks) hooks->ready(0, hooks->ctx);
 }

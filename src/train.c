@@ -291,7 +291,7 @@ static int trainer_open(trainer_t *tr, const config_t *cfg, const char *resume,
     optim_init(&tr->opt, cfg, tr->model.nparams);
     tr->grads = xcalloc((size_t)tr->model.nparams, sizeof(float));
     const int B = cfg->batch, T = cfg->seq;
-    model_acts_alloc(&tr->acts, &tr->model, B, T, cfg->dropout > 0);
+    model_acts_alloc(&tr->acts, &tr->model, B, T, cfg->dropout > 0 ? MODEL_ACTS_DROPOUT : 0);
     size_t nstate = (size_t)cfg->layers * B * cfg->hidden;
     tr->state_h = xcalloc(nstate, sizeof(float));
     tr->state_c = xcalloc(nstate, sizeof(float));
@@ -479,7 +479,7 @@ static void report(trainer_t *tr, int64_t step0, double secs) {
     }
     double train_s = t->forward + t->backward + t->allreduce + t->optimizer;
     double chars = (double)steps * tr->corpus.S * tr->corpus.T;
-    double cps = chars / train_s, gflops = cps * model_flops_per_char(&tr->model) * 1e-9;
+    double cps = chars / train_s, gflops = cps * model_flops_executed_per_char(&tr->model, &tr->acts) * 1e-9;
     double need = analytic_bytes(tr), mib = 1024.0 * 1024.0;
     log_msg(&tr->log, "charlm: %lld steps in %.1f s: %.0f chars/s, %.2f GFLOP/s", (long long)steps,
             secs, cps, gflops);

@@ -1,7 +1,8 @@
 /* Finite-difference check of model_backward for every cell: 2 layers, through the embedding and
  * the decoder, over a window of several steps with a non-zero carried-in state, with and without
  * dropout (masks are a pure function of their key, so the loss stays a deterministic function of
- * the parameters), and with some positions unscored (target -1). */
+ * the parameters), with some positions unscored (target -1), and both with the embedding folded
+ * into layer 0 (V = 7 <= B*T/2) and unfolded. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,7 +20,7 @@ static double loss_at(model_acts_t *a, const model_t *m, const float *h0, const 
     return model_forward(a, sh, m->ops->has_c ? sc : NULL, m, T, drop, 1.0f, 0);
 }
 
-static void check_cell(cell_kind_t cell, float p) {
+static void check_cell(cell_kind_t cell, float p, int unfolded) {
     config_t cfg;
     config_default(&cfg);
     cfg.cell = cell;
@@ -31,7 +32,9 @@ static void check_cell(cell_kind_t cell, float p) {
     model_t m;
     model_init(&m, &d, 42);
     model_acts_t a;
-    model_acts_alloc(&a, &m, B, T, p > 0);
+    model_acts_alloc(&a, &m, B, T,
+                     (p > 0 ? MODEL_ACTS_DROPOUT : 0) | (unfolded ? MODEL_ACTS_UNFOLDED : 0));
+    EXPECT(unfolded == (a.proj == NULL));
     model_dropout_t drop = {p, 7, 3, 11};
 
     float h0[LAYERS * B * H], c0[LAYERS * B * H], sh[LAYERS * B * H], sc[LAYERS * B * H];
@@ -72,8 +75,9 @@ static void check_cell(cell_kind_t cell, float p) {
     }
     double rel = sqrt(diff2) / sqrt(sum2);
     const char *name = config_cell_name(cell);
-    printf("%s dropout %.1f: %lld parameters, relative error %.2e, worst element %.2e (#%lld)\n",
-           name, p, (long long)m.nparams, rel, worst, (long long)worst_i);
+    printf("%s dropout %.1f %s: %lld parameters, relative error %.2e, worst element %.2e (#%lld)\n",
+           name, p, unfolded ? "unfolded" : "folded", (long long)m.nparams, rel, worst,
+           (long long)worst_i);
     EXPECT_MSG(rel < 1e-3, "%s dropout %.1f: relative gradient error %.3e", name, p, rel);
     EXPECT_MSG(worst < 1e-2, "%s dropout %.1f: parameter %lld off by %.3e", name, p,
                (long long)worst_i, worst);
@@ -92,8 +96,10 @@ static void check_cell(cell_kind_t cell, float p) {
 
 int main(void) {
     for (int c = CELL_RNN; c <= CELL_GRU; c++) {
-        check_cell((cell_kind_t)c, 0.0f);
-        check_cell((cell_kind_t)c, 0.3f);
+        for (int unfolded = 0; unfolded <= 1; unfolded++) {
+            check_cell((cell_kind_t)c, 0.0f, unfolded);
+            check_cell((cell_kind_t)c, 0.3f, unfolded);
+        }
     }
     return check_report("test_gradcheck");
 }

@@ -55,7 +55,9 @@ typedef struct {
     size_t bytes;                             /* allocated for this window, for memory reports */
     int dropout_on;                           /* the last forward applied dropout */
     int32_t *inputs, *targets;                /* (T, B) ids; target -1 = not scored */
-    float *x;                                 /* (T, B, E) embedded inputs */
+    float *x;                                 /* (T, B, E) embedded inputs; NULL when folded */
+    float *proj;                              /* (V, G*H) folded: emb W_ih0^T + b_ih0, then its
+                                                 gradient in backward; NULL when not folded */
     float *gates[MODEL_MAX_LAYERS];           /* (T, B, G*H) input projections -> activations */
     float *aux[MODEL_MAX_LAYERS];             /* (T, B, H) gru only */
     float *h[MODEL_MAX_LAYERS];               /* (T+1, B, H) h[0] = carried-in state */
@@ -82,9 +84,15 @@ typedef struct {
 /* Fills d from cfg and the vocabulary size. */
 void model_dims(model_dims_t *d, const config_t *cfg, int V);
 
-/* FLOPs of one forward + backward pass per character: 6 per element of every weight matrix
- * (W_ih, W_hh of each layer, the decoder); element-wise work and the embedding are not counted. */
+/* FLOPs of one forward + backward pass per character as the model is defined (nominal): 6 per
+ * element of every weight matrix (W_ih, W_hh of each layer, the decoder); element-wise work and
+ * the embedding are not counted. */
 double model_flops_per_char(const model_t *m);
+
+/* The same FLOPs as a's passes execute them: with the embedding folded into layer 0 (see
+ * model_acts_alloc), W_ih0's 6 FLOPs per element per character become 6 per element per
+ * vocabulary entry per window. */
+double model_flops_executed_per_char(const model_t *m, const model_acts_t *a);
 
 /* Number of floats of the parameter layout; fills the tensor table when t is not NULL. */
 int64_t model_layout(const model_dims_t *d, model_tensor_t *t /* (MODEL_MAX_TENSORS) */,
@@ -99,8 +107,18 @@ void model_views(model_views_t *v, const model_t *m, float *buf);
 void model_init(model_t *m, const model_dims_t *d, uint64_t seed);
 void model_free(model_t *m);
 
-/* Allocates activations for B streams and T steps; with_dropout allocates mask buffers. */
-void model_acts_alloc(model_acts_t *a, const model_t *m, int B, int T, int with_dropout);
+/* Flags of model_acts_alloc. */
+enum {
+    MODEL_ACTS_DROPOUT = 1, /* allocate the dropout masks */
+    MODEL_ACTS_UNFOLDED = 2 /* never fold the embedding (tests compare both ways) */
+};
+
+/* Allocates activations for B streams and T steps. The inputs are one-hot, so layer 0's input
+ * projection W_ih0 emb[id] + b_ih0 is row id of the (V, G*H) table emb W_ih0^T + b_ih0: when the
+ * vocabulary is at most half the window's B*T rows (and MODEL_ACTS_UNFOLDED is not given), the
+ * passes compute that table once per window instead of the projection of every row, and its
+ * gradient instead of W_ih0's over every row; this "folds" the embedding into layer 0. */
+void model_acts_alloc(model_acts_t *a, const model_t *m, int B, int T, int flags);
 void model_acts_free(model_acts_t *a);
 
 /* Forward over a->inputs (T, B) for T <= a->T steps, from the carried state (layers, B, H)
