@@ -167,6 +167,7 @@ run_charlm() {
         | sed -n 's/.*"chars_per_s":\([-0-9.e+]*\).*/\1/p' | median)
     VOCAB=$(sed -n 's/.*vocabulary \([0-9]*\).*/\1/p' "$TMP/charlm.err" | head -1)
     SPLIT=$(sed -n 's/^charlm: time: //p' "$TMP/charlm.err" | head -1)
+    MEM=$(sed -n 's/^charlm: memory: //p' "$TMP/charlm.err" | head -1)
     # FLOPs per character charlm executes (its summary: GFLOP/s over chars/s): fewer than the
     # model's nominal count when it folds the embedding into layer 0
     XFPC=$(grep '"summary"' "$dir/metrics.jsonl" | awk '{
@@ -228,7 +229,7 @@ bench_works() {
             run_torch "$cell" "$h" "$windows"
             c_list+=("$CPS") t_list+=("$TPS")
             say "run $work rep $rep: charlm $CPS chars/s, torch $TPS chars/s; load $(load1);" \
-                "charlm time: $SPLIT"
+                "charlm time: $SPLIT; memory: $MEM"
         done
         LOSSES[$work]=$LOSS
         cm=$(printf '%s\n' "${c_list[@]}" | median)
@@ -289,6 +290,26 @@ if [[ $THREADS_CMP == 1 && $NP == 2 ]]; then
     am=$(printf '%s\n' "${a_list[@]}" | median)
     bm=$(printf '%s\n' "${b_list[@]}" | median)
     say "$(awk -v a="$am" -v b="$bm" 'BEGIN { printf "lstm512 ranks vs threads: -np 2 x 1 thread %.0f chars/s, -np 1 x 2 threads %.0f chars/s (%.2fx)", a, b, a / b }')"
+fi
+# ---- the all-reduce alone ---------------------------------------------------------------------
+# the gradient of each work summed by MPI_Allreduce over NP ranks (scripts/allreduce_bench.c), for
+# the README's scaling section
+ALLRED=$TMP/allreduce_bench
+if mpicc -O2 -o "$ALLRED" "$ROOT/scripts/allreduce_bench.c" 2>"$TMP/mpicc.err"; then
+    say ""
+    say "gradient all-reduce alone, $NP ranks on this host (piece=0: one MPI_Allreduce in place;"
+    say "piece=262144: MPI_Iallreduce pieces, 2 in flight, as charlm sums it):"
+    for work in $WORKS; do
+        read -r cell h _ _ < <(work_spec "$work")
+        # parameters: as flops_per_char counts weights, plus the biases and the embedding
+        case $cell in lstm) g=4 ;; gru) g=3 ;; *) g=1 ;; esac
+        n=$(( g * h * (h + h) * LAYERS + 2 * g * h * LAYERS + 2 * VOCAB * h + VOCAB ))
+        for piece in 0 262144; do # one MPI_Allreduce; charlm's pieces (src/dist.c)
+            say "  $work: $("$MPIRUN" -np "$NP" "$ALLRED" "$n" 30 "$piece" | grep '^ALLREDUCE')"
+        done
+    done
+else
+    say "(mpicc failed: no all-reduce timing)"
 fi
 say "load:    $(cut -d' ' -f1-3 /proc/loadavg) (at end)"
 say "raw output: $OUT"

@@ -26,9 +26,11 @@ int dist_agree(const dist_t *d, int rc);
  * dist_overlap_wait() completes all. Regions are given from the end of the buffer towards its
  * start and summed in pieces of at most `piece` floats (DIST_PIECE in training), at most
  * DIST_IN_FLIGHT at once: MPI holds a temporary buffer for each sum in flight, and a whole
- * gradient in flight would add its size to the peak memory of every rank. */
+ * gradient in flight would add its size to the peak memory of every rank. Not more than 2: with
+ * 4 in flight, Open MPI 4.1 over shared memory took 15 ms instead of 1 ms for some sizes
+ * (scripts/allreduce_bench.c). */
 #define DIST_PIECE (256 * 1024)
-#define DIST_IN_FLIGHT 4
+#define DIST_IN_FLIGHT 2
 #define DIST_MAX_REGIONS 64
 typedef struct {
     float *buf;
