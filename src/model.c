@@ -125,8 +125,10 @@ void model_acts_alloc(model_acts_t *a, const model_t *m, int B, int T, int flags
     a->T = T;
     a->inputs = acts_calloc(a, TB, sizeof(int32_t));
     a->targets = acts_calloc(a, TB, sizeof(int32_t));
-    if (!(flags & MODEL_ACTS_UNFOLDED) && 2 * V <= TB) a->proj = acts_calloc(a, V * GH, sizeof(float));
-    else a->x = acts_calloc(a, TB * (size_t)d->E, sizeof(float));
+    if (!(flags & MODEL_ACTS_UNFOLDED) && 2 * V <= TB)
+        a->proj = acts_calloc(a, V * GH, sizeof(float));
+    else
+        a->x = acts_calloc(a, TB * (size_t)d->E, sizeof(float));
     for (int l = 0; l < d->layers; l++) {
         a->gates[l] = acts_calloc(a, TB * GH, sizeof(float));
         a->h[l] = acts_calloc(a, TB * H + (size_t)B * H, sizeof(float));

@@ -138,8 +138,8 @@ typedef struct {
 } model_hooks_t;
 
 /* Backward over the window of the last model_forward (with grad): writes the gradient into
- * grads (parameter layout; every element overwritten, whatever it held). Gradients do not flow into the carried-in state.
- * hooks may be NULL. */
+ * grads (parameter layout; every element overwritten, whatever it held). Gradients do not flow
+ * into the carried-in state. hooks may be NULL. */
 void model_backward(float *grads, model_acts_t *a, const model_t *m, int T,
                     const model_hooks_t *hooks);
 
