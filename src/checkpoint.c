@@ -12,7 +12,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "charlm/config.h"
 #include "charlm/err.h"
 #include "charlm/fileio.h"
 
@@ -87,10 +86,11 @@ static hid_t group_create(hid_t loc, const char *name) {
 }
 
 /* Writes the tensors of buf (parameter layout) into group `prefix` of f. */
-static int write_tensors(hid_t f, const char *prefix, const model_t *m, const float *buf) {
+static int write_tensors(hid_t f, const char *prefix, const model_tensor_t *tensors, int n,
+                         const float *buf) {
     char name[128];
-    for (int i = 0; i < m->ntensors; i++) {
-        const model_tensor_t *t = &m->tensors[i];
+    for (int i = 0; i < n; i++) {
+        const model_tensor_t *t = &tensors[i];
         hsize_t dims[2] = {(hsize_t)t->shape[0], (hsize_t)t->shape[1]};
         snprintf(name, sizeof name, "%.60s/%.47s", prefix, t->name);
         if (dset_write(f, name, H5T_NATIVE_FLOAT, H5T_IEEE_F32LE, t->ndim, dims,
@@ -102,7 +102,10 @@ static int write_tensors(hid_t f, const char *prefix, const model_t *m, const fl
 
 static int write_contents(hid_t f, const ckpt_write_t *w) {
     const ckpt_info_t *in = &w->info;
-    const model_t *m = w->model;
+    const model_dims_t *md = &in->dims;
+    model_tensor_t tensors[MODEL_MAX_TENSORS];
+    int nt = 0;
+    model_layout(md, tensors, &nt);
     if (attr_str(f, "format", "charlm") < 0 || attr_i64(f, "format_version", CKPT_FORMAT_VERSION) < 0 ||
         attr_str(f, "charlm_version", CHARLM_VERSION) < 0 || attr_i64(f, "step", in->step) < 0 ||
         attr_i64(f, "epoch", in->epoch) < 0 || attr_i64(f, "cursor", in->cursor) < 0 ||
@@ -118,24 +121,24 @@ static int write_contents(hid_t f, const ckpt_write_t *w) {
         return -1;
 
     hid_t g = group_create(f, "model");
-    int bad = g < 0 || attr_str(g, "cell", config_cell_name(m->d.cell)) < 0 ||
-              attr_i64(g, "layers", m->d.layers) < 0 || attr_i64(g, "hidden", m->d.H) < 0 ||
-              attr_i64(g, "embed", m->d.E) < 0 || attr_i64(g, "vocab_size", m->d.V) < 0;
+    int bad = g < 0 || attr_str(g, "cell", cell_kind_name(md->cell)) < 0 ||
+              attr_i64(g, "layers", md->layers) < 0 || attr_i64(g, "hidden", md->H) < 0 ||
+              attr_i64(g, "embed", md->E) < 0 || attr_i64(g, "vocab_size", md->V) < 0;
     if (g >= 0) H5Gclose(g);
-    if (bad || write_tensors(f, "model", m, m->params) < 0) return -1;
+    if (bad || write_tensors(f, "model", tensors, nt, w->params) < 0) return -1;
 
     g = group_create(f, "optimizer");
-    bad = g < 0 || attr_str(g, "kind", config_optim_name(w->opt->kind)) < 0 ||
-          attr_i64(g, "step", w->opt->step) < 0;
+    bad = g < 0 || attr_str(g, "kind", optim_kind_name(in->optim)) < 0 ||
+          attr_i64(g, "step", in->optim_step) < 0;
     if (g >= 0) H5Gclose(g);
     if (bad) return -1;
-    for (int i = 0; i < w->opt->nmoments; i++) {
+    for (int i = 0; i < w->nmoments; i++) {
         char prefix[64];
-        snprintf(prefix, sizeof prefix, "optimizer/%s", optim_moment_name(w->opt, i));
-        if (write_tensors(f, prefix, m, optim_moment(w->opt, i)) < 0) return -1;
+        snprintf(prefix, sizeof prefix, "optimizer/%s", optim_moment_name(in->optim, i));
+        if (write_tensors(f, prefix, tensors, nt, w->moments[i]) < 0) return -1;
     }
 
-    hsize_t ds[3] = {(hsize_t)m->d.layers, (hsize_t)in->streams, (hsize_t)m->d.H};
+    hsize_t ds[3] = {(hsize_t)md->layers, (hsize_t)in->streams, (hsize_t)md->H};
     if (dset_write(f, "state/h", H5T_NATIVE_FLOAT, H5T_IEEE_F32LE, 3, ds, w->h) < 0) return -1;
     if (w->c && dset_write(f, "state/c", H5T_NATIVE_FLOAT, H5T_IEEE_F32LE, 3, ds, w->c) < 0)
         return -1;
@@ -159,12 +162,14 @@ static int write_contents(hid_t f, const ckpt_write_t *w) {
  * index entry per chunk, and the superblock, groups and attributes (64 KiB allowed). Tight
  * enough that a disk with room for the file is not refused. */
 static off_t size_bound(const ckpt_write_t *w) {
-    const model_t *m = w->model;
-    double data = 4.0 * (double)m->nparams * (1 + w->opt->nmoments) +
-                  4.0 * (w->c ? 2 : 1) * m->d.layers * w->info.streams * m->d.H +
+    const model_dims_t *md = &w->info.dims;
+    int ntensors = 0;
+    int64_t nparams = model_layout(md, NULL, &ntensors);
+    double data = 4.0 * (double)nparams * (1 + w->nmoments) +
+                  4.0 * (w->c ? 2 : 1) * md->layers * w->info.streams * md->H +
                   8.0 * (3.0 * (double)w->n_train + 2.0 * (double)w->n_val) +
                   4.0 * w->vocab->size + 8.0 + (double)strlen(w->config);
-    double datasets = m->ntensors * (1 + w->opt->nmoments) + 6;
+    double datasets = ntensors * (1 + w->nmoments) + 6;
     double chunks = datasets + data / (4.0 * CHUNK_ELEMS);
     return (off_t)(data + 4096.0 * datasets + 64.0 * chunks + 65536.0);
 }
@@ -321,7 +326,7 @@ static int read_tensors(const reader_t *r, const char *prefix, const model_tenso
 }
 
 
-/* Reads the root and group attributes into ck->info, ck->config and ck->dims. */
+/* Reads the root and group attributes into ck->info and ck->config. */
 static int read_info(const reader_t *r, ckpt_t *ck) {
     ckpt_info_t *in = &ck->info;
     char *format = NULL;
@@ -354,33 +359,33 @@ static int read_info(const reader_t *r, ckpt_t *ck) {
     if (H5Lexists(r->f, "model", H5P_DEFAULT) <= 0) return bad(r, "group 'model' is missing");
     if (H5Lexists(r->f, "optimizer", H5P_DEFAULT) <= 0)
         return bad(r, "group 'optimizer' is missing");
+    model_dims_t *md = &in->dims;
     hid_t g = H5Gopen2(r->f, "model", H5P_DEFAULT);
     char *cell = NULL;
     rc = attr_get_str(r, g, "cell", &cell);
-    if (!rc) rc = attr_get_int(r, g, "layers", &in->layers);
-    if (!rc) rc = attr_get_int(r, g, "hidden", &in->hidden);
-    if (!rc) rc = attr_get_int(r, g, "embed", &in->embed);
-    if (!rc) rc = attr_get_int(r, g, "vocab_size", &in->vocab_size);
-    int k = cell ? config_cell_value(cell) : -1;
+    if (!rc) rc = attr_get_int(r, g, "layers", &md->layers);
+    if (!rc) rc = attr_get_int(r, g, "hidden", &md->H);
+    if (!rc) rc = attr_get_int(r, g, "embed", &md->E);
+    if (!rc) rc = attr_get_int(r, g, "vocab_size", &md->V);
+    int k = cell ? cell_kind_value(cell) : -1;
     if (!rc && k < 0) rc = bad(r, "unknown cell in model attributes");
     free(cell);
     H5Gclose(g);
     if (rc) return rc;
-    if (in->layers < 1 || in->layers > MODEL_MAX_LAYERS || in->hidden < 1 || in->embed < 1 ||
-        in->vocab_size < 1 || in->streams < 1)
+    if (md->layers < 1 || md->layers > MODEL_MAX_LAYERS || md->H < 1 || md->E < 1 ||
+        md->V < 1 || in->streams < 1)
         return bad(r, "model or stream sizes out of range");
-    in->cell = (cell_kind_t)k;
+    md->cell = (cell_kind_t)k;
+    md->G = cell_ops(md->cell)->gates;
     g = H5Gopen2(r->f, "optimizer", H5P_DEFAULT);
     char *kind = NULL;
     rc = attr_get_str(r, g, "kind", &kind);
     if (!rc) rc = attr_get_i64(r, g, "step", &in->optim_step);
-    k = kind ? config_optim_value(kind) : -1;
+    k = kind ? optim_kind_value(kind) : -1;
     if (!rc && k < 0) rc = bad(r, "unknown optimizer kind");
     free(kind);
     H5Gclose(g);
     in->optim = (optim_kind_t)k;
-    ck->dims = (model_dims_t){in->cell, in->vocab_size, in->embed, in->hidden, in->layers,
-                              cell_ops(in->cell)->gates};
     return rc;
 }
 
@@ -388,13 +393,14 @@ static int read_all(const reader_t *r, ckpt_t *ck) {
     int rc = read_info(r, ck);
     if (rc) return rc;
     const ckpt_info_t *in = &ck->info;
+    const model_dims_t *md = &in->dims;
     model_tensor_t t[MODEL_MAX_TENSORS];
     int nt = 0;
-    ck->nparams = model_layout(&ck->dims, t, &nt);
-    uint32_t *cps = xcalloc((size_t)in->vocab_size, sizeof(uint32_t));
-    hsize_t dv[1] = {(hsize_t)in->vocab_size};
+    ck->nparams = model_layout(md, t, &nt);
+    uint32_t *cps = xcalloc((size_t)md->V, sizeof(uint32_t));
+    hsize_t dv[1] = {(hsize_t)md->V};
     rc = dset_read(r, "vocab", H5T_NATIVE_UINT32, 1, dv, cps);
-    if (!rc && vocab_from_list(&ck->vocab, cps, in->vocab_size)) {
+    if (!rc && vocab_from_list(&ck->vocab, cps, md->V)) {
         err_clear();
         rc = bad(r, "dataset 'vocab' is not a sorted list of code points");
     }
@@ -402,20 +408,19 @@ static int read_all(const reader_t *r, ckpt_t *ck) {
     if (rc) return rc;
     ck->params = xcalloc((size_t)ck->nparams, sizeof(float));
     if ((rc = read_tensors(r, "model", t, nt, ck->params))) return rc;
-    static const char *moment_names[2] = {"m", "v"};
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < OPTIM_MAX_MOMENTS && optim_moment_name(in->optim, i); i++) {
         char g[32];
-        snprintf(g, sizeof g, "optimizer/%s", moment_names[i]);
+        snprintf(g, sizeof g, "optimizer/%s", optim_moment_name(in->optim, i));
         if (H5Lexists(r->f, g, H5P_DEFAULT) <= 0) break;
         ck->moments[i] = xcalloc((size_t)ck->nparams, sizeof(float));
         ck->nmoments = i + 1;
         if ((rc = read_tensors(r, g, t, nt, ck->moments[i]))) return rc;
     }
-    size_t nstate = (size_t)in->layers * in->streams * in->hidden;
-    hsize_t ds[3] = {(hsize_t)in->layers, (hsize_t)in->streams, (hsize_t)in->hidden};
+    size_t nstate = (size_t)md->layers * in->streams * md->H;
+    hsize_t ds[3] = {(hsize_t)md->layers, (hsize_t)in->streams, (hsize_t)md->H};
     ck->h = xcalloc(nstate, sizeof(float));
     if ((rc = dset_read(r, "state/h", H5T_NATIVE_FLOAT, 3, ds, ck->h))) return rc;
-    if (cell_ops(in->cell)->has_c) {
+    if (cell_ops(md->cell)->has_c) {
         ck->c = xcalloc(nstate, sizeof(float));
         if ((rc = dset_read(r, "state/c", H5T_NATIVE_FLOAT, 3, ds, ck->c))) return rc;
     }
@@ -475,7 +480,7 @@ void ckpt_free(ckpt_t *ck) {
 }
 
 void ckpt_model(model_t *m, const ckpt_t *ck) {
-    model_init(m, &ck->dims, 0);
+    model_init(m, &ck->info.dims, 0);
     CHARLM_CHECK(m->nparams == ck->nparams);
     memcpy(m->params, ck->params, sizeof(float) * (size_t)m->nparams);
 }
@@ -593,7 +598,8 @@ int ckpt_inspect(FILE *out, const char *path, int verify) {
     if (r.f >= 0) H5Fclose(r.f);
     if (!rc) {
         const ckpt_info_t *in = &ck.info;
-        int64_t nparams = model_layout(&ck.dims, NULL, NULL);
+        const model_dims_t *md = &in->dims;
+        int64_t nparams = model_layout(md, NULL, NULL);
         fprintf(out, "%-18s %s\n", "file", path);
         fprintf(out, "%-18s %d\n", "format_version", CKPT_FORMAT_VERSION);
         fprintf(out, "%-18s %" PRId64 "\n", "step", in->step);
@@ -601,10 +607,10 @@ int ckpt_inspect(FILE *out, const char *path, int verify) {
                 in->cursor);
         fprintf(out, "%-18s %" PRId64 "\n", "tokens_seen", in->tokens_seen);
         fprintf(out, "%-18s %s, %d layers x %d hidden, embed %d, vocabulary %d\n", "model",
-                config_cell_name(in->cell), in->layers, in->hidden, in->embed, in->vocab_size);
+                cell_kind_name(md->cell), md->layers, md->H, md->E, md->V);
         fprintf(out, "%-18s %" PRId64 "\n", "parameters", nparams);
         fprintf(out, "%-18s %s, step %" PRId64 ", lr %.6g\n", "optimizer",
-                config_optim_name(in->optim), in->optim_step, in->lr);
+                optim_kind_name(in->optim), in->optim_step, in->lr);
         fprintf(out, "%-18s %d (written by %d ranks), window %d\n", "streams", in->streams,
                 in->world_size, in->seq);
         print_loss(out, "train loss", in->last_train_loss);

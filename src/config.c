@@ -2,12 +2,9 @@
  * and the canonical dump (config_write). INI syntax is libinih's; we feed it lines through our
  * own reader so that we know the line number of every key, reject indented continuation lines
  * instead of silently joining them, and accept values longer than inih's fixed line buffer. */
-#define _POSIX_C_SOURCE 200809L /* getline */
-
 #include "charlm/config.h"
 
 #include "charlm/err.h"
-#include "charlm/model.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -21,9 +18,6 @@
 
 #define COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
-static const char *const cell_names[] = {"rnn", "lstm", "gru"};
-static const char *const optim_names[] = {"adam", "adamw", "sgd", "rmsprop", "adagrad"};
-static const char *const sched_names[] = {"constant", "step", "cosine"};
 
 typedef enum { T_INT, T_I64, T_U64, T_DBL, T_ENUM, T_STR } ktype_t;
 typedef enum { B_NONE = 0, B_INCL, B_EXCL } bound_t; /* kind of a lower/upper bound */
@@ -59,7 +53,7 @@ typedef struct {
     {.section = s, .name = n, .type = T_ENUM, .off = OFF(f, int), .def = d, .names = arr,      \
      .nnames = COUNT(arr)}
 #define K_STR(s, n, f, d, ne)                                                                \
-    {.section = s, .name = n, .type = T_STR, .off = OFF(f, char[CONFIG_PATH_MAX]), .def = d,    \
+    {.section = s, .name = n, .type = T_STR, .off = OFF(f, char[CHARLM_PATH_MAX]), .def = d,    \
      .nonempty = ne}
 
 /* Every key, in the order of the canonical dump (sections data, model, train, optim, eval, log,
@@ -69,7 +63,7 @@ static const key_desc_t keys[] = {
     K_DBL("data", "val_frac", val_frac, "0.1", 0, B_INCL, 1, B_EXCL),
     K_STR("data", "val", val, "", 0),
 
-    K_ENUM("model", "cell", cell, "lstm", cell_names),
+    K_ENUM("model", "cell", cell, "lstm", cell_kind_names),
     K_INT("model", "layers", layers, "2", 1),
     K_INT("model", "hidden", hidden, "128", 1),
     K_INT("model", "embed", embed, "64", 1),
@@ -82,7 +76,7 @@ static const key_desc_t keys[] = {
     K_DBL("train", "time_limit", time_limit, "0", 0, B_INCL, 0, B_NONE),
     K_U64("train", "seed", seed, "1234"),
 
-    K_ENUM("optim", "kind", optim, "adam", optim_names),
+    K_ENUM("optim", "kind", optim, "adam", optim_kind_names),
     K_DBL("optim", "lr", lr, "0.002", 0, B_EXCL, 0, B_NONE),
     K_DBL("optim", "beta1", beta1, "0.9", 0, B_INCL, 1, B_EXCL),
     K_DBL("optim", "beta2", beta2, "0.999", 0, B_INCL, 1, B_EXCL),
@@ -90,7 +84,7 @@ static const key_desc_t keys[] = {
     K_DBL("optim", "momentum", momentum, "0.9", 0, B_INCL, 1, B_EXCL),
     K_DBL("optim", "weight_decay", weight_decay, "0", 0, B_INCL, 0, B_NONE),
     K_DBL("optim", "clip", clip, "5", 0, B_INCL, 0, B_NONE), /* global-norm clip; 0 = off */
-    K_ENUM("optim", "schedule", schedule, "constant", sched_names),
+    K_ENUM("optim", "schedule", schedule, "constant", sched_kind_names),
     K_I64("optim", "warmup", warmup, "0", 0),
     K_I64("optim", "decay_every", decay_every, "0", 0),
     K_DBL("optim", "decay_rate", decay_rate, "0.5", 0, B_EXCL, 1, B_INCL),
@@ -227,7 +221,7 @@ static int parse_double(const char *s, double *out) {
 /* A string is stored only if config_write() can write it back unchanged through inih. */
 static const char *string_problem(const char *v) {
     size_t len = strlen(v);
-    if (len >= CONFIG_PATH_MAX) return "is too long (at most 4095 bytes)";
+    if (len >= CHARLM_PATH_MAX) return "is too long (at most 4095 bytes)";
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)v[i];
         if (c < 0x20 || c == 0x7f) return "must not contain control characters";
@@ -249,7 +243,7 @@ static int set_value(config_t *cfg, const key_desc_t *k, const char *value, cons
         const char *problem = string_problem(value);
         if (problem) return bad_value(m, origin, k, value, problem);
         if (k->nonempty && !*value) return bad_value(m, origin, k, value, range);
-        memset(p, 0, CONFIG_PATH_MAX);
+        memset(p, 0, CHARLM_PATH_MAX);
         memcpy(p, value, strlen(value));
         return CHARLM_OK;
     }
@@ -439,7 +433,7 @@ static int on_key(void *user, const char *section, const char *name, const char 
     load_t *ld = user;
     if (ld->err_line) return 0;
     if (ld->long_value && strcmp(value, "\1") == 0) value = ld->long_value;
-    char origin[CONFIG_PATH_MAX + 32];
+    char origin[CHARLM_PATH_MAX + 32];
     snprintf(origin, sizeof origin, "%s:%d", ld->path, ld->line);
     if (set_kv(ld->cfg, section, name, value, origin, &ld->msg) != CHARLM_OK) {
         ld->err_line = ld->line;
@@ -555,23 +549,24 @@ void config_write(const config_t *cfg, FILE *f) {
     }
 }
 
-const char *config_cell_name(cell_kind_t c) {
-    return (int)c >= 0 && (int)c < COUNT(cell_names) ? cell_names[c] : "?";
+corpus_params_t config_corpus_params(const config_t *cfg) {
+    return (corpus_params_t){.corpus = cfg->corpus, .val = cfg->val, .val_frac = cfg->val_frac,
+                             .batch = cfg->batch, .seq = cfg->seq};
 }
 
-const char *config_optim_name(optim_kind_t o) {
-    return (int)o >= 0 && (int)o < COUNT(optim_names) ? optim_names[o] : "?";
+model_params_t config_model_params(const config_t *cfg) {
+    return (model_params_t){.cell = cfg->cell, .layers = cfg->layers, .hidden = cfg->hidden,
+                            .embed = cfg->embed};
 }
 
-const char *config_sched_name(sched_kind_t s) {
-    return (int)s >= 0 && (int)s < COUNT(sched_names) ? sched_names[s] : "?";
+optim_params_t config_optim_params(const config_t *cfg) {
+    return (optim_params_t){.kind = cfg->optim, .beta1 = cfg->beta1, .beta2 = cfg->beta2,
+                            .eps = cfg->eps, .momentum = cfg->momentum,
+                            .weight_decay = cfg->weight_decay};
 }
 
-static int name_index(const char *const *names, int n, const char *s) {
-    for (int i = 0; i < n; i++)
-        if (!strcmp(names[i], s)) return i;
-    return -1;
+sched_params_t config_sched_params(const config_t *cfg) {
+    return (sched_params_t){.kind = cfg->schedule, .lr = cfg->lr, .decay_rate = cfg->decay_rate,
+                            .min_lr = cfg->min_lr, .warmup = cfg->warmup,
+                            .decay_every = cfg->decay_every};
 }
-
-int config_cell_value(const char *s) { return name_index(cell_names, COUNT(cell_names), s); }
-int config_optim_value(const char *s) { return name_index(optim_names, COUNT(optim_names), s); }

@@ -1,5 +1,3 @@
-#define _POSIX_C_SOURCE 200809L
-
 #include "charlm/corpus.h"
 
 #include <dirent.h>
@@ -14,6 +12,7 @@
 #include <sys/stat.h>
 
 #include "charlm/err.h"
+#include "charlm/fileio.h"
 #include "charlm/prepare.h"
 #include "charlm/utf8.h"
 
@@ -567,7 +566,7 @@ static int64_t val_start(int64_t s, int64_t pred, int64_t S) {
     return s * q + (s < rem ? s : rem);
 }
 
-static int split_and_check(corpus_t *c, const config_t *cfg, const corpus_src_t *train,
+static int split_and_check(corpus_t *c, const corpus_params_t *cfg, const corpus_src_t *train,
                            const corpus_src_t *val, int rank, int P) {
     int64_t S = (int64_t)P * c->B, T = c->T;
     if (S > INT_MAX)
@@ -599,7 +598,7 @@ static int split_and_check(corpus_t *c, const config_t *cfg, const corpus_src_t 
     }
     int validating = val != NULL || cfg->val_frac > 0;
     if (validating && c->nval < S + 1) {
-        char what[CONFIG_PATH_MAX + 64];
+        char what[CHARLM_PATH_MAX + 64];
         if (val) snprintf(what, sizeof what, "data.val %s has", cfg->val);
         else snprintf(what, sizeof what, "data.val_frac %g leaves", cfg->val_frac);
         return err_set(CHARLM_EINPUT,
@@ -657,7 +656,7 @@ static int read_shard(corpus_t *c, const corpus_src_t *train, const corpus_src_t
     return read_packed(&c->val_ids, vsrc, &c->vocab, offset + lo, hi - lo + 1);
 }
 
-int corpus_load(corpus_t *c, const config_t *cfg, int rank, int P, int note_skips) {
+int corpus_load(corpus_t *c, const corpus_params_t *cfg, int rank, int P, int note_skips) {
     CHARLM_CHECK(P >= 1 && rank >= 0 && rank < P && cfg->batch >= 1 && cfg->seq >= 1);
     memset(c, 0, sizeof *c);
     c->B = cfg->batch;
@@ -667,7 +666,7 @@ int corpus_load(corpus_t *c, const config_t *cfg, int rank, int P, int note_skip
     corpus_src_t train, val;
     memset(&val, 0, sizeof val);
     /* with data.val set, data.val_frac is ignored: the whole corpus trains */
-    int have_val = cfg->val[0] != '\0';
+    int have_val = cfg->val && cfg->val[0] != '\0';
     int rc = corpus_src_open(&train, bitmap, cfg->corpus, "data.corpus", note_skips);
     if (rc == CHARLM_OK && have_val)
         rc = corpus_src_open(&val, bitmap, cfg->val, "data.val", note_skips);

@@ -1,5 +1,4 @@
 /* log: progress display on stderr and metrics.jsonl. Only rank 0 calls it. */
-#define _POSIX_C_SOURCE 200809L /* fileno, isatty */
 
 #include "charlm/log.h"
 

@@ -81,7 +81,7 @@ static int parse_train(config_t *cfg, const char **resume, int argc, char **argv
         for (int i = 0; i < argc; i++) {
             const char *a = argv[i];
             const char *key = NULL, *val = NULL;
-            char kv[CONFIG_PATH_MAX + 64];
+            char kv[CHARLM_PATH_MAX + 64];
             if (i + 1 >= argc && a[0] == '-')
                 return err_set(CHARLM_EUSAGE, "option %s needs a value", a);
             if (!strcmp(a, "-c") || !strcmp(a, "--config")) {

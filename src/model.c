@@ -10,13 +10,9 @@
 #include "charlm/loss.h"
 #include "charlm/rng.h"
 
-void model_dims(model_dims_t *d, const config_t *cfg, int V) {
-    d->cell = cfg->cell;
-    d->V = V;
-    d->E = cfg->embed;
-    d->H = cfg->hidden;
-    d->layers = cfg->layers;
-    d->G = cell_ops(cfg->cell)->gates;
+void model_dims(model_dims_t *d, const model_params_t *p, int V) {
+    *d = (model_dims_t){.cell = p->cell, .V = V, .E = p->embed, .H = p->hidden,
+                        .layers = p->layers, .G = cell_ops(p->cell)->gates};
 }
 
 static void add_tensor(model_tensor_t *t, int *n, int64_t *off, const char *name, int64_t r,

@@ -6,22 +6,40 @@
 
 #include "charlm/err.h"
 
-void optim_init(optim_t *o, const config_t *cfg, int64_t n) {
-    memset(o, 0, sizeof *o);
-    o->kind = cfg->optim;
-    o->n = n;
-    o->beta1 = cfg->beta1;
-    o->beta2 = cfg->beta2;
-    o->eps = cfg->eps;
-    o->momentum = cfg->momentum;
-    o->weight_decay = cfg->weight_decay;
-    switch (o->kind) {
+const char *const optim_kind_names[OPTIM_KINDS] = {"adam", "adamw", "sgd", "rmsprop", "adagrad"};
+const char *const sched_kind_names[SCHED_KINDS] = {"constant", "step", "cosine"};
+
+const char *optim_kind_name(optim_kind_t k) {
+    return (int)k >= 0 && k < OPTIM_KINDS ? optim_kind_names[k] : "?";
+}
+
+const char *sched_kind_name(sched_kind_t k) {
+    return (int)k >= 0 && k < SCHED_KINDS ? sched_kind_names[k] : "?";
+}
+
+int optim_kind_value(const char *s) {
+    for (int k = 0; k < OPTIM_KINDS; k++)
+        if (!strcmp(optim_kind_names[k], s)) return k;
+    return -1;
+}
+
+int optim_nmoments(const optim_params_t *p) {
+    switch (p->kind) {
     case OPTIM_ADAM:
-    case OPTIM_ADAMW: o->nmoments = 2; break;
-    case OPTIM_SGD: o->nmoments = cfg->momentum > 0 ? 1 : 0; break;
+    case OPTIM_ADAMW: return 2;
+    case OPTIM_SGD: return p->momentum > 0 ? 1 : 0;
     case OPTIM_RMSPROP:
-    case OPTIM_ADAGRAD: o->nmoments = 1; break;
+    case OPTIM_ADAGRAD: return 1;
+    case OPTIM_KINDS: break;
     }
+    err_abort(__FILE__, __LINE__, "unknown optimizer kind");
+}
+
+void optim_init(optim_t *o, const optim_params_t *p, int64_t n) {
+    memset(o, 0, sizeof *o);
+    o->p = *p;
+    o->n = n;
+    o->nmoments = optim_nmoments(p);
     if (o->nmoments >= 1) o->m = xcalloc((size_t)n, sizeof(float));
     if (o->nmoments >= 2) o->v = xcalloc((size_t)n, sizeof(float));
 }
@@ -32,27 +50,29 @@ void optim_free(optim_t *o) {
     memset(o, 0, sizeof *o);
 }
 
-const char *optim_moment_name(const optim_t *o, int i) {
+const char *optim_moment_name(optim_kind_t k, int i) {
+    optim_params_t p = {.kind = k, .momentum = 1};
     static const char *names[] = {"m", "v"};
-    return i >= 0 && i < o->nmoments ? names[i] : NULL;
+    return i >= 0 && i < optim_nmoments(&p) ? names[i] : NULL;
 }
 
 float *optim_moment(const optim_t *o, int i) { return i == 0 ? o->m : i == 1 ? o->v : NULL; }
 
 void optim_step(float *params, optim_t *o, const float *grads, double lr) {
     const int64_t n = o->n;
-    const float wd = (float)o->weight_decay, flr = (float)lr;
+    const optim_params_t *op = &o->p;
+    const float wd = (float)op->weight_decay, flr = (float)lr;
     o->step++;
-    switch (o->kind) {
+    switch (op->kind) {
     case OPTIM_ADAM:
     case OPTIM_ADAMW: {
-        const float b1 = (float)o->beta1, b2 = (float)o->beta2, eps = (float)o->eps;
-        const double bc1 = 1.0 - pow(o->beta1, (double)o->step);
-        const double bc2 = 1.0 - pow(o->beta2, (double)o->step);
+        const float b1 = (float)op->beta1, b2 = (float)op->beta2, eps = (float)op->eps;
+        const double bc1 = 1.0 - pow(op->beta1, (double)o->step);
+        const double bc2 = 1.0 - pow(op->beta2, (double)o->step);
         const float step_size = (float)(lr / bc1), inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
         /* L2 decay folds into the gradient (Adam), decoupled decay shrinks the weight (AdamW) */
-        const float l2 = o->kind == OPTIM_ADAM ? wd : 0.0f;
-        const float shrink = o->kind == OPTIM_ADAMW ? 1.0f - flr * wd : 1.0f;
+        const float l2 = op->kind == OPTIM_ADAM ? wd : 0.0f;
+        const float shrink = op->kind == OPTIM_ADAMW ? 1.0f - flr * wd : 1.0f;
         float *restrict p = params, *restrict m = o->m, *restrict v = o->v;
         const float *restrict g = grads;
         for (int64_t i = 0; i < n; i++) {
@@ -64,7 +84,7 @@ void optim_step(float *params, optim_t *o, const float *grads, double lr) {
         break;
     }
     case OPTIM_SGD: {
-        const float mu = (float)o->momentum;
+        const float mu = (float)op->momentum;
         for (int64_t i = 0; i < n; i++) {
             float g = grads[i] + wd * params[i];
             if (o->m) g = o->m[i] = o->step == 1 ? g : mu * o->m[i] + g;
@@ -74,7 +94,7 @@ void optim_step(float *params, optim_t *o, const float *grads, double lr) {
     }
     case OPTIM_RMSPROP: {
         /* PyTorch's alpha (smoothing constant) is optim.beta2 here */
-        const float a = (float)o->beta2, eps = (float)o->eps;
+        const float a = (float)op->beta2, eps = (float)op->eps;
         for (int64_t i = 0; i < n; i++) {
             float g = grads[i] + wd * params[i];
             float s = o->m[i] = a * o->m[i] + (1.0f - a) * g * g;
@@ -83,7 +103,7 @@ void optim_step(float *params, optim_t *o, const float *grads, double lr) {
         break;
     }
     case OPTIM_ADAGRAD: {
-        const float eps = (float)o->eps;
+        const float eps = (float)op->eps;
         for (int64_t i = 0; i < n; i++) {
             float g = grads[i] + wd * params[i];
             float s = o->m[i] += g * g;
@@ -91,6 +111,7 @@ void optim_step(float *params, optim_t *o, const float *grads, double lr) {
         }
         break;
     }
+    case OPTIM_KINDS: err_abort(__FILE__, __LINE__, "unknown optimizer kind");
     }
 }
 
@@ -111,18 +132,19 @@ double optim_clip(float *grads, int64_t n, double clip) {
     return norm;
 }
 
-double optim_lr(const config_t *cfg, int64_t step, int64_t total) {
-    if (cfg->warmup > 0 && step < cfg->warmup) return cfg->lr * (double)(step + 1) / (double)cfg->warmup;
-    switch (cfg->schedule) {
-    case SCHED_CONSTANT: return cfg->lr;
-    case SCHED_STEP: return cfg->lr * pow(cfg->decay_rate, (double)(step / cfg->decay_every));
+double optim_lr(const sched_params_t *s, int64_t step, int64_t total) {
+    if (s->warmup > 0 && step < s->warmup) return s->lr * (double)(step + 1) / (double)s->warmup;
+    switch (s->kind) {
+    case SCHED_CONSTANT: return s->lr;
+    case SCHED_STEP: return s->lr * pow(s->decay_rate, (double)(step / s->decay_every));
     case SCHED_COSINE: {
-        int64_t span = total - cfg->warmup;
-        if (total <= 0 || span <= 0) return cfg->lr;
-        double p = (double)(step - cfg->warmup) / (double)span;
+        int64_t span = total - s->warmup;
+        if (total <= 0 || span <= 0) return s->lr;
+        double p = (double)(step - s->warmup) / (double)span;
         if (p > 1.0) p = 1.0;
-        return cfg->min_lr + 0.5 * (cfg->lr - cfg->min_lr) * (1.0 + cos(3.141592653589793 * p));
+        return s->min_lr + 0.5 * (s->lr - s->min_lr) * (1.0 + cos(3.141592653589793 * p));
     }
+    case SCHED_KINDS: break;
     }
     err_abort(__FILE__, __LINE__, "unknown schedule");
 }

@@ -48,6 +48,7 @@ typedef struct {
     corpus_t corpus;
     model_t model;
     optim_t opt;
+    sched_params_t sched;
     float *grads;                 /* (nparams) */
     model_acts_t acts;            /* training window (B, T) */
     model_acts_t eval;            /* validation window (B, T), no dropout */
@@ -69,7 +70,7 @@ typedef struct {
 
 /* mkdir -p */
 static int make_dirs(const char *path) {
-    char buf[CONFIG_PATH_MAX];
+    char buf[CHARLM_PATH_MAX];
     snprintf(buf, sizeof buf, "%s", path);
     for (char *p = buf + 1;; p++) {
         if (*p == '/' || *p == '\0') {
@@ -90,7 +91,7 @@ static int make_dirs(const char *path) {
 
 /* Keeps only the lines of metrics.jsonl up to `step`: a resumed run recomputes the rest. */
 static int truncate_metrics(const char *run_dir, int64_t step) {
-    char path[CONFIG_PATH_MAX + 32], tmp[CONFIG_PATH_MAX + 40];
+    char path[CHARLM_PATH_MAX + 32], tmp[CHARLM_PATH_MAX + 40];
     snprintf(path, sizeof path, "%s/metrics.jsonl", run_dir);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *in = fopen(path, "r");
@@ -125,7 +126,7 @@ static int prepare_run_dir(const trainer_t *tr, int resumed) {
     const config_t *cfg = tr->cfg;
     int rc = make_dirs(cfg->run_dir);
     if (rc) return rc;
-    char path[CONFIG_PATH_MAX + 32], tmp[CONFIG_PATH_MAX + 32];
+    char path[CHARLM_PATH_MAX + 32], tmp[CHARLM_PATH_MAX + 32];
     snprintf(path, sizeof path, "%s/config.ini", cfg->run_dir);
     snprintf(tmp, sizeof tmp, "%s/config.ini.tmp", cfg->run_dir);
     FILE *f = fopen(tmp, "w");
@@ -137,7 +138,7 @@ static int prepare_run_dir(const trainer_t *tr, int resumed) {
         return err_set(CHARLM_EINPUT, "%s: cannot write: %s", path, strerror(errno));
     }
     if (resumed) return truncate_metrics(cfg->run_dir, tr->step);
-    char old[CONFIG_PATH_MAX + 32], aside[CONFIG_PATH_MAX + 48];
+    char old[CHARLM_PATH_MAX + 32], aside[CHARLM_PATH_MAX + 48];
     snprintf(old, sizeof old, "%s/metrics.jsonl", cfg->run_dir);
     struct stat st;
     if (stat(old, &st) == 0) {
@@ -163,18 +164,18 @@ static int check_compatible(const trainer_t *tr, const ckpt_t *ck, const char *p
         const char *key;
         long long mine, theirs;
     } same[] = {
-        {"model.cell", cfg->cell, in->cell},       {"model.layers", cfg->layers, in->layers},
-        {"model.hidden", cfg->hidden, in->hidden}, {"model.embed", cfg->embed, in->embed},
+        {"model.cell", cfg->cell, in->dims.cell},  {"model.layers", cfg->layers, in->dims.layers},
+        {"model.hidden", cfg->hidden, in->dims.H}, {"model.embed", cfg->embed, in->dims.E},
         {"optim.kind", cfg->optim, in->optim},     {"train.seq", cfg->seq, in->seq},
     };
     size_t k = 0, n = sizeof same / sizeof *same;
     while (k < n && same[k].mine == same[k].theirs) k++;
     if (k == 0) {
         snprintf(msg, sizeof msg, "model.cell = %s differs from the checkpoint's %s",
-                 config_cell_name(cfg->cell), config_cell_name(in->cell));
+                 cell_kind_name(cfg->cell), cell_kind_name(in->dims.cell));
     } else if (k == 4) {
         snprintf(msg, sizeof msg, "optim.kind = %s differs from the checkpoint's %s",
-                 config_optim_name(cfg->optim), config_optim_name(in->optim));
+                 optim_kind_name(cfg->optim), optim_kind_name(in->optim));
     } else if (k < n) {
         snprintf(msg, sizeof msg, "%s = %lld differs from the checkpoint's %lld", same[k].key,
                  same[k].mine, same[k].theirs);
@@ -207,7 +208,7 @@ static int check_compatible(const trainer_t *tr, const ckpt_t *ck, const char *p
 static int resume_from(trainer_t *tr, const char *resume, int *resumed) {
     const dist_t *d = tr->d;
     const config_t *cfg = tr->cfg;
-    char path[CONFIG_PATH_MAX + 64] = "";
+    char path[CHARLM_PATH_MAX + 64] = "";
     ckpt_t ck;
     memset(&ck, 0, sizeof ck);
     int rc = CHARLM_OK, found = 0;
@@ -282,13 +283,17 @@ static int trainer_open(trainer_t *tr, const config_t *cfg, const char *resume,
     tr->d = d;
     tr->last_train = tr->last_val = tr->best_val = NAN;
     tr->last_val_step = -1;
-    int rc = corpus_load(&tr->corpus, cfg, d->rank, d->size, d->rank == 0);
+    corpus_params_t cp = config_corpus_params(cfg);
+    int rc = corpus_load(&tr->corpus, &cp, d->rank, d->size, d->rank == 0);
     if ((rc = dist_agree(d, rc))) return rc;
 
     model_dims_t dims;
-    model_dims(&dims, cfg, tr->corpus.vocab.size);
+    model_params_t mp = config_model_params(cfg);
+    model_dims(&dims, &mp, tr->corpus.vocab.size);
     model_init(&tr->model, &dims, cfg->seed);
-    optim_init(&tr->opt, cfg, tr->model.nparams);
+    optim_params_t op = config_optim_params(cfg);
+    optim_init(&tr->opt, &op, tr->model.nparams);
+    tr->sched = config_sched_params(cfg);
     tr->grads = xcalloc((size_t)tr->model.nparams, sizeof(float));
     const int B = cfg->batch, T = cfg->seq;
     model_acts_alloc(&tr->acts, &tr->model, B, T, cfg->dropout > 0 ? MODEL_ACTS_DROPOUT : 0);
@@ -374,8 +379,11 @@ static int save_checkpoint(trainer_t *tr, char *path, size_t n) {
                      .tokens_seen = tr->step * c->S * c->T, .train_chars = c->ntrain,
                      .world_size = tr->d->size, .streams = c->S, .seq = c->T, .lr = tr->lr,
                      .last_train_loss = tr->last_train, .last_val_loss = tr->last_val,
-                     .best_val_loss = tr->best_val},
-            .config = tr->config_text, .vocab = &c->vocab, .model = &tr->model, .opt = &tr->opt,
+                     .best_val_loss = tr->best_val, .dims = tr->model.d,
+                     .optim = tr->opt.p.kind, .optim_step = tr->opt.step},
+            .config = tr->config_text, .vocab = &c->vocab, .params = tr->model.params,
+            .nmoments = tr->opt.nmoments,
+            .moments = {optim_moment(&tr->opt, 0), optim_moment(&tr->opt, 1)},
             .h = tr->all_h, .c = has_c ? tr->all_c : NULL,
             .train_hist = tr->train_hist, .n_train = tr->n_train,
             .val_hist = tr->val_hist, .n_val = tr->n_val};
@@ -516,7 +524,7 @@ static void print_header(trainer_t *tr, int threads) {
     log_msg(&tr->log,
             "charlm: %s %dx%d (embed %d), %lld parameters, vocabulary %d; train %lld chars, "
             "validation %lld chars",
-            config_cell_name(cfg->cell), cfg->layers, cfg->hidden, cfg->embed,
+            cell_kind_name(cfg->cell), cfg->layers, cfg->hidden, cfg->embed,
             (long long)tr->model.nparams, c->vocab.size, (long long)c->ntrain,
             (long long)c->nval);
     log_msg(&tr->log,
@@ -548,7 +556,7 @@ int train_run(const config_t *cfg, const char *resume, const dist_t *d) {
     int threads = dist_blas_threads(d);
     if (rank0) print_header(&tr, threads);
 
-    char ckpt[CONFIG_PATH_MAX + 64] = "";
+    char ckpt[CHARLM_PATH_MAX + 64] = "";
     dist_overlap_t ov;
     model_hooks_t hooks = {overlap_ready, overlap_poll, &ov};
     double t0 = MPI_Wtime(), t_log = t0;
@@ -592,7 +600,7 @@ int train_run(const config_t *cfg, const char *resume, const dist_t *d) {
             }
             break;
         }
-        tr.lr = optim_lr(cfg, tr.step, tr.total);
+        tr.lr = optim_lr(&tr.sched, tr.step, tr.total);
         optim_step(tr.model.params, &tr.opt, tr.grads, tr.lr);
         tr.tm.optimizer += lap(&t);
         tr.step++;

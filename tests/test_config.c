@@ -1,7 +1,6 @@
 /* test_config: defaults, INI loading, every kind of bad key/value, syntax errors with line
  * numbers, --set overrides, the canonical dump round trip, cross-key validation; and the
  * metrics.jsonl lines written by log. */
-#define _POSIX_C_SOURCE 200809L /* mkstemp, mkdtemp */
 
 #include "charlm/config.h"
 #include "charlm/err.h"
@@ -81,9 +80,9 @@ static void test_defaults(void) {
     EXPECT(c.warmup == 0 && c.decay_every == 0 && c.decay_rate == 0.5 && c.min_lr == 0.0);
     EXPECT(c.eval_every == 0 && c.log_every == 10);
     EXPECT(strcmp(c.run_dir, "runs/default") == 0);
-    EXPECT(strcmp(config_cell_name(CELL_GRU), "gru") == 0);
-    EXPECT(strcmp(config_optim_name(OPTIM_ADAMW), "adamw") == 0);
-    EXPECT(strcmp(config_sched_name(SCHED_COSINE), "cosine") == 0);
+    EXPECT(strcmp(cell_kind_name(CELL_GRU), "gru") == 0);
+    EXPECT(strcmp(optim_kind_name(OPTIM_ADAMW), "adamw") == 0);
+    EXPECT(strcmp(sched_kind_name(SCHED_COSINE), "cosine") == 0);
 }
 
 static void test_load(void) {

@@ -4,12 +4,19 @@
  * checked against the definitions in corpus.h for two ranks loaded in one process. */
 #define _XOPEN_SOURCE 700 /* mkdtemp, symlink, nftw */
 
+#include "charlm/config.h"
 #include "charlm/corpus.h"
 #include "charlm/err.h"
 #include "charlm/utf8.h"
 #include "charlm/vocab.h"
 
 #include "check.h"
+
+/* corpus_load with the parameters a configuration gives. */
+static int load_cfg(corpus_t *c, const config_t *cfg, int rank, int P, int note_skips) {
+    corpus_params_t p = config_corpus_params(cfg);
+    return corpus_load(c, &p, rank, P, note_skips);
+}
 
 #include <ftw.h>
 #include <stdint.h>
@@ -375,7 +382,7 @@ static void test_load(void) {
     config_t cfg = base_config("load");
     corpus_t c[2];
     for (int r = 0; r < 2; r++) {
-        int rc = corpus_load(&c[r], &cfg, r, 2, 0);
+        int rc = load_cfg(&c[r], &cfg, r, 2, 0);
         EXPECT_MSG(rc == CHARLM_OK, "corpus_load rank %d: %s", r, err_message());
     }
     /* floor(3000 * 0.9) = 2700; L = 2699/6 = 449; 299 predictions: 5 streams of 50, one of 49 */
@@ -386,7 +393,7 @@ static void test_load(void) {
     config_t one = cfg;
     one.batch = 6;
     corpus_t c1;
-    EXPECT(corpus_load(&c1, &one, 0, 1, 0) == CHARLM_OK);
+    EXPECT(load_cfg(&c1, &one, 0, 1, 0) == CHARLM_OK);
     EXPECT(c1.S == 6 && c1.L == c[0].L);
     int64_t differ = 0;
     for (int64_t i = 0; i <= 3 * c1.L; i++)
@@ -398,7 +405,7 @@ static void test_load(void) {
 
     /* val_frac = 0: everything trains, no validation */
     cfg.val_frac = 0;
-    for (int r = 0; r < 2; r++) EXPECT(corpus_load(&c[r], &cfg, r, 2, 0) == CHARLM_OK);
+    for (int r = 0; r < 2; r++) EXPECT(load_cfg(&c[r], &cfg, r, 2, 0) == CHARLM_OK);
     check_shards(c, all, N, 0, V);
     for (int r = 0; r < 2; r++) corpus_free(&c[r]);
 
@@ -416,7 +423,7 @@ static void test_load(void) {
     cfg.val_frac = 0.1;
     tmp_path(cfg.val, "val.txt");
     for (int r = 0; r < 2; r++) {
-        int rc = corpus_load(&c[r], &cfg, r, 2, 0);
+        int rc = load_cfg(&c[r], &cfg, r, 2, 0);
         EXPECT_MSG(rc == CHARLM_OK, "corpus_load with data.val rank %d: %s", r, err_message());
     }
     check_shards(c, allv, N, NV, V);
@@ -426,13 +433,13 @@ static void test_load(void) {
     /* validation too short: S+1 = 7 characters needed */
     write_text("val2.txt", "ab");
     tmp_path(cfg.val, "val2.txt");
-    EXPECT(corpus_load(&c[0], &cfg, 0, 2, 0) == CHARLM_EINPUT);
+    EXPECT(load_cfg(&c[0], &cfg, 0, 2, 0) == CHARLM_EINPUT);
     EXPECT_MSG(has("data.val") && has("val2.txt") && has("needs at least 7"), "%s",
                err_message());
     err_clear();
     cfg.val[0] = '\0';
     cfg.val_frac = 0.001; /* 3 validation characters */
-    EXPECT(corpus_load(&c[0], &cfg, 0, 2, 0) == CHARLM_EINPUT);
+    EXPECT(load_cfg(&c[0], &cfg, 0, 2, 0) == CHARLM_EINPUT);
     EXPECT_MSG(has("data.val_frac") && has(" 3 validation") && has("needs at least 7"), "%s",
                err_message());
     err_clear();
@@ -443,7 +450,7 @@ static void test_load(void) {
     cfg.val_frac = 0;
     cfg.batch = 2;
     cfg.seq = 8;
-    EXPECT(corpus_load(&c[1], &cfg, 1, 2, 0) == CHARLM_EINPUT);
+    EXPECT(load_cfg(&c[1], &cfg, 1, 2, 0) == CHARLM_EINPUT);
     EXPECT_MSG(has("short.txt") && has("has 11 training characters") &&
                    has("2 ranks x train.batch 2 x train.seq 8 needs at least 33"),
                "%s", err_message());
@@ -452,13 +459,13 @@ static void test_load(void) {
     /* exactly S*T+1 = 11 characters is enough: one window per epoch */
     cfg.batch = 1;
     cfg.seq = 5;
-    EXPECT(corpus_load(&c[1], &cfg, 1, 2, 0) == CHARLM_OK);
+    EXPECT(load_cfg(&c[1], &cfg, 1, 2, 0) == CHARLM_OK);
     /* rank 1 holds stream 1 = ids [5, 10] = " world"; ' ' is id 0 and 'd' id 1 */
     EXPECT(c[1].L == 5 && c[1].windows == 1 && corpus_train_id(&c[1], 0, 0) == 0 && corpus_train_id(&c[1], 0, 5) == 1);
     corpus_free(&c[1]);
     /* a missing corpus is reported by corpus_load as by corpus_src_open */
     cfg = base_config("no-such-dir");
-    EXPECT(corpus_load(&c[0], &cfg, 0, 2, 0) == CHARLM_EINPUT);
+    EXPECT(load_cfg(&c[0], &cfg, 0, 2, 0) == CHARLM_EINPUT);
     EXPECT_MSG(has("data.corpus: no such file or directory") && has("no-such-dir"), "%s",
                err_message());
     err_clear();
@@ -494,7 +501,7 @@ static void test_id_widths(void) {
         cfg.batch = 2;
         cfg.seq = 8;
         corpus_t c;
-        EXPECT(corpus_load(&c, &cfg, 0, 1, 0) == CHARLM_OK);
+        EXPECT(load_cfg(&c, &cfg, 0, 1, 0) == CHARLM_OK);
         EXPECT_MSG(c.train.width == widths[w] && c.val_ids.width == widths[w],
                    "vocabulary %d: width %d", c.vocab.size, c.train.width);
         int64_t bad = 0;

@@ -21,14 +21,9 @@ static double loss_at(model_acts_t *a, const model_t *m, const float *h0, const 
 }
 
 static void check_cell(cell_kind_t cell, float p, int unfolded) {
-    config_t cfg;
-    config_default(&cfg);
-    cfg.cell = cell;
-    cfg.layers = LAYERS;
-    cfg.hidden = H;
-    cfg.embed = E;
+    model_params_t mp = {.cell = cell, .layers = LAYERS, .hidden = H, .embed = E};
     model_dims_t d;
-    model_dims(&d, &cfg, V);
+    model_dims(&d, &mp, V);
     model_t m;
     model_init(&m, &d, 42);
     model_acts_t a;
@@ -74,7 +69,7 @@ static void check_cell(cell_kind_t cell, float p, int unfolded) {
         if (err > worst) worst = err, worst_i = i;
     }
     double rel = sqrt(diff2) / sqrt(sum2);
-    const char *name = config_cell_name(cell);
+    const char *name = cell_kind_name(cell);
     printf("%s dropout %.1f %s: %lld parameters, relative error %.2e, worst element %.2e (#%lld)\n",
            name, p, unfolded ? "unfolded" : "folded", (long long)m.nparams, rel, worst,
            (long long)worst_i);

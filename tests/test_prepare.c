@@ -7,6 +7,7 @@
  * charlm corpora. */
 #define _XOPEN_SOURCE 700 /* mkdtemp, nftw */
 
+#include "charlm/config.h"
 #include "charlm/corpus.h"
 #include "charlm/err.h"
 #include "charlm/prepare.h"
@@ -14,6 +15,12 @@
 #include "charlm/vocab.h"
 
 #include "check.h"
+
+/* corpus_load with the parameters a configuration gives. */
+static int load_cfg(corpus_t *c, const config_t *cfg, int rank, int P, int note_skips) {
+    corpus_params_t p = config_corpus_params(cfg);
+    return corpus_load(c, &p, rank, P, note_skips);
+}
 
 #include <ftw.h>
 #include <hdf5.h>
@@ -317,7 +324,7 @@ static config_t base_config(const char *corpus_rel, const char *val_rel) {
 static void expect_same_shards(const char *what, const config_t *text, const config_t *h5) {
     for (int r = 0; r < 2; r++) {
         corpus_t a, b;
-        int ra = corpus_load(&a, text, r, 2, 0), rb = corpus_load(&b, h5, r, 2, 0);
+        int ra = load_cfg(&a, text, r, 2, 0), rb = load_cfg(&b, h5, r, 2, 0);
         EXPECT_MSG(ra == CHARLM_OK && rb == CHARLM_OK, "%s rank %d: %s", what, r, err_message());
         err_clear();
         if (ra != CHARLM_OK || rb != CHARLM_OK) continue;
@@ -371,7 +378,7 @@ static void test_load(void) {
     expect_same_shards("val_frac 0.1", &text, &h5);
     /* the vocabulary of a prepared corpus alone is its /vocab, as is */
     corpus_t c;
-    if (corpus_load(&c, &h5, 1, 2, 0) == CHARLM_OK) {
+    if (load_cfg(&c, &h5, 1, 2, 0) == CHARLM_OK) {
         char p[PATH_LEN];
         hid_t f = H5Fopen(tmp_path(p, "load.h5"), H5F_ACC_RDONLY, H5P_DEFAULT);
         int64_t nv;

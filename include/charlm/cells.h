@@ -6,9 +6,20 @@
 #ifndef CHARLM_CELLS_H
 #define CHARLM_CELLS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
-#include "charlm/config.h"
+/* The recurrent cell of a model (model.cell). */
+typedef enum { CELL_RNN = 0, CELL_LSTM = 1, CELL_GRU = 2, CELL_KINDS } cell_kind_t;
+
+/* "rnn", "lstm", "gru": cell_kind_names[k] names kind k (config keys, checkpoints). */
+extern const char *const cell_kind_names[CELL_KINDS];
+
+/* The name of kind k ("?" when k is not a kind). */
+const char *cell_kind_name(cell_kind_t k);
+
+/* The kind named s, or -1 when none is. */
+int cell_kind_value(const char *s);
 
 typedef struct {
     int gates; /* G: 1 (rnn), 4 (lstm), 3 (gru) */

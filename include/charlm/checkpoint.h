@@ -27,23 +27,25 @@
 
 #define CKPT_FORMAT_VERSION 1
 
-/* The scalar facts of a checkpoint (root and group attributes). */
+/* The scalar facts of a checkpoint (root and group attributes): what is written is what is
+ * read back. */
 typedef struct {
-    int64_t step, epoch, cursor, tokens_seen, train_chars, optim_step;
+    int64_t step, epoch, cursor, tokens_seen, train_chars;
     int world_size, streams, seq;
     double lr, last_train_loss, last_val_loss, best_val_loss; /* NAN = none yet */
-    cell_kind_t cell;
-    int layers, hidden, embed, vocab_size;
-    optim_kind_t optim;
+    model_dims_t dims;       /* the architecture and vocabulary size (/model attributes) */
+    optim_kind_t optim;      /* /optimizer attributes */
+    int64_t optim_step;
 } ckpt_info_t;
 
-/* What ckpt_write stores; nothing is owned. */
+/* What ckpt_write stores; nothing is owned. The tensors follow model_layout(&info.dims). */
 typedef struct {
     ckpt_info_t info;
     const char *config;      /* canonical INI text */
-    const vocab_t *vocab;
-    const model_t *model;    /* parameters and tensor table */
-    const optim_t *opt;      /* moments in the parameter layout */
+    const vocab_t *vocab;    /* (info.dims.V) */
+    const float *params;     /* (nparams) parameter layout */
+    int nmoments;            /* optim_nmoments of the run's optimizer */
+    const float *moments[OPTIM_MAX_MOMENTS]; /* (nparams) each, parameter layout */
     const float *h, *c;      /* (layers, S, H); c NULL unless lstm */
     const double *train_hist; /* (n_train, 3) */
     const double *val_hist;   /* (n_val, 2) */
@@ -55,11 +57,10 @@ typedef struct {
     ckpt_info_t info;
     char *config;
     vocab_t vocab;
-    model_dims_t dims;
-    int64_t nparams;
+    int64_t nparams;          /* model_layout(&info.dims) */
     float *params;            /* (nparams) */
     int nmoments;
-    float *moments[2];        /* (nparams) each */
+    float *moments[OPTIM_MAX_MOMENTS]; /* (nparams) each */
     float *h, *c;             /* (layers, S, H); c NULL unless lstm */
     double *train_hist, *val_hist;
     int64_t n_train, n_val;

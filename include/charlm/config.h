@@ -7,17 +7,17 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define CONFIG_PATH_MAX 4096
+#include "charlm/corpus.h"
+#include "charlm/fileio.h"
+#include "charlm/model.h"
+#include "charlm/optim.h"
 
-typedef enum { CELL_RNN = 0, CELL_LSTM = 1, CELL_GRU = 2 } cell_kind_t;
-typedef enum { OPTIM_ADAM = 0, OPTIM_ADAMW, OPTIM_SGD, OPTIM_RMSPROP, OPTIM_ADAGRAD } optim_kind_t;
-typedef enum { SCHED_CONSTANT = 0, SCHED_STEP, SCHED_COSINE } sched_kind_t;
 
 typedef struct {
     /* [data] */
-    char corpus[CONFIG_PATH_MAX]; /* file, directory or glob (required) */
+    char corpus[CHARLM_PATH_MAX]; /* file, directory or glob (required) */
     double val_frac;              /* last fraction of the corpus used for validation, [0, 1) */
-    char val[CONFIG_PATH_MAX];    /* separate validation file/dir/glob; "" = use val_frac */
+    char val[CHARLM_PATH_MAX];    /* separate validation file/dir/glob; "" = use val_frac */
     /* [model] */
     cell_kind_t cell;
     int layers, hidden, embed; /* >= 1 each */
@@ -49,7 +49,7 @@ typedef struct {
     int64_t ckpt_every; /* checkpoint every N steps (0 = only at the end and on a signal) */
     int ckpt_keep;      /* newest checkpoints kept, >= 1 */
     /* [run] */
-    char run_dir[CONFIG_PATH_MAX];
+    char run_dir[CHARLM_PATH_MAX];
 } config_t;
 
 /* Fills *cfg with the defaults (documented in the README and configs/). */
@@ -73,13 +73,10 @@ int config_validate(const config_t *cfg);
  * log, checkpoint, run). */
 void config_write(const config_t *cfg, FILE *f);
 
-/* Names for enum values ("lstm", "adamw", "cosine"). */
-const char *config_cell_name(cell_kind_t c);
-const char *config_optim_name(optim_kind_t o);
-const char *config_sched_name(sched_kind_t s);
-
-/* The values of those names: the cell_kind_t / optim_kind_t named s, or -1 when none is. */
-int config_cell_value(const char *s);
-int config_optim_value(const char *s);
+/* Each module's parameters as cfg sets them (strings borrowed from cfg). */
+corpus_params_t config_corpus_params(const config_t *cfg);
+model_params_t config_model_params(const config_t *cfg);
+optim_params_t config_optim_params(const config_t *cfg);
+sched_params_t config_sched_params(const config_t *cfg);
 
 #endif

@@ -25,7 +25,6 @@
 
 #include <stdint.h>
 
-#include "charlm/config.h"
 #include "charlm/vocab.h"
 
 typedef struct {
@@ -104,13 +103,21 @@ static inline int32_t corpus_val_id(const corpus_t *c, int b, int64_t i) {
     return corpus_ids_get(&c->val_ids, c->val_off[b] + i);
 }
 
-/* Loads the corpus of cfg for rank `rank` of P: resolves and scans data.corpus (and data.val),
+/* What to load (section [data] and the stream layout of [train]); the strings are borrowed. */
+typedef struct {
+    const char *corpus;   /* data.corpus: file, directory, glob or prepared .h5 (required) */
+    const char *val;      /* data.val: a separate validation text; "" = the tail of the corpus */
+    double val_frac;      /* data.val_frac: the last fraction of the corpus for validation */
+    int batch, seq;       /* train.batch B (streams per rank), train.seq T (window length) */
+} corpus_params_t;
+
+/* Loads the corpus of p for rank `rank` of P: resolves and scans data.corpus (and data.val),
  * builds the vocabulary from both, splits, lays out the streams and reads this rank's shard.
  * note_skips as in corpus_src_open (pass rank == 0). Errors (CHARLM_EINPUT, with err_set, the same
  * on every rank for the same input): those of corpus_src_open; a train split shorter than S*T+1
  * ("data.corpus PATH has N training characters; P ranks x train.batch B x train.seq T needs at
  * least S*T+1"); a validation split too short (fewer than S+1 characters when validation is on). */
-int corpus_load(corpus_t *c, const config_t *cfg, int rank, int P, int note_skips);
+int corpus_load(corpus_t *c, const corpus_params_t *p, int rank, int P, int note_skips);
 
 void corpus_free(corpus_t *c);
 

@@ -7,6 +7,10 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+/* The longest path charlm takes (configuration values, run directories), NUL included; buffers
+ * for a path with a suffix add room for it. */
+#define CHARLM_PATH_MAX 4096
+
 /* The directory part of path into out (n bytes): "." when path has none, "/" for the root. */
 void fileio_dir_of(char *out, size_t n, const char *path);
 

@@ -10,10 +10,15 @@
 #include <stdint.h>
 
 #include "charlm/cells.h"
-#include "charlm/config.h"
 
 #define MODEL_MAX_LAYERS 16
 #define MODEL_MAX_TENSORS (3 + 4 * MODEL_MAX_LAYERS)
+
+/* The architecture as configured (section [model]); the vocabulary comes from the corpus. */
+typedef struct {
+    cell_kind_t cell;
+    int layers, hidden, embed;
+} model_params_t;
 
 typedef struct {
     cell_kind_t cell;
@@ -81,8 +86,8 @@ typedef struct {
     int64_t first_stream;
 } model_dropout_t;
 
-/* Fills d from cfg and the vocabulary size. */
-void model_dims(model_dims_t *d, const config_t *cfg, int V);
+/* Fills d from the architecture p and the vocabulary size V. */
+void model_dims(model_dims_t *d, const model_params_t *p, int V);
 
 /* FLOPs of one forward + backward pass per character as the model is defined (nominal): 6 per
  * element of every weight matrix (W_ih, W_hh of each layer, the decoder); element-wise work and

@@ -6,24 +6,57 @@
 
 #include <stdint.h>
 
-#include "charlm/config.h"
+typedef enum { OPTIM_ADAM = 0, OPTIM_ADAMW, OPTIM_SGD, OPTIM_RMSPROP, OPTIM_ADAGRAD, OPTIM_KINDS } optim_kind_t;
+typedef enum { SCHED_CONSTANT = 0, SCHED_STEP, SCHED_COSINE, SCHED_KINDS } sched_kind_t;
 
+/* "adam", "adamw", "sgd", "rmsprop", "adagrad" and "constant", "step", "cosine": the names of the
+ * kinds in config keys and checkpoints. */
+extern const char *const optim_kind_names[OPTIM_KINDS];
+extern const char *const sched_kind_names[SCHED_KINDS];
+
+/* The name of a kind ("?" when it is not one); the kind named s, or -1 when none is. */
+const char *optim_kind_name(optim_kind_t k);
+const char *sched_kind_name(sched_kind_t k);
+int optim_kind_value(const char *s);
+
+#define OPTIM_MAX_MOMENTS 2
+
+/* The optimizer's constants (section [optim] of the configuration). */
 typedef struct {
     optim_kind_t kind;
+    double beta1, beta2, eps; /* Adam's; RMSprop's smoothing constant is beta2 */
+    double momentum;          /* SGD; 0 = plain SGD */
+    double weight_decay;      /* L2, decoupled for AdamW */
+} optim_params_t;
+
+/* The learning-rate schedule: linear warm-up over `warmup` steps, then constant, step
+ * (x decay_rate every decay_every steps) or cosine from lr down to min_lr at the last step. */
+typedef struct {
+    sched_kind_t kind;
+    double lr, decay_rate, min_lr;
+    int64_t warmup, decay_every;
+} sched_params_t;
+
+typedef struct {
+    optim_params_t p;
     int64_t n;      /* floats in the parameter layout */
     int64_t step;   /* updates taken so far (Adam bias correction) */
-    int nmoments;   /* 0, 1 or 2 */
+    int nmoments;   /* 0 .. OPTIM_MAX_MOMENTS */
     float *m;       /* (n) first moment / momentum buffer / square average / sum of squares */
     float *v;       /* (n) Adam's second moment */
-    double beta1, beta2, eps, momentum, weight_decay;
 } optim_t;
 
-/* Allocates the moments the kind needs (zeroed). */
-void optim_init(optim_t *o, const config_t *cfg, int64_t n);
+/* The number of moment buffers optimizer p keeps (0, 1 or 2). */
+int optim_nmoments(const optim_params_t *p);
+
+/* Allocates the moments p's kind needs (zeroed); o owns them (optim_free). */
+void optim_init(optim_t *o, const optim_params_t *p, int64_t n);
 void optim_free(optim_t *o);
 
-/* Names of the moment buffers ("m", "v") for checkpoints; NULL past nmoments. */
-const char *optim_moment_name(const optim_t *o, int i);
+/* The name of moment buffer i of an optimizer of kind k, as checkpoints store it; NULL past the
+ * kind's buffers. */
+const char *optim_moment_name(optim_kind_t k, int i);
+/* Moment buffer i of o (n floats, parameter layout), NULL past o->nmoments. */
 float *optim_moment(const optim_t *o, int i);
 
 /* One update of params (n) from grads (n) at learning rate lr; increments o->step. */
@@ -33,9 +66,7 @@ void optim_step(float *params, optim_t *o, const float *grads, double lr);
  * exceeds it, scales grads by clip / norm. */
 double optim_clip(float *grads, int64_t n, double clip);
 
-/* The learning rate at update `step` (0-based) of `total` (0 = unknown) under cfg's schedule:
- * linear warm-up over optim.warmup steps, then constant, step (x decay_rate every decay_every)
- * or cosine from optim.lr down to optim.min_lr at `total`. */
-double optim_lr(const config_t *cfg, int64_t step, int64_t total);
+/* The learning rate at update `step` (0-based) of `total` (0 = unknown) under schedule s. */
+double optim_lr(const sched_params_t *s, int64_t step, int64_t total);
 
 #endif
