@@ -525,14 +525,13 @@ static int64_t *list_steps(const char *run_dir, int *n) {
     return steps;
 }
 
-int ckpt_find_latest(char *out, size_t n, const char *run_dir) {
+int ckpt_find_latest(ckpt_t *ck, char *out, size_t n, const char *run_dir) {
     int count = 0, found = 0;
+    memset(ck, 0, sizeof *ck);
     int64_t *steps = list_steps(run_dir, &count);
     for (int i = 0; i < count && !found; i++) {
         ckpt_path(out, n, run_dir, steps[i]);
-        ckpt_t ck;
-        if (ckpt_read(&ck, out) == CHARLM_OK) {
-            ckpt_free(&ck);
+        if (ckpt_read(ck, out) == CHARLM_OK) {
             found = 1;
         } else {
             fprintf(stderr, "charlm: warning: skipping %s\n", err_message());

@@ -37,15 +37,26 @@ _Noreturn void err_abort(const char *file, int line, const char *msg) {
     abort();
 }
 
-void *xcalloc(size_t n, size_t size) {
+void *xcalloc_at(size_t n, size_t size, const char *file, int line) {
     void *p = calloc(n ? n : 1, size ? size : 1);
-    if (!p) err_abort(__FILE__, __LINE__, "out of memory");
+    if (!p) err_abort(file, line, "out of memory");
     return p;
 }
 
-char *xstrdup(const char *s) {
+char *xstrdup_at(const char *s, const char *file, int line) {
     size_t n = strlen(s) + 1;
-    char *p = xcalloc(n, 1);
+    char *p = xcalloc_at(n, 1, file, line);
     memcpy(p, s, n);
     return p;
+}
+
+void *xgrow_at(void *p, size_t *cap, size_t need, size_t size, const char *file, int line) {
+    if (need <= *cap) return p;
+    size_t ncap = *cap ? 2 * *cap : 16;
+    while (ncap < need) ncap *= 2;
+    void *q = xcalloc_at(ncap, size, file, line);
+    if (*cap) memcpy(q, p, *cap * size);
+    free(p);
+    *cap = ncap;
+    return q;
 }

@@ -5,9 +5,65 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdlib.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
+
+#include "charlm/err.h"
+
+int fileio_make_dirs(const char *path) {
+    char *buf = xstrdup(path);
+    int e = 0;
+    for (char *p = buf + 1; !e; p++) {
+        if (*p != '/' && *p != '\0') continue;
+        char keep = *p;
+        *p = '\0';
+        if (mkdir(buf, 0777) != 0 && errno != EEXIST) e = errno;
+        *p = keep;
+        if (!keep) break;
+    }
+    free(buf);
+    struct stat st;
+    if (!e && stat(path, &st) != 0) e = errno;
+    if (!e && !S_ISDIR(st.st_mode)) e = ENOTDIR;
+    return e;
+}
+
+int fileio_commit(const char *tmp, const char *path) {
+    int e = fileio_fsync(tmp, 0) != 0 ? errno : 0;
+    if (!e && rename(tmp, path) != 0) e = errno;
+    if (e) {
+        remove(tmp);
+        return e;
+    }
+    size_t n = strlen(path) + 2;
+    char *dir = xcalloc(n, 1);
+    fileio_dir_of(dir, n, path);
+    fileio_fsync(dir, 1); /* makes the rename durable; a directory that cannot be synced is not
+                             an error of the file */
+    free(dir);
+    return 0;
+}
+
+int fileio_write_atomic(const char *path, const void *data, size_t n) {
+    size_t len = strlen(path) + sizeof ".tmp";
+    char *tmp = xcalloc(len, 1);
+    snprintf(tmp, len, "%s.tmp", path);
+    int e = 0;
+    FILE *f = fopen(tmp, "wb");
+    if (!f) {
+        e = errno;
+    } else {
+        if (fwrite(data, 1, n, f) != n || fflush(f) != 0) e = errno ? errno : EIO;
+        if (fclose(f) != 0 && !e) e = errno;
+        if (e) remove(tmp);
+    }
+    if (!e) e = fileio_commit(tmp, path);
+    free(tmp);
+    return e;
+}
 
 void fileio_dir_of(char *out, size_t n, const char *path) {
     snprintf(out, n, "%s", path);

@@ -214,19 +214,17 @@ static int resume_from(trainer_t *tr, const char *resume, int *resumed) {
     int rc = CHARLM_OK, found = 0;
     if (d->rank == 0) {
         if (!resume) {
-            found = ckpt_find_latest(path, sizeof path, cfg->run_dir);
-            if (found)
+            if (ckpt_find_latest(&ck, path, sizeof path, cfg->run_dir))
                 rc = err_set(CHARLM_EINPUT,
                              "run.dir %s already holds checkpoints: continue it with --resume auto "
                              "or choose another run.dir", cfg->run_dir);
-            found = 0;
         } else if (!strcmp(resume, "auto")) {
-            found = ckpt_find_latest(path, sizeof path, cfg->run_dir);
+            found = ckpt_find_latest(&ck, path, sizeof path, cfg->run_dir);
         } else {
             snprintf(path, sizeof path, "%s", resume);
             found = 1;
+            rc = ckpt_read(&ck, path);
         }
-        if (!rc && found) rc = ckpt_read(&ck, path);
         if (!rc && found) rc = check_compatible(tr, &ck, path);
     }
     if ((rc = dist_agree(d, rc))) {

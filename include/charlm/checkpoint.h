@@ -86,9 +86,10 @@ void ckpt_model(model_t *m, const ckpt_t *ck);
 void ckpt_path(char *out, size_t n, const char *run_dir, int64_t step);
 
 /* Finds the newest checkpoint of run_dir/checkpoints that reads back whole, printing one
- * "charlm: warning: skipping PATH: REASON" line for each newer one that does not. Copies its
- * path to out (n bytes) and returns 1; returns 0 when there is none. */
-int ckpt_find_latest(char *out, size_t n, const char *run_dir);
+ * "charlm: warning: skipping PATH: REASON" line for each newer one that does not. Returns 1 with
+ * it read into ck (owned by the caller: ckpt_free) and its path copied to out (n bytes); returns
+ * 0 when there is none (ck empty). */
+int ckpt_find_latest(ckpt_t *ck, char *out, size_t n, const char *run_dir);
 
 /* Deletes all but the newest `keep` ckpt-*.h5 of run_dir/checkpoints (best.h5 is separate). */
 void ckpt_rotate(const char *run_dir, int keep);

@@ -1,7 +1,8 @@
 /* err: status codes, the per-process error message, and invariant checks.
  *
  * Two levels of failure (DESIGN.md §5):
- *  - a broken invariant (a bug) aborts at once with file and line: CHARLM_CHECK, xmalloc.
+ *  - a broken invariant (a bug) aborts at once with file and line: CHARLM_CHECK, and xcalloc,
+ *    xgrow and xstrdup running out of memory.
  *    Under MPI this is MPI_Abort, so no rank is left waiting in a collective.
  *  - a recoverable failure (bad input, I/O, HDF5) records one message with err_set() and
  *    returns its status up the stack; main prints it once and every rank exits with it. */
@@ -37,9 +38,17 @@ _Noreturn void err_abort(const char *file, int line, const char *msg);
         if (!(cond)) err_abort(__FILE__, __LINE__, "check failed: " #cond);                  \
     } while (0)
 
-/* malloc/calloc that abort on failure: every buffer is allocated at start-up, so running out
- * of memory there is fatal, not recoverable. Memory is zeroed. */
-void *xcalloc(size_t n, size_t size);
-char *xstrdup(const char *s);
+/* calloc, a growing array and strdup that abort on failure, naming the caller's file and line:
+ * every buffer is allocated at start-up, so running out of memory there is fatal, not
+ * recoverable. The caller owns (frees) the result. */
+void *xcalloc_at(size_t n, size_t size, const char *file, int line);
+char *xstrdup_at(const char *s, const char *file, int line);
+/* Makes room for `need` elements of `size` bytes in the array p of *cap elements: returns p
+ * when *cap >= need, else a larger zero-extended copy (p freed, *cap at least doubled). */
+void *xgrow_at(void *p, size_t *cap, size_t need, size_t size, const char *file, int line);
+
+#define xcalloc(n, size) xcalloc_at((n), (size), __FILE__, __LINE__)
+#define xstrdup(s) xstrdup_at((s), __FILE__, __LINE__)
+#define xgrow(p, cap, need, size) xgrow_at((p), (cap), (need), (size), __FILE__, __LINE__)
 
 #endif

@@ -11,6 +11,20 @@
  * for a path with a suffix add room for it. */
 #define CHARLM_PATH_MAX 4096
 
+/* mkdir -p: creates path and its missing parents. Returns 0, or the errno of the first failure
+ * (ENOTDIR when path or a parent exists and is not a directory). */
+int fileio_make_dirs(const char *path);
+
+/* The last step of every durable replacement (checkpoints, prepared corpora, config.ini): fsyncs
+ * the complete file tmp, renames it over path and fsyncs the directory, so that after a crash
+ * path is either the old file or the new one, whole. Returns 0, or an errno with tmp removed and
+ * any existing path untouched. */
+int fileio_commit(const char *tmp, const char *path);
+
+/* Replaces path with the n bytes of data durably: writes path.tmp, then fileio_commit. Returns
+ * 0 or an errno (path.tmp removed). */
+int fileio_write_atomic(const char *path, const void *data, size_t n);
+
 /* The directory part of path into out (n bytes): "." when path has none, "/" for the root. */
 void fileio_dir_of(char *out, size_t n, const char *path);
 
