@@ -57,7 +57,7 @@ typedef struct {
      .nonempty = ne}
 
 /* Every key, in the order of the canonical dump (sections data, model, train, optim, eval, log,
- * run). The defaults here are the documented ones (README, configs/). */
+ * sample, checkpoint, run). The defaults here are the documented ones (README, configs/). */
 static const key_desc_t keys[] = {
     K_STR("data", "corpus", corpus, "", 0), /* required: checked by config_validate() */
     K_DBL("data", "val_frac", val_frac, "0.1", 0, B_INCL, 1, B_EXCL),
@@ -569,4 +569,8 @@ sched_params_t config_sched_params(const config_t *cfg) {
     return (sched_params_t){.kind = cfg->schedule, .lr = cfg->lr, .decay_rate = cfg->decay_rate,
                             .min_lr = cfg->min_lr, .warmup = cfg->warmup,
                             .decay_every = cfg->decay_every};
+}
+
+log_params_t config_log_params(const config_t *cfg) {
+    return (log_params_t){.run_dir = cfg->run_dir, .every = cfg->log_every};
 }

@@ -4,6 +4,7 @@
 #include <sched.h>
 #include <cblas.h>
 #include <limits.h>
+#include <stddef.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,12 @@ void dist_init(dist_t *d, int *argc, char ***argv) {
 }
 
 void dist_finalize(void) { MPI_Finalize(); }
+
+static int world_size(void) {
+    int n;
+    MPI_Comm_size(MPI_COMM_WORLD, &n);
+    return n;
+}
 
 int dist_agree(const dist_t *d, int rc) {
     int mine = rc != CHARLM_OK ? d->rank : d->size, first = d->size;
@@ -97,8 +104,70 @@ void dist_overlap_wait(dist_overlap_t *o) {
     }
 }
 
+double dist_time(void) { return MPI_Wtime(); }
+
+int dist_bcast_int(int v) {
+    MPI_Bcast(&v, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    return v;
+}
+
+void dist_bcast_floats(float *buf, int64_t n) {
+    /* MPI counts are int: a larger buffer goes in pieces of at most 2^30 floats */
+    const int64_t piece = (int64_t)1 << 30;
+    for (int64_t at = 0; at < n; at += piece)
+        MPI_Bcast(buf + at, (int)(n - at < piece ? n - at : piece), MPI_FLOAT, 0, MPI_COMM_WORLD);
+}
+
+_Static_assert(offsetof(dist_position_t, optim_step) == offsetof(dist_position_t, step) +
+                   3 * sizeof(int64_t) &&
+               offsetof(dist_position_t, best_val_loss) == offsetof(dist_position_t, lr) +
+                   3 * sizeof(double),
+               "dist_bcast_position sends 4 int64 and 4 doubles, each run contiguous");
+
+void dist_bcast_position(dist_position_t *p) {
+    int len[2] = {4, 4};
+    MPI_Aint off[2] = {offsetof(dist_position_t, step), offsetof(dist_position_t, lr)};
+    MPI_Datatype types[2] = {MPI_INT64_T, MPI_DOUBLE}, t;
+    MPI_Type_create_struct(2, len, off, types, &t);
+    MPI_Type_commit(&t);
+    MPI_Bcast(p, 1, t, 0, MPI_COMM_WORLD);
+    MPI_Type_free(&t);
+}
+
+/* One layer at a time: each layer's (S, H) block is the ranks' (B, H) blocks in rank order. */
+void dist_scatter_streams(float *mine, const float *all, int layers, int B, int H) {
+    const size_t BH = (size_t)B * H, SH = BH * (size_t)world_size();
+    for (int l = 0; l < layers; l++)
+        MPI_Scatter(all ? all + l * SH : NULL, (int)BH, MPI_FLOAT, mine + l * BH, (int)BH,
+                    MPI_FLOAT, 0, MPI_COMM_WORLD);
+}
+
+void dist_gather_streams(float *all, const float *mine, int layers, int B, int H) {
+    const size_t BH = (size_t)B * H, SH = BH * (size_t)world_size();
+    for (int l = 0; l < layers; l++)
+        MPI_Gather(mine + l * BH, (int)BH, MPI_FLOAT, all ? all + l * SH : NULL, (int)BH,
+                   MPI_FLOAT, 0, MPI_COMM_WORLD);
+}
+
 void dist_sum_doubles(double *buf, int n) {
     MPI_Allreduce(MPI_IN_PLACE, buf, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+}
+
+void dist_max_doubles(double *buf, int n) {
+    MPI_Allreduce(MPI_IN_PLACE, buf, n, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+}
+
+double dist_window_end(double loss, unsigned *stop) {
+    CHARLM_CHECK(*stop < 1u << DIST_STOP_REASONS);
+    /* each reason travels as a count of the ranks that have it: a sum of doubles, exact, in the
+     * same all-reduce as the loss */
+    double red[1 + DIST_STOP_REASONS] = {loss};
+    for (int i = 0; i < DIST_STOP_REASONS; i++) red[1 + i] = *stop >> i & 1u;
+    dist_sum_doubles(red, 1 + DIST_STOP_REASONS);
+    *stop = 0;
+    for (int i = 0; i < DIST_STOP_REASONS; i++)
+        if (red[1 + i] > 0) *stop |= 1u << i;
+    return red[0];
 }
 
 int dist_blas_threads(const dist_t *d) {

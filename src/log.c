@@ -1,8 +1,10 @@
-/* log: progress display on stderr and metrics.jsonl. Only rank 0 calls it. */
+/* log: progress display on stderr and metrics.jsonl (its rotation, truncation on resume and
+ * records). Only rank 0 calls it. */
 
 #include "charlm/log.h"
 
 #include "charlm/err.h"
+#include "charlm/fileio.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -11,20 +13,70 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define LN2 0.69314718055994530942
 
-int log_open(log_t *lg, const char *run_dir) {
-    lg->metrics = NULL;
-    lg->tty = isatty(fileno(stderr));
-    lg->live = 0;
-    size_t n = strlen(run_dir) + sizeof "/metrics.jsonl";
-    char *path = xcalloc(n, 1);
-    snprintf(path, n, "%s/metrics.jsonl", run_dir);
-    lg->metrics = fopen(path, "a");
+/* Keeps only the lines of path up to `step` (a line's step is its first field), through
+ * path.tmp and fileio_commit, so that a crash leaves the old file or the new one. */
+static int truncate_after(const char *path, int64_t step) {
+    FILE *in = fopen(path, "r");
+    if (!in) return errno == ENOENT ? CHARLM_OK
+                                    : err_set(CHARLM_EINPUT, "%s: cannot read: %s", path,
+                                              strerror(errno));
+    size_t n = strlen(path) + sizeof ".tmp";
+    char *tmp = xcalloc(n, 1);
+    snprintf(tmp, n, "%s.tmp", path);
     int rc = CHARLM_OK;
-    if (!lg->metrics)
+    FILE *out = fopen(tmp, "w");
+    if (!out) {
+        rc = err_set(CHARLM_EINPUT, "%s: cannot write: %s", tmp, strerror(errno));
+    } else {
+        char *line = NULL;
+        size_t cap = 0;
+        while (getline(&line, &cap, in) > 0) {
+            long long s;
+            if (sscanf(line, "{\"step\":%lld", &s) == 1 && s > step) continue;
+            fputs(line, out);
+        }
+        free(line);
+        errno = 0;
+        int e = fflush(out) != 0 || ferror(out) ? (errno ? errno : EIO) : 0;
+        if (fclose(out) != 0 && !e) e = errno;
+        if (e) remove(tmp);
+        else e = fileio_commit(tmp, path);
+        if (e) rc = err_set(CHARLM_EINPUT, "%s: cannot rewrite: %s", path, strerror(e));
+    }
+    fclose(in);
+    free(tmp);
+    return rc;
+}
+
+/* Renames path to path.N, the first N that does not exist, if path exists. */
+static int move_aside(const char *path) {
+    struct stat st;
+    if (stat(path, &st) != 0) return CHARLM_OK;
+    size_t n = strlen(path) + 24;
+    char *aside = xcalloc(n, 1);
+    for (int i = 1;; i++) {
+        snprintf(aside, n, "%s.%d", path, i);
+        if (stat(aside, &st) != 0) break;
+    }
+    int rc = CHARLM_OK;
+    if (rename(path, aside) != 0)
+        rc = err_set(CHARLM_EINPUT, "%s: cannot move aside: %s", path, strerror(errno));
+    free(aside);
+    return rc;
+}
+
+int log_open(log_t *lg, const log_params_t *p, int resumed, int64_t step) {
+    *lg = (log_t){.p = *p, .tty = isatty(fileno(stderr))};
+    size_t n = strlen(p->run_dir) + sizeof "/metrics.jsonl";
+    char *path = xcalloc(n, 1);
+    snprintf(path, n, "%s/metrics.jsonl", p->run_dir);
+    int rc = resumed ? truncate_after(path, step) : move_aside(path);
+    if (!rc && !(lg->metrics = fopen(path, "a")))
         rc = err_set(CHARLM_EINPUT, "%s: cannot open for writing: %s", path, strerror(errno));
     free(path);
     return rc;

@@ -1,6 +1,7 @@
-/* charlm command line: `charlm train ...` (see usage()). Parses arguments, loads and validates
- * the configuration on every rank, runs the command, and exits with the status every rank
- * agreed on (README "Exit codes"). */
+/* charlm command line (usage()): `charlm train | inspect | sample | eval | prepare`. Starts MPI,
+ * hands the arguments after the command's name to it — train's are the configuration file and
+ * overrides, loaded and validated here on every rank; the others parse their own — and exits
+ * with the status every rank agreed on (README "Exit codes"). */
 #include <hdf5.h>
 #include <stdio.h>
 #include <stdlib.h>

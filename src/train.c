@@ -1,24 +1,24 @@
+/* train: the training loop (DESIGN.md §1). train_run reads as the data flow of a run: open the
+ * trainer (corpus shard, model, optimizer, buffers, resume, run directory), then one window after
+ * another — train_window — each followed by maybe_log, maybe_eval, maybe_checkpoint and
+ * maybe_stop. Every MPI exchange goes through dist. */
 #include "charlm/train.h"
 
-#include <errno.h>
 #include <math.h>
-#include <mpi.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <sys/stat.h>
 
 #include "charlm/checkpoint.h"
 #include "charlm/corpus.h"
 #include "charlm/err.h"
+#include "charlm/fileio.h"
 #include "charlm/log.h"
 #include "charlm/model.h"
 #include "charlm/optim.h"
 #include "charlm/sample.h"
-
-enum { SAMPLE_LENGTH = 300 };
 
 /* Set by the signal handler; read only at window boundaries. */
 static volatile sig_atomic_t stop_signal;
@@ -28,10 +28,14 @@ static void on_signal(int sig) {
     stop_signal = sig;
 }
 
-/* Where the time of a run goes (seconds, this rank). */
-typedef struct {
-    double forward, backward, allreduce, optimizer, eval, checkpoint;
-} timers_t;
+/* From the start of train_run: a signal during start-up stops the run after its first window. */
+static void catch_signals(void) {
+    stop_signal = 0;
+    signal(SIGTERM, on_signal);
+    signal(SIGINT, on_signal);
+    signal(SIGUSR1, on_signal);
+    signal(SIGXFSZ, SIG_IGN); /* a file-size limit fails the write instead of killing us */
+}
 
 /* Back to the default actions; after a signal stop, further TERM/USR1 (a batch system repeats
  * them) are ignored so that they cannot turn exit 3 into a kill while the ranks shut down. */
@@ -40,6 +44,11 @@ static void restore_signals(int stopped) {
     signal(SIGUSR1, stopped ? SIG_IGN : SIG_DFL);
     signal(SIGINT, SIG_DFL);
 }
+
+/* Where the time of a run goes (seconds, this rank). */
+typedef struct {
+    double forward, backward, allreduce, optimizer, eval, checkpoint;
+} timers_t;
 
 /* Everything one rank holds during training, allocated once in trainer_open. */
 typedef struct {
@@ -50,108 +59,61 @@ typedef struct {
     optim_t opt;
     sched_params_t sched;
     float *grads;                 /* (nparams) */
+    dist_overlap_t ov;            /* the all-reduce of grads, overlapped with backward */
     model_acts_t acts;            /* training window (B, T) */
     model_acts_t eval;            /* validation window (B, T), no dropout */
+    int64_t window_chars;         /* S * T: the predictions of a window over all ranks */
+    size_t nstate;                /* layers * B * H */
     float *state_h, *state_c;     /* (layers, B, H) carried training state */
     float *prev_h, *prev_c;       /* (layers, B, H) the state before the current window */
     float *eval_h, *eval_c;       /* (layers, B, H) validation state */
     int64_t step, cursor, epoch, total;
     double lr, last_train, last_val, best_val;
     int64_t last_val_step;
+    /* clocks: the start of this process's part of the run, and of the current log interval */
+    int64_t step0, step_log;
+    double t0, t_log;
     timers_t tm;
     double rss_start;             /* peak RSS before any of the above: MPI and the libraries */
+    char ckpt[CHARLM_PATH_MAX + 64]; /* the newest checkpoint written ("" = none yet) */
     /* rank 0 only */
     log_t log;
     char *config_text;            /* canonical INI of cfg */
     float *all_h, *all_c;         /* (layers, S, H) gathered for checkpoints */
     double *train_hist, *val_hist; /* (n, 3) step, loss, grad norm; (n, 2) step, val loss */
-    int64_t n_train, n_val, cap_train, cap_val;
+    int64_t n_train, n_val;
+    size_t cap_train, cap_val;    /* rows allocated */
 } trainer_t;
 
-/* mkdir -p */
-static int make_dirs(const char *path) {
-    char buf[CHARLM_PATH_MAX];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1;; p++) {
-        if (*p == '/' || *p == '\0') {
-            char keep = *p;
-            *p = '\0';
-            if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-                return err_set(CHARLM_EINPUT, "run.dir: cannot create %s: %s", buf,
-                               strerror(errno));
-            *p = keep;
-            if (!keep) break;
-        }
-    }
-    struct stat st;
-    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
-        return err_set(CHARLM_EINPUT, "run.dir: %s is not a directory", path);
-    return CHARLM_OK;
+/* What a window ends with: the same on every rank. */
+typedef struct {
+    double loss;   /* mean over the window's S*T predictions, nats/char */
+    double gnorm;  /* global gradient norm, before clipping */
+    int last;      /* the run ends after this window: train.steps, train.epochs or time_limit */
+    int signalled; /* a stop signal reached some rank */
+} window_t;
+
+/* Peak resident memory of this process so far, in bytes. */
+static double peak_rss(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_maxrss * 1024.0;
 }
 
-/* Keeps only the lines of metrics.jsonl up to `step`: a resumed run recomputes the rest. */
-static int truncate_metrics(const char *run_dir, int64_t step) {
-    char path[CHARLM_PATH_MAX + 32], tmp[CHARLM_PATH_MAX + 40];
-    snprintf(path, sizeof path, "%s/metrics.jsonl", run_dir);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *in = fopen(path, "r");
-    if (!in) return CHARLM_OK;
-    FILE *out = fopen(tmp, "w");
-    if (!out) {
-        fclose(in);
-        return err_set(CHARLM_EINPUT, "%s: cannot write: %s", tmp, strerror(errno));
-    }
-    char *line = NULL;
-    size_t cap = 0;
-    while (getline(&line, &cap, in) > 0) {
-        long long s;
-        if (sscanf(line, "{\"step\":%lld", &s) == 1 && s > step) continue;
-        fputs(line, out);
-    }
-    free(line);
-    fclose(in);
-    int bad = fflush(out) != 0 || ferror(out);
-    bad |= fclose(out) != 0;
-    if (bad || rename(tmp, path) != 0) {
-        remove(tmp);
-        return err_set(CHARLM_EINPUT, "%s: cannot rewrite: %s", path, strerror(errno));
-    }
-    return CHARLM_OK;
-}
+/* ---- start-up ---------------------------------------------------------------------------- */
 
-/* Prepares run.dir on rank 0: creates it, writes the resolved configuration to config.ini
- * through a temporary file, and sets metrics.jsonl up: on a fresh start an earlier run's file is
- * kept as metrics.jsonl.N (first free N); on resume its lines past the checkpoint are dropped. */
-static int prepare_run_dir(const trainer_t *tr, int resumed) {
-    const config_t *cfg = tr->cfg;
-    int rc = make_dirs(cfg->run_dir);
-    if (rc) return rc;
-    char path[CHARLM_PATH_MAX + 32], tmp[CHARLM_PATH_MAX + 32];
-    snprintf(path, sizeof path, "%s/config.ini", cfg->run_dir);
-    snprintf(tmp, sizeof tmp, "%s/config.ini.tmp", cfg->run_dir);
-    FILE *f = fopen(tmp, "w");
-    if (!f) return err_set(CHARLM_EINPUT, "%s: cannot write: %s", tmp, strerror(errno));
-    int bad = fputs(tr->config_text, f) < 0 || fflush(f) != 0;
-    bad |= fclose(f) != 0;
-    if (bad || rename(tmp, path) != 0) {
-        remove(tmp);
-        return err_set(CHARLM_EINPUT, "%s: cannot write: %s", path, strerror(errno));
-    }
-    if (resumed) return truncate_metrics(cfg->run_dir, tr->step);
-    char old[CHARLM_PATH_MAX + 32], aside[CHARLM_PATH_MAX + 48];
-    snprintf(old, sizeof old, "%s/metrics.jsonl", cfg->run_dir);
-    struct stat st;
-    if (stat(old, &st) == 0) {
-        for (int i = 1;; i++) {
-            snprintf(aside, sizeof aside, "%s.%d", old, i);
-            if (stat(aside, &st) != 0) break;
-        }
-        if (rename(old, aside) != 0)
-            return err_set(CHARLM_EINPUT, "%s: cannot move aside: %s", old, strerror(errno));
-    }
-    return CHARLM_OK;
-}
+/* One key that a checkpoint must share with this run; names[] prints an enum's values. */
+typedef struct {
+    const char *key;
+    long long mine, theirs;
+    const char *const *names; /* (nnames) names[v] for value v; NULL: printed as a number */
+    int nnames;
+} same_key_t;
 
+static void key_text(char *out, size_t n, const same_key_t *k, long long v) {
+    if (k->names && v >= 0 && v < k->nnames) snprintf(out, n, "%s", k->names[v]);
+    else snprintf(out, n, "%lld", v);
+}
 
 /* Checks that checkpoint ck can continue this run: same model, vocabulary, streams, window,
  * training text and optimizer kind. */
@@ -159,26 +121,25 @@ static int check_compatible(const trainer_t *tr, const ckpt_t *ck, const char *p
     const config_t *cfg = tr->cfg;
     const corpus_t *c = &tr->corpus;
     const ckpt_info_t *in = &ck->info;
-    char msg[300];
-    const struct {
-        const char *key;
-        long long mine, theirs;
-    } same[] = {
-        {"model.cell", cfg->cell, in->dims.cell},  {"model.layers", cfg->layers, in->dims.layers},
-        {"model.hidden", cfg->hidden, in->dims.H}, {"model.embed", cfg->embed, in->dims.E},
-        {"optim.kind", cfg->optim, in->optim},     {"train.seq", cfg->seq, in->seq},
+    const same_key_t same[] = {
+        {.key = "model.cell", .mine = cfg->cell, .theirs = in->dims.cell,
+         .names = cell_kind_names, .nnames = CELL_KINDS},
+        {.key = "model.layers", .mine = cfg->layers, .theirs = in->dims.layers},
+        {.key = "model.hidden", .mine = cfg->hidden, .theirs = in->dims.H},
+        {.key = "model.embed", .mine = cfg->embed, .theirs = in->dims.E},
+        {.key = "optim.kind", .mine = cfg->optim, .theirs = in->optim,
+         .names = optim_kind_names, .nnames = OPTIM_KINDS},
+        {.key = "train.seq", .mine = cfg->seq, .theirs = in->seq},
     };
+    char msg[300];
     size_t k = 0, n = sizeof same / sizeof *same;
     while (k < n && same[k].mine == same[k].theirs) k++;
-    if (k == 0) {
-        snprintf(msg, sizeof msg, "model.cell = %s differs from the checkpoint's %s",
-                 cell_kind_name(cfg->cell), cell_kind_name(in->dims.cell));
-    } else if (k == 4) {
-        snprintf(msg, sizeof msg, "optim.kind = %s differs from the checkpoint's %s",
-                 optim_kind_name(cfg->optim), optim_kind_name(in->optim));
-    } else if (k < n) {
-        snprintf(msg, sizeof msg, "%s = %lld differs from the checkpoint's %lld", same[k].key,
-                 same[k].mine, same[k].theirs);
+    if (k < n) {
+        char mine[64], theirs[64];
+        key_text(mine, sizeof mine, &same[k], same[k].mine);
+        key_text(theirs, sizeof theirs, &same[k], same[k].theirs);
+        snprintf(msg, sizeof msg, "%s = %s differs from the checkpoint's %s", same[k].key, mine,
+                 theirs);
     } else if (in->streams != c->S) {
         snprintf(msg, sizeof msg,
                  "the checkpoint has %d streams, this run %d rank(s) x train.batch %d = %d "
@@ -203,66 +164,69 @@ static int check_compatible(const trainer_t *tr, const ckpt_t *ck, const char *p
     return err_set(CHARLM_EINPUT, "cannot resume from %s: %s", path, msg);
 }
 
-/* Rank 0 picks and reads the checkpoint to resume from; every rank then receives its content.
- * Sets *resumed. Collective. */
+/* Rank 0: picks and reads the checkpoint to resume from into ck (path into path, n bytes), and
+ * checks it. Returns CHARLM_OK with *found, or CHARLM_EINPUT. */
+static int pick_checkpoint(ckpt_t *ck, char *path, size_t n, int *found, const trainer_t *tr,
+                           const char *resume) {
+    const char *run_dir = tr->cfg->run_dir;
+    int rc = CHARLM_OK;
+    *found = 0;
+    if (!resume) {
+        if (ckpt_find_latest(ck, path, n, run_dir))
+            rc = err_set(CHARLM_EINPUT,
+                         "run.dir %s already holds checkpoints: continue it with --resume auto "
+                         "or choose another run.dir", run_dir);
+    } else if (!strcmp(resume, "auto")) {
+        *found = ckpt_find_latest(ck, path, n, run_dir);
+    } else {
+        snprintf(path, n, "%s", resume);
+        *found = 1;
+        rc = ckpt_read(ck, path);
+    }
+    if (!rc && *found) rc = check_compatible(tr, ck, path);
+    return rc;
+}
+
+/* Collective: rank 0 picks and reads the checkpoint to resume from; every rank then receives its
+ * position, parameters, optimizer moments and its streams' state. Sets *resumed. */
 static int resume_from(trainer_t *tr, const char *resume, int *resumed) {
     const dist_t *d = tr->d;
-    const config_t *cfg = tr->cfg;
     char path[CHARLM_PATH_MAX + 64] = "";
-    ckpt_t ck;
-    memset(&ck, 0, sizeof ck);
-    int rc = CHARLM_OK, found = 0;
-    if (d->rank == 0) {
-        if (!resume) {
-            if (ckpt_find_latest(&ck, path, sizeof path, cfg->run_dir))
-                rc = err_set(CHARLM_EINPUT,
-                             "run.dir %s already holds checkpoints: continue it with --resume auto "
-                             "or choose another run.dir", cfg->run_dir);
-        } else if (!strcmp(resume, "auto")) {
-            found = ckpt_find_latest(&ck, path, sizeof path, cfg->run_dir);
-        } else {
-            snprintf(path, sizeof path, "%s", resume);
-            found = 1;
-            rc = ckpt_read(&ck, path);
-        }
-        if (!rc && found) rc = check_compatible(tr, &ck, path);
-    }
-    if ((rc = dist_agree(d, rc))) {
+    ckpt_t ck = {0};
+    int found = 0, rc = CHARLM_OK;
+    if (d->rank == 0) rc = pick_checkpoint(&ck, path, sizeof path, &found, tr, resume);
+    if (!(rc = dist_agree(d, rc))) *resumed = dist_bcast_int(found);
+    if (rc || !*resumed) {
         ckpt_free(&ck);
         return rc;
     }
-    MPI_Bcast(&found, 1, MPI_INT, 0, MPI_COMM_WORLD);
-    *resumed = found;
-    if (!found) return CHARLM_OK;
+    dist_position_t at = {.step = ck.info.step, .epoch = ck.info.epoch,
+                          .cursor = ck.info.cursor, .optim_step = ck.info.optim_step,
+                          .lr = ck.info.lr, .last_train_loss = ck.info.last_train_loss,
+                          .last_val_loss = ck.info.last_val_loss,
+                          .best_val_loss = ck.info.best_val_loss};
+    dist_bcast_position(&at);
+    tr->step = at.step, tr->epoch = at.epoch, tr->cursor = at.cursor;
+    tr->opt.step = at.optim_step;
+    tr->lr = at.lr, tr->last_train = at.last_train_loss, tr->last_val = at.last_val_loss;
+    tr->best_val = at.best_val_loss;
 
-    double pos[8] = {(double)ck.info.step, (double)ck.info.epoch, (double)ck.info.cursor,
-                     (double)ck.info.optim_step, ck.info.lr, ck.info.last_train_loss,
-                     ck.info.last_val_loss, ck.info.best_val_loss};
-    MPI_Bcast(pos, 8, MPI_DOUBLE, 0, MPI_COMM_WORLD);
-    tr->step = (int64_t)pos[0], tr->epoch = (int64_t)pos[1], tr->cursor = (int64_t)pos[2];
-    tr->opt.step = (int64_t)pos[3];
-    tr->lr = pos[4], tr->last_train = pos[5], tr->last_val = pos[6], tr->best_val = pos[7];
     model_t *m = &tr->model;
     if (d->rank == 0) memcpy(m->params, ck.params, sizeof(float) * (size_t)m->nparams);
-    MPI_Bcast(m->params, (int)m->nparams, MPI_FLOAT, 0, MPI_COMM_WORLD);
+    dist_bcast_floats(m->params, m->nparams);
     for (int i = 0; i < tr->opt.nmoments; i++) {
         float *mom = optim_moment(&tr->opt, i);
         if (d->rank == 0) memcpy(mom, ck.moments[i], sizeof(float) * (size_t)m->nparams);
-        MPI_Bcast(mom, (int)m->nparams, MPI_FLOAT, 0, MPI_COMM_WORLD);
+        dist_bcast_floats(mom, m->nparams);
     }
-    /* (layers, S, H) -> this rank's (layers, B, H): the streams are dealt in rank order */
-    const int BH = tr->corpus.B * cfg->hidden, SH = tr->corpus.S * cfg->hidden;
-    for (int l = 0; l < cfg->layers; l++) {
-        MPI_Scatter(ck.h ? ck.h + (size_t)l * SH : NULL, BH, MPI_FLOAT, tr->state_h + (size_t)l * BH,
-                    BH, MPI_FLOAT, 0, MPI_COMM_WORLD);
-        if (m->ops->has_c)
-            MPI_Scatter(ck.c ? ck.c + (size_t)l * SH : NULL, BH, MPI_FLOAT,
-                        tr->state_c + (size_t)l * BH, BH, MPI_FLOAT, 0, MPI_COMM_WORLD);
-    }
+    const int L = m->d.layers, B = tr->corpus.B, H = m->d.H;
+    dist_scatter_streams(tr->state_h, ck.h, L, B, H);
+    if (m->ops->has_c) dist_scatter_streams(tr->state_c, ck.c, L, B, H);
     if (d->rank == 0) {
         /* the history becomes ours: hand the buffers over instead of copying */
-        tr->train_hist = ck.train_hist, tr->n_train = tr->cap_train = ck.n_train;
-        tr->val_hist = ck.val_hist, tr->n_val = tr->cap_val = ck.n_val;
+        tr->train_hist = ck.train_hist, tr->n_train = ck.n_train;
+        tr->val_hist = ck.val_hist, tr->n_val = ck.n_val;
+        tr->cap_train = (size_t)ck.n_train, tr->cap_val = (size_t)ck.n_val;
         ck.train_hist = ck.val_hist = NULL;
         fprintf(stderr, "charlm: resuming from %s at step %lld (epoch %lld)\n", path,
                 (long long)tr->step, (long long)tr->epoch);
@@ -271,45 +235,39 @@ static int resume_from(trainer_t *tr, const char *resume, int *resumed) {
     return CHARLM_OK;
 }
 
-static int trainer_open(trainer_t *tr, const config_t *cfg, const char *resume,
-                        const dist_t *d) {
-    memset(tr, 0, sizeof *tr);
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    tr->rss_start = (double)ru.ru_maxrss * 1024.0;
-    tr->cfg = cfg;
-    tr->d = d;
-    tr->last_train = tr->last_val = tr->best_val = NAN;
-    tr->last_val_step = -1;
-    corpus_params_t cp = config_corpus_params(cfg);
-    int rc = corpus_load(&tr->corpus, &cp, d->rank, d->size, d->rank == 0);
-    if ((rc = dist_agree(d, rc))) return rc;
-
-    model_dims_t dims;
+/* The model of the configuration, its optimizer, schedule and gradient buffer. */
+static void build_model(trainer_t *tr) {
+    const config_t *cfg = tr->cfg;
     model_params_t mp = config_model_params(cfg);
+    model_dims_t dims;
     model_dims(&dims, &mp, tr->corpus.vocab.size);
     model_init(&tr->model, &dims, cfg->seed);
     optim_params_t op = config_optim_params(cfg);
     optim_init(&tr->opt, &op, tr->model.nparams);
     tr->sched = config_sched_params(cfg);
-    tr->grads = xcalloc((size_t)tr->model.nparams, sizeof(float));
-    const int B = cfg->batch, T = cfg->seq;
-    model_acts_alloc(&tr->acts, &tr->model, B, T, cfg->dropout > 0 ? MODEL_ACTS_DROPOUT : 0);
-    size_t nstate = (size_t)cfg->layers * B * cfg->hidden;
-    tr->state_h = xcalloc(nstate, sizeof(float));
-    tr->state_c = xcalloc(nstate, sizeof(float));
-    tr->prev_h = xcalloc(nstate, sizeof(float));
-    tr->prev_c = xcalloc(nstate, sizeof(float));
-    if (tr->corpus.nval) {
-        model_acts_alloc(&tr->eval, &tr->model, B, T, 0);
-        tr->eval_h = xcalloc(nstate, sizeof(float));
-        tr->eval_c = xcalloc(nstate, sizeof(float));
-    }
-    /* train.steps, when given, is the length of the run; train.epochs sets it otherwise */
-    tr->total = cfg->steps ? cfg->steps : cfg->epochs * tr->corpus.windows;
     tr->lr = cfg->lr;
-    if (d->rank == 0) {
-        size_t all = (size_t)cfg->layers * tr->corpus.S * cfg->hidden, len = 0;
+    tr->grads = xcalloc((size_t)tr->model.nparams, sizeof(float));
+}
+
+/* The activations of a training and a validation window and the carried states; on rank 0 the
+ * gathered states of all streams and the canonical configuration text for checkpoints. */
+static void alloc_buffers(trainer_t *tr) {
+    const config_t *cfg = tr->cfg;
+    const corpus_t *c = &tr->corpus;
+    model_acts_alloc(&tr->acts, &tr->model, c->B, c->T,
+                     cfg->dropout > 0 ? MODEL_ACTS_DROPOUT : 0);
+    tr->nstate = (size_t)cfg->layers * c->B * cfg->hidden;
+    tr->state_h = xcalloc(tr->nstate, sizeof(float));
+    tr->state_c = xcalloc(tr->nstate, sizeof(float));
+    tr->prev_h = xcalloc(tr->nstate, sizeof(float));
+    tr->prev_c = xcalloc(tr->nstate, sizeof(float));
+    if (c->nval) {
+        model_acts_alloc(&tr->eval, &tr->model, c->B, c->T, 0);
+        tr->eval_h = xcalloc(tr->nstate, sizeof(float));
+        tr->eval_c = xcalloc(tr->nstate, sizeof(float));
+    }
+    if (tr->d->rank == 0) {
+        size_t all = (size_t)cfg->layers * c->S * cfg->hidden, len = 0;
         tr->all_h = xcalloc(all, sizeof(float));
         tr->all_c = xcalloc(all, sizeof(float));
         FILE *f = open_memstream(&tr->config_text, &len);
@@ -317,10 +275,40 @@ static int trainer_open(trainer_t *tr, const config_t *cfg, const char *resume,
         config_write(cfg, f);
         fclose(f);
     }
+}
+
+/* Rank 0: creates run.dir, writes the resolved configuration to config.ini (a durable
+ * replacement) and opens metrics.jsonl (log keeps an earlier run's file aside on a fresh start,
+ * drops its lines past the checkpoint on resume). */
+static int prepare_run_dir(trainer_t *tr, int resumed) {
+    const char *dir = tr->cfg->run_dir;
+    int e = fileio_make_dirs(dir);
+    if (e) return err_set(CHARLM_EINPUT, "run.dir: cannot create %s: %s", dir, strerror(e));
+    char path[CHARLM_PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/config.ini", dir);
+    if ((e = fileio_write_atomic(path, tr->config_text, strlen(tr->config_text))))
+        return err_set(CHARLM_EINPUT, "%s: cannot write: %s", path, strerror(e));
+    log_params_t lp = config_log_params(tr->cfg);
+    return log_open(&tr->log, &lp, resumed, tr->step);
+}
+
+/* Collective: everything a rank needs to train, resumed from a checkpoint when resume says so.
+ * On failure (the same status on every rank) trainer_close still frees what was allocated. */
+static int trainer_open(trainer_t *tr, const config_t *cfg, const char *resume,
+                        const dist_t *d) {
+    *tr = (trainer_t){.cfg = cfg, .d = d, .rss_start = peak_rss(), .last_train = NAN,
+                      .last_val = NAN, .best_val = NAN, .last_val_step = -1};
+    corpus_params_t cp = config_corpus_params(cfg);
+    int rc = dist_agree(d, corpus_load(&tr->corpus, &cp, d->rank, d->size, d->rank == 0));
+    if (rc) return rc;
+    build_model(tr);
+    alloc_buffers(tr);
+    /* train.steps, when given, is the length of the run; train.epochs sets it otherwise */
+    tr->total = cfg->steps ? cfg->steps : cfg->epochs * tr->corpus.windows;
+    tr->window_chars = (int64_t)tr->corpus.S * tr->corpus.T;
     int resumed = 0;
     if ((rc = resume_from(tr, resume, &resumed))) return rc;
     if (d->rank == 0) rc = prepare_run_dir(tr, resumed);
-    if (d->rank == 0 && !rc) rc = log_open(&tr->log, cfg->run_dir);
     return dist_agree(d, rc);
 }
 
@@ -338,35 +326,17 @@ static void trainer_close(trainer_t *tr) {
     corpus_free(&tr->corpus);
 }
 
-/* Appends a row of `width` doubles to a history array, growing it geometrically. */
-static void hist_push(double **h, int64_t *n, int64_t *cap, int width, const double *row) {
-    if (*n == *cap) {
-        int64_t ncap = *cap ? 2 * *cap : 256;
-        double *bigger = xcalloc((size_t)ncap * width, sizeof(double));
-        if (*n) memcpy(bigger, *h, sizeof(double) * (size_t)(*n * width));
-        free(*h);
-        *h = bigger, *cap = ncap;
-    }
-    memcpy(*h + *n * width, row, sizeof(double) * (size_t)width);
-    (*n)++;
-}
+/* ---- checkpoints --------------------------------------------------------------------------- */
 
-/* Collective: gathers the streams' state on rank 0, which writes ckpt-<step>.h5 atomically,
- * drops old ones beyond checkpoint.keep, and points best.h5 at it when this step's validation is
- * the best so far. */
-static int save_checkpoint(trainer_t *tr, char *path, size_t n) {
+/* Collective: gathers the streams' state on rank 0, which writes ckpt-<step>.h5 atomically (its
+ * path into tr->ckpt), drops old ones beyond checkpoint.keep, and points best.h5 at it when this
+ * step's validation is the best so far. */
+static int save_checkpoint(trainer_t *tr) {
     const config_t *cfg = tr->cfg;
     const corpus_t *c = &tr->corpus;
-    const int BH = c->B * cfg->hidden, SH = c->S * cfg->hidden;
-    const int has_c = tr->model.ops->has_c;
-    for (int l = 0; l < cfg->layers; l++) {
-        MPI_Gather(tr->state_h + (size_t)l * BH, BH, MPI_FLOAT,
-                   tr->all_h ? tr->all_h + (size_t)l * SH : NULL, BH, MPI_FLOAT, 0, MPI_COMM_WORLD);
-        if (has_c)
-            MPI_Gather(tr->state_c + (size_t)l * BH, BH, MPI_FLOAT,
-                       tr->all_c ? tr->all_c + (size_t)l * SH : NULL, BH, MPI_FLOAT, 0,
-                       MPI_COMM_WORLD);
-    }
+    const int has_c = tr->model.ops->has_c, L = tr->model.d.layers, H = tr->model.d.H;
+    dist_gather_streams(tr->all_h, tr->state_h, L, c->B, H);
+    if (has_c) dist_gather_streams(tr->all_c, tr->state_c, L, c->B, H);
     int rc = CHARLM_OK;
     if (tr->d->rank == 0) {
         int best = tr->last_val_step == tr->step &&
@@ -385,13 +355,15 @@ static int save_checkpoint(trainer_t *tr, char *path, size_t n) {
             .h = tr->all_h, .c = has_c ? tr->all_c : NULL,
             .train_hist = tr->train_hist, .n_train = tr->n_train,
             .val_hist = tr->val_hist, .n_val = tr->n_val};
-        ckpt_path(path, n, cfg->run_dir, tr->step);
-        rc = ckpt_write(path, &w);
+        ckpt_path(tr->ckpt, sizeof tr->ckpt, cfg->run_dir, tr->step);
+        rc = ckpt_write(tr->ckpt, &w);
         if (!rc) ckpt_rotate(cfg->run_dir, cfg->ckpt_keep);
-        if (!rc && best) rc = ckpt_mark_best(path, cfg->run_dir);
+        if (!rc && best) rc = ckpt_mark_best(tr->ckpt, cfg->run_dir);
     }
     return dist_agree(tr->d, rc);
 }
+
+/* ---- one window -------------------------------------------------------------------------- */
 
 /* The window at tr->cursor: inputs and targets (T, B) from this rank's streams. */
 static void load_window(trainer_t *tr) {
@@ -405,14 +377,120 @@ static void load_window(trainer_t *tr) {
         }
 }
 
+static void overlap_ready(int64_t from, void *ctx) { dist_overlap_ready(ctx, from); }
+static void overlap_poll(void *ctx) { dist_overlap_poll(ctx); }
+
+/* Seconds since *t, and *t set to now. */
+static double lap(double *t) {
+    double now = dist_time(), d = now - *t;
+    *t = now;
+    return d;
+}
+
+/* Collective, after a window whose loss or gradient is not finite: the parameters are still those
+ * of the last good step, so they are checkpointed with the state from before the window. Returns
+ * CHARLM_EDIVERGED (message printed once), or the checkpoint's failure. */
+static int diverged(trainer_t *tr, const window_t *w) {
+    memcpy(tr->state_h, tr->prev_h, tr->nstate * sizeof(float));
+    memcpy(tr->state_c, tr->prev_c, tr->nstate * sizeof(float));
+    int rc = save_checkpoint(tr);
+    if (rc) return rc;
+    rc = err_set(CHARLM_EDIVERGED,
+                 "training diverged at step %lld: loss %g, gradient norm %g; the last good state "
+                 "is in %s", (long long)tr->step + 1, w->loss, w->gnorm, tr->ckpt);
+    if (tr->d->rank == 0) fprintf(stderr, "charlm: error: %s\n", err_message());
+    return rc;
+}
+
+/* Collective: one optimizer step of truncated BPTT — the window at the cursor forward and
+ * backward from the carried state, the gradients summed over the ranks while backward runs, the
+ * loss summed and the stop decision taken together in one all-reduce, clipping, the divergence
+ * check, the step, and the cursor moved on (at the epoch's end every stream restarts from zero
+ * state). Fills *w; returns CHARLM_OK, or the status of diverged(). */
+static int train_window(trainer_t *tr, window_t *w) {
+    const config_t *cfg = tr->cfg;
+    const corpus_t *c = &tr->corpus;
+    model_t *m = &tr->model;
+    float *state_c = m->ops->has_c ? tr->state_c : NULL;
+
+    load_window(tr);
+    memcpy(tr->prev_h, tr->state_h, tr->nstate * sizeof(float));
+    memcpy(tr->prev_c, tr->state_c, tr->nstate * sizeof(float));
+    model_dropout_t drop = {.p = (float)cfg->dropout, .seed = cfg->seed, .step = tr->step,
+                            .first_stream = c->first_stream};
+    double t = dist_time();
+    double loss = model_forward(&tr->acts, tr->state_h, state_c, m, c->T, &drop,
+                                1.0f / (float)tr->window_chars, 1);
+    tr->tm.forward += lap(&t);
+
+    model_hooks_t hooks = {.ready = overlap_ready, .poll = overlap_poll, .ctx = &tr->ov};
+    dist_overlap_begin(&tr->ov, tr->grads, m->nparams, DIST_PIECE);
+    model_backward(tr->grads, &tr->acts, m, c->T, &hooks);
+    tr->tm.backward += lap(&t);
+    dist_overlap_wait(&tr->ov);
+    /* rank 0's clock decides the time limit, every rank's flag a signal */
+    unsigned stop = (tr->d->rank == 0 && cfg->time_limit > 0 &&
+                     dist_time() - tr->t0 >= cfg->time_limit ? DIST_STOP_TIME : 0) |
+                    (stop_signal ? DIST_STOP_SIGNAL : 0);
+    loss = dist_window_end(loss, &stop);
+    tr->tm.allreduce += lap(&t);
+
+    *w = (window_t){.loss = loss / (double)tr->window_chars,
+                    .gnorm = optim_clip(tr->grads, m->nparams, cfg->clip)};
+    if (!isfinite(w->loss) || !isfinite(w->gnorm)) return diverged(tr, w);
+    tr->lr = optim_lr(&tr->sched, tr->step, tr->total);
+    optim_step(m->params, &tr->opt, tr->grads, tr->lr);
+    tr->tm.optimizer += lap(&t);
+
+    tr->step++;
+    tr->last_train = w->loss;
+    if (++tr->cursor == c->windows) {
+        tr->cursor = 0;
+        tr->epoch++;
+        memset(tr->state_h, 0, tr->nstate * sizeof(float));
+        memset(tr->state_c, 0, tr->nstate * sizeof(float));
+    }
+    w->signalled = (stop & DIST_STOP_SIGNAL) != 0;
+    w->last = (stop & DIST_STOP_TIME) || (tr->total && tr->step >= tr->total);
+    return CHARLM_OK;
+}
+
+/* ---- after a window ---------------------------------------------------------------------- */
+
+/* Appends a row of `width` doubles to a history array of *n rows (*cap allocated). */
+static void hist_push(double **h, int64_t *n, size_t *cap, int width, const double *row) {
+    *h = xgrow(*h, cap, (size_t)*n + 1, sizeof(double) * (size_t)width);
+    memcpy(*h + *n * width, row, sizeof(double) * (size_t)width);
+    (*n)++;
+}
+
+/* Rank 0, every log.every steps and at the end of a run: the progress line, its metrics.jsonl
+ * record and a row of the training history. */
+static void maybe_log(trainer_t *tr, const window_t *w) {
+    if (tr->d->rank != 0 || !(tr->step % tr->log.p.every == 0 || w->last || w->signalled)) return;
+    const double limit = tr->cfg->time_limit, now = dist_time(), elapsed = now - tr->t0;
+    log_train_t m = {.step = tr->step, .total_steps = tr->total, .epoch = tr->epoch,
+                     .train_loss = w->loss, .lr = tr->lr, .grad_norm = w->gnorm,
+                     .chars_per_s = (double)(tr->step - tr->step_log) * tr->window_chars /
+                                    (now - tr->t_log),
+                     .elapsed_s = elapsed, .eta_s = -1};
+    if (tr->total)
+        m.eta_s = elapsed / (double)(tr->step - tr->step0) * (double)(tr->total - tr->step);
+    if (limit > 0 && (m.eta_s < 0 || m.eta_s > limit - elapsed))
+        m.eta_s = fmax(limit - elapsed, 0.0);
+    log_train(&tr->log, &m);
+    double row[3] = {(double)tr->step, w->loss, w->gnorm};
+    hist_push(&tr->train_hist, &tr->n_train, &tr->cap_train, 3, row);
+    tr->t_log = now, tr->step_log = tr->step;
+}
+
 /* Collective: mean loss (nats/char) over every prediction of the validation split, the state
  * carried from window to window from zero. */
 static double evaluate(trainer_t *tr) {
     const corpus_t *c = &tr->corpus;
     const int B = c->B, T = c->T;
-    size_t nstate = (size_t)tr->cfg->layers * B * tr->cfg->hidden;
-    memset(tr->eval_h, 0, nstate * sizeof(float));
-    memset(tr->eval_c, 0, nstate * sizeof(float));
+    memset(tr->eval_h, 0, tr->nstate * sizeof(float));
+    memset(tr->eval_c, 0, tr->nstate * sizeof(float));
     double sum = 0.0;
     for (int64_t pos = 0; pos < c->val_maxlen; pos += T) {
         int Tw = (int)(c->val_maxlen - pos < T ? c->val_maxlen - pos : T);
@@ -430,66 +508,104 @@ static double evaluate(trainer_t *tr) {
     return sum / (double)c->val_pred;
 }
 
-/* Rank 0: a sample of the model as it is now, from a newline, on stdout. */
-static void print_sample(trainer_t *tr, int64_t length, double temperature) {
+/* Rank 0: a sample of the model as it is now (sample.length characters at sample.temperature),
+ * from a newline, on stdout. */
+static void print_sample(trainer_t *tr) {
+    const config_t *cfg = tr->cfg;
     const vocab_t *v = &tr->corpus.vocab;
     log_msg(&tr->log, "charlm: sample at step %lld (temperature %g):", (long long)tr->step,
-            temperature);
+            cfg->sample_temperature);
     int32_t prime = vocab_id(v, '\n');
     if (prime < 0) prime = 0;
-    sample_opts_t o = {.length = length, .temperature = temperature, .top_p = 1.0,
-                       .seed = tr->cfg->seed, .index = (uint64_t)tr->step};
+    sample_opts_t o = {.length = cfg->sample_length, .temperature = cfg->sample_temperature,
+                       .top_p = 1.0, .seed = cfg->seed, .index = (uint64_t)tr->step};
     sample_text(stdout, &tr->model, v, &prime, 1, &o);
     fputc('\n', stdout);
     fflush(stdout);
 }
 
-static void overlap_ready(int64_t from, void *ctx) { dist_overlap_ready(ctx, from); }
-static void overlap_poll(void *ctx) { dist_overlap_poll(ctx); }
-
-static double lap(double *t) {
-    double now = MPI_Wtime(), d = now - *t;
-    *t = now;
-    return d;
+/* Collective, every eval.every steps and at the end of a run (when there is a validation split):
+ * the validation loss; rank 0 logs it, records it and, every sample.every steps, prints a
+ * sample. Its time is not training time. */
+static void maybe_eval(trainer_t *tr, const window_t *w) {
+    const config_t *cfg = tr->cfg;
+    if (!tr->corpus.nval || !((cfg->eval_every && tr->step % cfg->eval_every == 0) || w->last))
+        return;
+    double t = dist_time();
+    tr->last_val = evaluate(tr);
+    tr->last_val_step = tr->step;
+    t = dist_time() - t;
+    tr->t_log += t; /* chars/s counts training windows only */
+    tr->tm.eval += t;
+    if (tr->d->rank != 0) return;
+    log_val(&tr->log, tr->step, tr->last_val);
+    if (cfg->sample_every && tr->step % cfg->sample_every == 0) print_sample(tr);
+    double row[2] = {(double)tr->step, tr->last_val};
+    hist_push(&tr->val_hist, &tr->n_val, &tr->cap_val, 2, row);
 }
+
+/* Collective, every checkpoint.every steps, at the end of a run and on a stop signal: a
+ * checkpoint. Its time is not training time. */
+static int maybe_checkpoint(trainer_t *tr, const window_t *w) {
+    const int64_t every = tr->cfg->ckpt_every;
+    if (!(w->last || w->signalled || (every && tr->step % every == 0))) return CHARLM_OK;
+    double t = dist_time();
+    int rc = save_checkpoint(tr);
+    t = dist_time() - t;
+    tr->t_log += t;
+    tr->tm.checkpoint += t;
+    return rc;
+}
+
+/* Whether the run ends after this window: on a stop signal (*rc = CHARLM_ESTOPPED, and rank 0
+ * says where to continue) or at its step, epoch or time limit. */
+static int maybe_stop(trainer_t *tr, const window_t *w, int *rc) {
+    if (w->signalled) {
+        *rc = CHARLM_ESTOPPED;
+        if (tr->d->rank == 0)
+            log_msg(&tr->log, "charlm: stopped by a signal at step %lld; checkpoint %s "
+                    "(continue with --resume auto)", (long long)tr->step, tr->ckpt);
+    }
+    return w->signalled || w->last;
+}
+
+/* ---- the end of a run -------------------------------------------------------------------- */
 
 /* Bytes this rank needs by design: parameters, gradients and optimizer moments, the window's
  * activations (training and validation), the carried states and its corpus shard. */
 static double analytic_bytes(const trainer_t *tr) {
     const corpus_t *c = &tr->corpus;
-    double floats = (double)tr->model.nparams * (2 + tr->opt.nmoments) +
-                    6.0 * tr->cfg->layers * c->B * tr->cfg->hidden;
+    double floats = (double)tr->model.nparams * (2 + tr->opt.nmoments) + 6.0 * (double)tr->nstate;
     double shard = (double)(c->B * c->L + 1) * c->train.width;
-    for (int b = 0; b < c->B && c->nval; b++) shard += (double)(c->val_len[b] + 1) * c->val_ids.width;
+    for (int b = 0; b < c->B && c->nval; b++)
+        shard += (double)(c->val_len[b] + 1) * c->val_ids.width;
     return 4.0 * floats + shard + (double)tr->acts.bytes + (double)tr->eval.bytes;
 }
 
 /* Collective: the end-of-run report — throughput, GFLOP/s, where the time went, peak memory —
  * on stderr and as the summary record of metrics.jsonl. */
-static void report(trainer_t *tr, int64_t step0, double secs) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    double rss = (double)ru.ru_maxrss * 1024.0, rss_max = rss;
-    MPI_Reduce(&rss, &rss_max, 1, MPI_DOUBLE, MPI_MAX, 0, MPI_COMM_WORLD);
+static void report(trainer_t *tr, double secs) {
+    double rss = peak_rss();
     /* The rank that finishes backward last waits only for the communication itself; the
-     * others also wait for it: report both. */
-    double wait[2] = {tr->tm.allreduce, -tr->tm.allreduce};
-    MPI_Allreduce(MPI_IN_PLACE, wait, 2, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+     * others also wait for it: report both, with the largest rank's memory. */
+    double most[3] = {rss, tr->tm.allreduce, -tr->tm.allreduce};
+    dist_max_doubles(most, 3);
     if (tr->d->rank != 0) return;
     const timers_t *t = &tr->tm;
-    int64_t steps = tr->step - step0;
+    int64_t steps = tr->step - tr->step0;
     if (steps == 0) {
         log_msg(&tr->log, "charlm: nothing to do: the run is at step %lld of %lld",
                 (long long)tr->step, (long long)tr->total);
         return;
     }
+    double rss_max = most[0], waited = most[1], comm = -most[2];
     double train_s = t->forward + t->backward + t->allreduce + t->optimizer;
     double chars = (double)steps * tr->corpus.S * tr->corpus.T;
-    double cps = chars / train_s, gflops = cps * model_flops_executed_per_char(&tr->model, &tr->acts) * 1e-9;
+    double cps = chars / train_s,
+           gflops = cps * model_flops_executed_per_char(&tr->model, &tr->acts) * 1e-9;
     double need = analytic_bytes(tr), mib = 1024.0 * 1024.0;
     log_msg(&tr->log, "charlm: %lld steps in %.1f s: %.0f chars/s, %.2f GFLOP/s", (long long)steps,
             secs, cps, gflops);
-    double comm = -wait[1], waited = wait[0];
     log_msg(&tr->log,
             "charlm: time: forward %.1f%%, backward %.1f%%, all-reduce wait %.1f%% (slowest "
             "rank; %.1f%% on the rank that waited most), optimizer %.1f%% of training; "
@@ -533,132 +649,26 @@ static void print_header(trainer_t *tr, int threads) {
 }
 
 int train_run(const config_t *cfg, const char *resume, const dist_t *d) {
-    /* from the start: a signal during start-up stops the run after its first window */
-    stop_signal = 0;
-    signal(SIGTERM, on_signal);
-    signal(SIGINT, on_signal);
-    signal(SIGUSR1, on_signal);
-    signal(SIGXFSZ, SIG_IGN); /* a file-size limit fails the write instead of killing us */
+    catch_signals();
     trainer_t tr;
     int rc = trainer_open(&tr, cfg, resume, d);
-    if (rc) {
-        restore_signals(0);
-        trainer_close(&tr);
-        return rc;
+    if (!rc) {
+        int threads = dist_blas_threads(d);
+        if (d->rank == 0) print_header(&tr, threads);
+        tr.t0 = tr.t_log = dist_time();
+        tr.step0 = tr.step_log = tr.step;
+        while (!(tr.total && tr.step >= tr.total)) {
+            window_t w;
+            if ((rc = train_window(&tr, &w))) break;
+            maybe_log(&tr, &w);
+            maybe_eval(&tr, &w);
+            if ((rc = maybe_checkpoint(&tr, &w)) || maybe_stop(&tr, &w, &rc)) break;
+        }
     }
-
-    const int rank0 = d->rank == 0;
-    const corpus_t *c = &tr.corpus;
-    const int64_t chars_per_step = (int64_t)c->S * c->T;
-    const size_t nstate = (size_t)cfg->layers * c->B * cfg->hidden;
-    int threads = dist_blas_threads(d);
-    if (rank0) print_header(&tr, threads);
-
-    char ckpt[CHARLM_PATH_MAX + 64] = "";
-    dist_overlap_t ov;
-    model_hooks_t hooks = {overlap_ready, overlap_poll, &ov};
-    double t0 = MPI_Wtime(), t_log = t0;
-    const int64_t step0 = tr.step;
-    int64_t step_log = tr.step;
-    int stopped = 0;
-    while (!(tr.total && tr.step >= tr.total)) {
-        load_window(&tr);
-        memcpy(tr.prev_h, tr.state_h, nstate * sizeof(float));
-        memcpy(tr.prev_c, tr.state_c, nstate * sizeof(float));
-        model_dropout_t drop = {(float)cfg->dropout, cfg->seed, tr.step, c->first_stream};
-        double t = MPI_Wtime();
-        double loss = model_forward(&tr.acts, tr.state_h,
-                                    tr.model.ops->has_c ? tr.state_c : NULL, &tr.model, c->T,
-                                    &drop, 1.0f / (float)chars_per_step, 1);
-        tr.tm.forward += lap(&t);
-        dist_overlap_begin(&ov, tr.grads, tr.model.nparams, DIST_PIECE);
-        model_backward(tr.grads, &tr.acts, &tr.model, c->T, &hooks);
-        tr.tm.backward += lap(&t);
-        dist_overlap_wait(&ov);
-        /* the loss, rank 0's clock and every rank's signal flag travel together, so all ranks
-         * take the same decision at this window boundary */
-        double red[3] = {loss, rank0 && cfg->time_limit > 0 && MPI_Wtime() - t0 >= cfg->time_limit,
-                         stop_signal != 0};
-        dist_sum_doubles(red, 3);
-        tr.tm.allreduce += lap(&t);
-        loss = red[0] / (double)chars_per_step;
-        double gnorm = optim_clip(tr.grads, tr.model.nparams, cfg->clip);
-        if (!isfinite(loss) || !isfinite(gnorm)) {
-            /* the parameters are still those of the last good step: checkpoint them with the
-             * state they had before this window */
-            memcpy(tr.state_h, tr.prev_h, nstate * sizeof(float));
-            memcpy(tr.state_c, tr.prev_c, nstate * sizeof(float));
-            rc = save_checkpoint(&tr, ckpt, sizeof ckpt);
-            if (!rc) {
-                rc = err_set(CHARLM_EDIVERGED,
-                             "training diverged at step %lld: loss %g, gradient norm %g; the last "
-                             "good state is in %s",
-                             (long long)tr.step + 1, loss, gnorm, ckpt);
-                if (rank0) fprintf(stderr, "charlm: error: %s\n", err_message());
-            }
-            break;
-        }
-        tr.lr = optim_lr(&tr.sched, tr.step, tr.total);
-        optim_step(tr.model.params, &tr.opt, tr.grads, tr.lr);
-        tr.tm.optimizer += lap(&t);
-        tr.step++;
-        tr.last_train = loss;
-        if (++tr.cursor == c->windows) { /* epoch wrap: streams start again from zero state */
-            tr.cursor = 0;
-            tr.epoch++;
-            memset(tr.state_h, 0, nstate * sizeof(float));
-            memset(tr.state_c, 0, nstate * sizeof(float));
-        }
-        stopped = red[2] > 0;
-        int last = red[1] > 0 || (tr.total && tr.step >= tr.total);
-        if (rank0 && (tr.step % cfg->log_every == 0 || last || stopped)) {
-            double now = MPI_Wtime();
-            log_train_t m = {tr.step, tr.total, tr.epoch, loss, tr.lr, gnorm, 0, now - t0, -1};
-            m.chars_per_s = (double)(tr.step - step_log) * chars_per_step / (now - t_log);
-            if (tr.total)
-                m.eta_s = (now - t0) / (double)(tr.step - step0) * (double)(tr.total - tr.step);
-            if (cfg->time_limit > 0 && (m.eta_s < 0 || m.eta_s > cfg->time_limit - (now - t0)))
-                m.eta_s = fmax(cfg->time_limit - (now - t0), 0.0);
-            log_train(&tr.log, &m);
-            double row[3] = {(double)tr.step, loss, gnorm};
-            hist_push(&tr.train_hist, &tr.n_train, &tr.cap_train, 3, row);
-            t_log = now, step_log = tr.step;
-        }
-        if (c->nval && ((cfg->eval_every && tr.step % cfg->eval_every == 0) || last)) {
-            double t_eval = MPI_Wtime();
-            tr.last_val = evaluate(&tr);
-            tr.last_val_step = tr.step;
-            t_eval = MPI_Wtime() - t_eval;
-            t_log += t_eval; /* chars/s counts training windows only */
-            tr.tm.eval += t_eval;
-            if (rank0) {
-                log_val(&tr.log, tr.step, tr.last_val);
-                if (cfg->sample_every && tr.step % cfg->sample_every == 0)
-                    print_sample(&tr, cfg->sample_length, cfg->sample_temperature);
-                double row[2] = {(double)tr.step, tr.last_val};
-                hist_push(&tr.val_hist, &tr.n_val, &tr.cap_val, 2, row);
-            }
-        }
-        if (last || stopped || (cfg->ckpt_every && tr.step % cfg->ckpt_every == 0)) {
-            double t_ckpt = MPI_Wtime();
-            if ((rc = save_checkpoint(&tr, ckpt, sizeof ckpt))) break;
-            t_ckpt = MPI_Wtime() - t_ckpt;
-            t_log += t_ckpt;
-            tr.tm.checkpoint += t_ckpt;
-        }
-        if (stopped) {
-            rc = CHARLM_ESTOPPED;
-            if (rank0)
-                log_msg(&tr.log, "charlm: stopped by a signal at step %lld; checkpoint %s "
-                        "(continue with --resume auto)", (long long)tr.step, ckpt);
-            break;
-        }
-        if (last) break;
-    }
-    if (!rc) report(&tr, step0, MPI_Wtime() - t0);
-    if (!rc && rank0 && tr.step > step0) {
-        if (ckpt[0]) log_msg(&tr.log, "charlm: checkpoint %s", ckpt);
-        print_sample(&tr, SAMPLE_LENGTH, 1.0);
+    if (!rc) report(&tr, dist_time() - tr.t0);
+    if (!rc && d->rank == 0 && tr.step > tr.step0) {
+        if (tr.ckpt[0]) log_msg(&tr.log, "charlm: checkpoint %s", tr.ckpt);
+        print_sample(&tr);
     }
     restore_signals(rc == CHARLM_ESTOPPED);
     trainer_close(&tr);

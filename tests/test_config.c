@@ -400,11 +400,12 @@ static void test_log(void) {
     snprintf(cmd, sizeof cmd, "%s/metrics.jsonl", dir);
     log_t lg;
     err_clear();
-    EXPECT(log_open(&lg, dir) == CHARLM_EINPUT); /* the directory does not exist */
+    log_params_t lp = {.run_dir = dir, .every = 10};
+    EXPECT(log_open(&lg, &lp, 0, 0) == CHARLM_EINPUT); /* the directory does not exist */
     EXPECT_MSG(contains(err_message(), cmd), "%s", err_message());
     err_clear();
     snprintf(dir, sizeof dir, "%s", tmpdir);
-    EXPECT_MSG(log_open(&lg, dir) == CHARLM_OK, "%s", err_message());
+    EXPECT_MSG(log_open(&lg, &lp, 0, 0) == CHARLM_OK, "%s", err_message());
     log_train_t m = {.step = 120, .total_steps = 2000, .epoch = 0, .train_loss = 2.3141,
                      .lr = 0.002, .grad_norm = 1.2345678, .chars_per_s = 41234.5,
                      .elapsed_s = 12.5, .eta_s = 192};

@@ -9,6 +9,7 @@
 
 #include "charlm/corpus.h"
 #include "charlm/fileio.h"
+#include "charlm/log.h"
 #include "charlm/model.h"
 #include "charlm/optim.h"
 
@@ -69,8 +70,8 @@ int config_load_file(config_t *cfg, const char *path);
  * all zero). Returns CHARLM_OK or CHARLM_EINPUT naming the keys. */
 int config_validate(const config_t *cfg);
 
-/* Writes the canonical INI text of every key to f (sections data, model, train, optim, eval,
- * log, checkpoint, run). */
+/* Writes the canonical INI text of every key to f, in the order of config.c's key table
+ * (sections data, model, train, optim, eval, log, sample, checkpoint, run). */
 void config_write(const config_t *cfg, FILE *f);
 
 /* Each module's parameters as cfg sets them (strings borrowed from cfg). */
@@ -78,5 +79,6 @@ corpus_params_t config_corpus_params(const config_t *cfg);
 model_params_t config_model_params(const config_t *cfg);
 optim_params_t config_optim_params(const config_t *cfg);
 sched_params_t config_sched_params(const config_t *cfg);
+log_params_t config_log_params(const config_t *cfg);
 
 #endif

@@ -1,6 +1,9 @@
-/* dist: the MPI side — the world, the gradient all-reduce, reductions of metrics and the
- * collective agreement on errors, so that every rank leaves together and exactly one message is
- * printed for a failure, whichever rank met it. */
+/* dist: the MPI side, and the only module that calls MPI (err's MPI_Abort aside) — the world,
+ * the clock, the gradient all-reduce, the broadcasts of a resumed run, the scatter and gather of
+ * the streams' carried state, reductions of metrics, the once-per-window agreement on the loss
+ * and on stopping, and the collective agreement on errors, so that every rank leaves together and
+ * exactly one message is printed for a failure, whichever rank met it. Every function but
+ * dist_time and dist_blas_threads is collective: every rank calls it, in the same order. */
 #ifndef CHARLM_DIST_H
 #define CHARLM_DIST_H
 
@@ -51,8 +54,47 @@ void dist_overlap_poll(dist_overlap_t *o);
 /* Marks everything final, then sums what is left and waits for every sum. */
 void dist_overlap_wait(dist_overlap_t *o);
 
+/* Seconds on this process's wall clock (MPI_Wtime), for intervals: clocks of different ranks
+ * are not compared. */
+double dist_time(void);
+
+/* Returns rank 0's v on every rank. */
+int dist_bcast_int(int v);
+
+/* buf (n floats) on every rank becomes rank 0's; n may exceed INT_MAX. */
+void dist_bcast_floats(float *buf, int64_t n);
+
+/* Where a resumed run continues: the facts of the checkpoint that rank 0 read. */
+typedef struct {
+    int64_t step, epoch, cursor, optim_step;
+    double lr, last_train_loss, last_val_loss, best_val_loss; /* NAN = none yet */
+} dist_position_t;
+
+/* *p on every rank becomes rank 0's, in one broadcast that keeps every field's type (an int64
+ * beyond 2^53 is not rounded through a double). */
+void dist_bcast_position(dist_position_t *p);
+
+/* The carried state of the global streams: all (layers, S, H) on rank 0 <-> mine (layers, B, H)
+ * on each rank, S = ranks * B, rank r holding streams r*B .. r*B+B-1 of every layer (DESIGN.md
+ * §1). all is used on rank 0 only (NULL elsewhere). Scatter reads all and writes mine on every
+ * rank; gather reads mine and writes all. */
+void dist_scatter_streams(float *mine, const float *all, int layers, int B, int H);
+void dist_gather_streams(float *all, const float *mine, int layers, int B, int H);
+
 /* In-place sum of buf (n doubles) over all ranks. */
 void dist_sum_doubles(double *buf, int n);
+
+/* In-place maximum of buf (n doubles) over all ranks, on every rank. */
+void dist_max_doubles(double *buf, int n);
+
+/* Reasons to stop after a window, as bits: a rank that has one stops every rank. */
+enum { DIST_STOP_TIME = 1u << 0, DIST_STOP_SIGNAL = 1u << 1 };
+#define DIST_STOP_REASONS 2
+
+/* The end of a training window: returns the sum of loss over the ranks and turns *stop (this
+ * rank's DIST_STOP_* bits) into the union of every rank's, so that all ranks take the same
+ * decision. One all-reduce for both: its latency across nodes is paid every window. */
+double dist_window_end(double loss, unsigned *stop);
 
 /* Sets OpenBLAS threads to the node's cores divided by the ranks on it (at least 1), unless
  * OPENBLAS_NUM_THREADS or OMP_NUM_THREADS is set. Returns the thread count in use. */

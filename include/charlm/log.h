@@ -1,6 +1,8 @@
 /* log: what rank 0 shows and records — the progress display on stderr (one live line redrawn in
- * place on a terminal; plain lines when stderr is not a terminal, as in batch logs) and the
- * append-only <run.dir>/metrics.jsonl (one JSON object per line). Other ranks call nothing here. */
+ * place on a terminal; plain lines when stderr is not a terminal, as in batch logs) and
+ * <run.dir>/metrics.jsonl (one JSON object per line), which log owns: begun afresh, an earlier
+ * run's file kept aside, on a fresh start; cut back to the checkpoint's step on resume; appended
+ * to while the run lasts. Other ranks call nothing here. */
 #ifndef CHARLM_LOG_H
 #define CHARLM_LOG_H
 
@@ -8,6 +10,12 @@
 #include <stdio.h>
 
 typedef struct {
+    const char *run_dir; /* where metrics.jsonl is (borrowed) */
+    int64_t every;       /* a training line every N steps, >= 1 (and at the end of a run) */
+} log_params_t;
+
+typedef struct {
+    log_params_t p;
     FILE *metrics; /* metrics.jsonl, opened for append */
     int tty;       /* stderr is a terminal */
     int live;      /* a live line is on screen and must be cleared before other output */
@@ -20,8 +28,12 @@ typedef struct {
     double eta_s; /* < 0 = unknown */
 } log_train_t;
 
-/* Opens <run_dir>/metrics.jsonl for append. Returns CHARLM_OK or CHARLM_EINPUT naming the path. */
-int log_open(log_t *lg, const char *run_dir);
+/* Opens <p->run_dir>/metrics.jsonl for append (p is copied). On a fresh start (resumed 0) an
+ * earlier run's file is first moved aside to metrics.jsonl.N, the first free N; on resume at
+ * `step` the lines of later steps are first dropped (the resumed run writes them again) by a
+ * durable replacement of the file. Returns CHARLM_OK or CHARLM_EINPUT naming the path and the
+ * cause. */
+int log_open(log_t *lg, const log_params_t *p, int resumed, int64_t step);
 
 /* Shows a progress line and appends {"step","epoch","train_loss","lr","grad_norm","chars_per_s",
  * "elapsed_s"} to metrics.jsonl. Floating values are written with 9 significant digits (round-trip
