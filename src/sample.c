@@ -1,6 +1,7 @@
 #include "charlm/sample.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,6 +122,19 @@ static int parse_num(double *v, const char *opt, const char *s, double lo, doubl
     return CHARLM_OK;
 }
 
+/* Parses an integer option value exactly — decimal digits only: no sign, fraction or exponent,
+ * and no detour through a double, which would round a seed above 2^53. Returns CHARLM_EUSAGE
+ * naming the option when it is not an integer within [lo, hi]. */
+static int parse_uint(uint64_t *v, const char *opt, const char *s, uint64_t lo, uint64_t hi) {
+    char *end = NULL;
+    errno = 0;
+    if (*s >= '0' && *s <= '9') *v = strtoull(s, &end, 10);
+    if (!end || errno || *end || *v < lo || *v > hi)
+        return err_set(CHARLM_EUSAGE, "sample: %s %s: expected an integer in [%" PRIu64
+                       ", %" PRIu64 "]", opt, s, lo, hi);
+    return CHARLM_OK;
+}
+
 typedef struct {
     const char *ckpt, *prime, *prime_file;
     int count, skip_unknown;
@@ -133,7 +147,7 @@ static int parse_args(sample_args_t *a, int argc, char **argv) {
     a->count = 1;
     for (int i = 0; i < argc; i++) {
         const char *k = argv[i];
-        double v = 0;
+        uint64_t u = 0;
         int rc = CHARLM_OK;
         if (k[0] != '-') {
             if (a->ckpt) return err_set(CHARLM_EUSAGE, "sample: unexpected argument '%s'", k);
@@ -142,19 +156,33 @@ static int parse_args(sample_args_t *a, int argc, char **argv) {
         }
         if (i + 1 >= argc) return err_set(CHARLM_EUSAGE, "sample: option %s needs a value", k);
         const char *val = argv[++i];
-        if (!strcmp(k, "--prime")) a->prime = val;
-        else if (!strcmp(k, "--prime-file")) a->prime_file = val;
-        else if (!strcmp(k, "--length") && !(rc = parse_num(&v, k, val, 0, 1e12))) a->o.length = (int64_t)v;
-        else if (!strcmp(k, "--temperature") && !(rc = parse_num(&v, k, val, 0, 100))) a->o.temperature = v;
-        else if (!strcmp(k, "--top-k") && !(rc = parse_num(&v, k, val, 0, 1 << 30))) a->o.top_k = (int)v;
-        else if (!strcmp(k, "--top-p") && !(rc = parse_num(&v, k, val, 1e-9, 1))) a->o.top_p = v;
-        else if (!strcmp(k, "--seed") && !(rc = parse_num(&v, k, val, 0, 1.8e19))) a->o.seed = (uint64_t)v;
-        else if (!strcmp(k, "--count") && !(rc = parse_num(&v, k, val, 1, 1e6))) a->count = (int)v;
-        else if (!strcmp(k, "--unknown")) {
+        /* on a parse failure the field takes a value that is never used: rc is returned */
+        if (!strcmp(k, "--prime")) {
+            a->prime = val;
+        } else if (!strcmp(k, "--prime-file")) {
+            a->prime_file = val;
+        } else if (!strcmp(k, "--length")) {
+            rc = parse_uint(&u, k, val, 0, 1000000000000);
+            a->o.length = (int64_t)u;
+        } else if (!strcmp(k, "--temperature")) {
+            rc = parse_num(&a->o.temperature, k, val, 0, 100);
+        } else if (!strcmp(k, "--top-k")) {
+            rc = parse_uint(&u, k, val, 0, 1 << 30);
+            a->o.top_k = (int)u;
+        } else if (!strcmp(k, "--top-p")) {
+            rc = parse_num(&a->o.top_p, k, val, 1e-9, 1);
+        } else if (!strcmp(k, "--seed")) {
+            rc = parse_uint(&a->o.seed, k, val, 0, UINT64_MAX);
+        } else if (!strcmp(k, "--count")) {
+            rc = parse_uint(&u, k, val, 1, 1000000);
+            a->count = (int)u;
+        } else if (!strcmp(k, "--unknown")) {
             if (strcmp(val, "skip") && strcmp(val, "error"))
                 return err_set(CHARLM_EUSAGE, "sample: --unknown %s: expected skip or error", val);
             a->skip_unknown = !strcmp(val, "skip");
-        } else if (!rc) return err_set(CHARLM_EUSAGE, "sample: unknown option '%s'", k);
+        } else {
+            return err_set(CHARLM_EUSAGE, "sample: unknown option '%s'", k);
+        }
         if (rc) return rc;
     }
     if (!a->ckpt) return err_set(CHARLM_EUSAGE, "sample: which checkpoint? (charlm sample CKPT ...)");

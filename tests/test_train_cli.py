@@ -1,0 +1,121 @@
+"""The smaller promises of `charlm train` and `charlm sample`: the end-of-run sample follows
+sample.length and sample.temperature (at temperature 0 it is the greedy text `charlm sample` gives
+from the last checkpoint); `charlm sample --seed` takes an integer exactly (2^53 + 1 is not 2^53,
+the whole uint64 range is accepted) and refuses a fraction, an exponent or a sign with exit 2 and
+one line; metrics.jsonl is kept aside as metrics.jsonl.N by a fresh start and cut back to the
+checkpoint's step by a resume from an earlier checkpoint; a resume with another optimizer names
+optim.kind with both kinds."""
+import os
+
+import harness as h
+
+problems = h.problems
+problem = h.problem
+
+
+def train_args(corpus, run_dir, *extra):
+    return ["train", "--corpus", corpus, "--cell", "gru", "--layers", "1", "--hidden", "24",
+            "--embed", "8", "--batch", "4", "--seq", "16", "--steps", "20", "--log-every", "1",
+            "--eval-every", "10", "--set", "checkpoint.every=10", "--run-dir", run_dir] + \
+        list(extra)
+
+
+def ckpt(run_dir, step):
+    return os.path.join(run_dir, "checkpoints", f"ckpt-{step:08d}.h5")
+
+
+def end_sample(corpus, w):
+    run_dir = os.path.join(w, "sample-run")
+    p = h.run(train_args(corpus, run_dir, "--set", "sample.length=37", "--set",
+                         "sample.temperature=0"), check=True)
+    if "charlm: sample at step 20 (temperature 0):" not in p.stderr:
+        problem("the end-of-run sample does not announce temperature 0:\n" + p.stderr)
+    text = p.stdout[:-1] if p.stdout.endswith("\n") else p.stdout
+    if len(text) != 37:
+        problem(f"the end-of-run sample has {len(text)} characters, sample.length is 37: {text!r}")
+    greedy = h.run(["sample", ckpt(run_dir, 20), "--length", "37", "--temperature", "0"],
+                   check=True).stdout
+    if greedy != p.stdout:
+        problem(f"the end-of-run sample at temperature 0 is not the greedy sample of the last "
+                f"checkpoint:\n{p.stdout!r}\n{greedy!r}")
+    return run_dir
+
+
+def seeds(ck):
+    def sample(seed):
+        return h.run(["sample", ck, "--length", "200", "--seed", seed])
+
+    a, b = sample(str(2 ** 53)), sample(str(2 ** 53 + 1))
+    if a.returncode or b.returncode:
+        problem(f"--seed 2^53 / 2^53+1: exit {a.returncode} / {b.returncode}: {a.stderr}{b.stderr}")
+    elif a.stdout == b.stdout:
+        problem("--seed 2^53 and 2^53+1 gave the same text (the seed went through a double)")
+    top = sample(str(2 ** 64 - 1))
+    if top.returncode != 0:
+        problem(f"--seed 2^64-1: exit {top.returncode}: {top.stderr}")
+    for bad in ("1.5", "1e3", "-1", "+3", "", "0x10", str(2 ** 64), "7 "):
+        r = sample(bad)
+        errors = [l for l in r.stderr.splitlines() if l.startswith("charlm: error:")]
+        if r.returncode != 2 or len(errors) != 1 or "--seed" not in errors[0] or \
+                "integer" not in errors[0]:
+            problem(f"--seed {bad!r}: exit {r.returncode}, expected 2 with one line naming "
+                    f"--seed and an integer: {r.stderr!r}")
+
+
+def metrics_file(corpus, w):
+    run_dir = os.path.join(w, "metrics-run")
+    os.makedirs(run_dir)
+    for name, text in (("metrics.jsonl", "old\n"), ("metrics.jsonl.1", "older\n")):
+        with open(os.path.join(run_dir, name), "w") as f:
+            f.write(text)
+    h.run(train_args(corpus, run_dir), check=True)
+    with open(os.path.join(run_dir, "metrics.jsonl.2")) as f:
+        if f.read() != "old\n":
+            problem("a fresh start did not keep the earlier metrics.jsonl as metrics.jsonl.2")
+    with open(os.path.join(run_dir, "metrics.jsonl.1")) as f:
+        if f.read() != "older\n":
+            problem("a fresh start touched metrics.jsonl.1")
+    first = open(os.path.join(run_dir, "metrics.jsonl")).read()
+    # resuming from step 10 drops lines 11..20 and the summary, and writes them again
+    h.run(train_args(corpus, run_dir, "--resume", ckpt(run_dir, 10)), check=True)
+    train, val = h.metrics(run_dir)
+    if [m["step"] for m in train] != list(range(1, 21)) or [m["step"] for m in val] != [10, 20]:
+        problem(f"after a resume at 10: train steps {[m['step'] for m in train]}, validations "
+                f"{[m['step'] for m in val]}")
+    lines = open(os.path.join(run_dir, "metrics.jsonl")).read().splitlines()
+    if sum('"summary":true' in l for l in lines) != 1:
+        problem("after a resume at 10 metrics.jsonl does not hold exactly one summary")
+    a = [l for l in first.splitlines() if '"summary"' not in l]
+    b = [l for l in lines if '"summary"' not in l]
+    strip = lambda ls: [l.split(',"chars_per_s"')[0] for l in ls]
+    if strip(a) != strip(b):
+        problem("the resumed run's metrics differ from the uninterrupted run's")
+    if os.path.exists(os.path.join(run_dir, "metrics.jsonl.3")):
+        problem("a resume moved metrics.jsonl aside")
+
+
+def optim_kind(corpus, ck, w):
+    run_dir = os.path.join(w, "optim-run")
+    p = h.run(train_args(corpus, run_dir, "--optim", "sgd", "--resume", ck))
+    want = "optim.kind = sgd differs from the checkpoint's adam"
+    if p.returncode != 1 or want not in p.stderr:
+        problem(f"resume with another optimizer: exit {p.returncode}, expected 1 and "
+                f"'{want}': {p.stderr!r}")
+
+
+def main():
+    w = h.tmpdir()
+    corpus = os.path.join(w, "corpus.txt")
+    with open(corpus, "w", encoding="utf-8") as f:
+        f.write(h.synthetic_text(20000))
+    run_dir = end_sample(corpus, w)
+    seeds(ckpt(run_dir, 20))
+    metrics_file(corpus, w)
+    optim_kind(corpus, ckpt(run_dir, 20), w)
+    if problems:
+        h.fail("\n".join(problems))
+    print("ok")
+
+
+if __name__ == "__main__":
+    main()
