@@ -15,69 +15,91 @@ void model_dims(model_dims_t *d, const model_params_t *p, int V) {
                         .layers = p->layers, .G = cell_ops(p->cell)->gates};
 }
 
-static void add_tensor(model_tensor_t *t, int *n, int64_t *off, const char *name, int64_t r,
-                       int64_t c) {
-    if (t) {
-        model_tensor_t *x = &t[*n];
-        snprintf(x->name, sizeof x->name, "%s", name);
-        x->offset = *off;
-        x->ndim = c ? 2 : 1;
-        x->shape[0] = r;
-        x->shape[1] = c;
+/* The state_dict name of each kind, a format of the layer index. */
+static const char *const tensor_names[] = {
+    [MODEL_T_EMB] = "embedding.weight",    [MODEL_T_W_IH] = "rnn.weight_ih_l%d",
+    [MODEL_T_W_HH] = "rnn.weight_hh_l%d",  [MODEL_T_B_IH] = "rnn.bias_ih_l%d",
+    [MODEL_T_B_HH] = "rnn.bias_hh_l%d",    [MODEL_T_DEC_W] = "decoder.weight",
+    [MODEL_T_DEC_B] = "decoder.bias",
+};
+
+int model_tensor_index(const model_dims_t *d, model_tensor_kind_t k, int l) {
+    /* the kinds' values are the indices of a one-layer model; each further layer puts its
+     * tensors before the decoder's */
+    enum { PER_LAYER = MODEL_T_B_HH - MODEL_T_W_IH + 1 };
+    if (k == MODEL_T_EMB) return k;
+    if (k <= MODEL_T_B_HH) {
+        CHARLM_CHECK(l >= 0 && l < d->layers);
+        return k + PER_LAYER * l;
     }
-    (*n)++;
-    *off += r * (c ? c : 1);
+    return k + PER_LAYER * (d->layers - 1);
+}
+
+/* In_l: the width of layer l's input. */
+static int layer_in(const model_dims_t *d, int l) { return l ? d->H : d->E; }
+
+static int64_t tensor_numel(const model_tensor_t *t) {
+    return t->shape[0] * (t->ndim == 2 ? t->shape[1] : 1);
+}
+
+/* Names and shapes entry (k, l) of the table t; model_layout assigns the offsets. */
+static void name_tensor(model_tensor_t *t, const model_dims_t *d, model_tensor_kind_t k, int l,
+                        int64_t rows, int64_t cols) {
+    model_tensor_t *x = &t[model_tensor_index(d, k, l)];
+    snprintf(x->name, sizeof x->name, tensor_names[k], l);
+    x->ndim = cols ? 2 : 1;
+    x->shape[0] = rows;
+    x->shape[1] = cols;
 }
 
 int64_t model_layout(const model_dims_t *d, model_tensor_t *t, int *ntensors) {
     CHARLM_CHECK(d->layers >= 1 && d->layers <= MODEL_MAX_LAYERS);
-    int n = 0;
-    int64_t off = 0, GH = (int64_t)d->G * d->H;
-    char name[48];
-    add_tensor(t, &n, &off, "embedding.weight", d->V, d->E);
+    model_tensor_t scratch[MODEL_MAX_TENSORS];
+    if (!t) t = scratch;
+    const int64_t GH = (int64_t)d->G * d->H;
+    name_tensor(t, d, MODEL_T_EMB, 0, d->V, d->E);
     for (int l = 0; l < d->layers; l++) {
-        snprintf(name, sizeof name, "rnn.weight_ih_l%d", l);
-        add_tensor(t, &n, &off, name, GH, l ? d->H : d->E);
-        snprintf(name, sizeof name, "rnn.weight_hh_l%d", l);
-        add_tensor(t, &n, &off, name, GH, d->H);
-        snprintf(name, sizeof name, "rnn.bias_ih_l%d", l);
-        add_tensor(t, &n, &off, name, GH, 0);
-        snprintf(name, sizeof name, "rnn.bias_hh_l%d", l);
-        add_tensor(t, &n, &off, name, GH, 0);
+        name_tensor(t, d, MODEL_T_W_IH, l, GH, layer_in(d, l));
+        name_tensor(t, d, MODEL_T_W_HH, l, GH, d->H);
+        name_tensor(t, d, MODEL_T_B_IH, l, GH, 0);
+        name_tensor(t, d, MODEL_T_B_HH, l, GH, 0);
     }
-    add_tensor(t, &n, &off, "decoder.weight", d->V, d->H);
-    add_tensor(t, &n, &off, "decoder.bias", d->V, 0);
+    name_tensor(t, d, MODEL_T_DEC_W, 0, d->V, d->H);
+    name_tensor(t, d, MODEL_T_DEC_B, 0, d->V, 0);
+    const int n = model_tensor_index(d, MODEL_T_DEC_B, 0) + 1;
+    int64_t off = 0;
+    for (int i = 0; i < n; i++) {
+        t[i].offset = off;
+        off += tensor_numel(&t[i]);
+    }
     if (ntensors) *ntensors = n;
     return off;
 }
 
+static const model_tensor_t *tensor(const model_t *m, model_tensor_kind_t k, int l) {
+    return &m->tensors[model_tensor_index(&m->d, k, l)];
+}
+
 double model_flops_per_char(const model_t *m) {
     double w = 0;
-    for (int i = 1; i < m->ntensors; i++)
-        if (m->tensors[i].ndim == 2) w += (double)m->tensors[i].shape[0] * m->tensors[i].shape[1];
+    for (int l = 0; l < m->d.layers; l++)
+        w += (double)tensor_numel(tensor(m, MODEL_T_W_IH, l)) +
+             (double)tensor_numel(tensor(m, MODEL_T_W_HH, l));
+    w += (double)tensor_numel(tensor(m, MODEL_T_DEC_W, 0));
     return 6.0 * w;
 }
 
-double model_flops_executed_per_char(const model_t *m, const model_acts_t *a) {
-    double flops = model_flops_per_char(m);
-    if (!a->proj) return flops;
-    const model_dims_t *d = &m->d;
-    double w_ih0 = (double)d->G * d->H * d->E;
-    return flops - 6.0 * w_ih0 + 6.0 * w_ih0 * d->V / ((double)a->B * a->T);
-}
-
 void model_views(model_views_t *v, const model_t *m, float *buf) {
-    const model_tensor_t *t = m->tensors;
     memset(v, 0, sizeof *v);
-    v->emb = buf + t[0].offset;
+    v->emb = buf + tensor(m, MODEL_T_EMB, 0)->offset;
     for (int l = 0; l < m->d.layers; l++) {
-        v->w_ih[l] = buf + t[1 + 4 * l].offset;
-        v->w_hh[l] = buf + t[2 + 4 * l].offset;
-        v->b_ih[l] = buf + t[3 + 4 * l].offset;
-        v->b_hh[l] = buf + t[4 + 4 * l].offset;
+        v->w_ih[l] = buf + tensor(m, MODEL_T_W_IH, l)->offset;
+        v->w_hh[l] = buf + tensor(m, MODEL_T_W_HH, l)->offset;
+        v->b_ih[l] = buf + tensor(m, MODEL_T_B_IH, l)->offset;
+        v->b_hh[l] = buf + tensor(m, MODEL_T_B_HH, l)->offset;
     }
-    v->dec_w = buf + t[m->ntensors - 2].offset;
-    v->dec_b = buf + t[m->ntensors - 1].offset;
+    v->dec_w = buf + tensor(m, MODEL_T_DEC_W, 0)->offset;
+    v->dec_b = buf + tensor(m, MODEL_T_DEC_B, 0)->offset;
 }
 
 void model_init(model_t *m, const model_dims_t *d, uint64_t seed) {
@@ -88,14 +110,15 @@ void model_init(model_t *m, const model_dims_t *d, uint64_t seed) {
     m->params = xcalloc((size_t)m->nparams, sizeof(float));
     model_views(&m->p, m, m->params);
     float k = 1.0f / sqrtf((float)d->H);
+    const int emb = model_tensor_index(d, MODEL_T_EMB, 0);
     for (int i = 0; i < m->ntensors; i++) {
         const model_tensor_t *t = &m->tensors[i];
         float *w = m->params + t->offset;
-        int64_t n = t->shape[0] * (t->ndim == 2 ? t->shape[1] : 1);
+        int64_t n = tensor_numel(t);
         uint64_t key = rng_key(seed, RNG_INIT, (uint64_t)i, 0, 0);
         for (int64_t j = 0; j < n; j++)
-            w[j] = i == 0 ? (float)rng_normal(key, (uint64_t)j)
-                          : (2.0f * rng_uniform(key, (uint64_t)j) - 1.0f) * k;
+            w[j] = i == emb ? (float)rng_normal(key, (uint64_t)j)
+                            : (2.0f * rng_uniform(key, (uint64_t)j) - 1.0f) * k;
     }
     if (d->cell == CELL_LSTM)
         for (int l = 0; l < d->layers; l++)
@@ -112,6 +135,147 @@ static void *acts_calloc(model_acts_t *a, size_t n, size_t size) {
     return xcalloc(n, size);
 }
 
+/* ---- kernels ---- */
+
+/* out (rows, cols) = each row set to bias (cols) */
+static void fill_rows(float *out, const float *bias, int64_t rows, int cols) {
+    for (int64_t i = 0; i < rows; i++) memcpy(out + i * cols, bias, sizeof(float) * (size_t)cols);
+}
+
+/* out (cols) += column sums of in (rows, cols) */
+static void add_colsum(float *out, const float *in, int64_t rows, int cols) {
+    for (int64_t i = 0; i < rows; i++) {
+        const float *r = in + i * cols;
+        for (int j = 0; j < cols; j++) out[j] += r[j];
+    }
+}
+
+/* Y = X W^T + b over N rows. */
+static void matmul_forward(float *Y /* (N, OC) */, const float *X /* (N, In) */,
+                           const float *W /* (OC, In) */, const float *b /* (OC) */, int64_t N,
+                           int In, int OC) {
+    fill_rows(Y, b, N, OC);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, OC, In, 1.0f, X, In, W, In, 1.0f,
+                Y, OC);
+}
+
+static void announce(const model_hooks_t *hooks, int64_t from) {
+    if (hooks) hooks->ready(from, hooks->ctx);
+}
+
+/* Backward of matmul_forward: dW = dY^T X, db = the column sums of dY (both overwritten); then
+ * announces them with hooks->ready(from) (hooks may be NULL) before dX = dY W, which is skipped
+ * when dX is NULL, so that their all-reduce overlaps the dX product. */
+static void matmul_backward(float *dX /* (N, In) or NULL */, float *dW /* (OC, In) */,
+                            float *db /* (OC) */, const float *dY /* (N, OC) */,
+                            const float *X /* (N, In) */, const float *W /* (OC, In) */,
+                            int64_t N, int In, int OC, const model_hooks_t *hooks, int64_t from) {
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, In, (int)N, 1.0f, dY, OC, X, In,
+                0.0f, dW, In);
+    memset(db, 0, sizeof(float) * (size_t)OC);
+    add_colsum(db, dY, N, OC);
+    announce(hooks, from);
+    if (dX)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, In, OC, 1.0f, dY, OC, W,
+                    In, 0.0f, dX, In);
+}
+
+/* Inverted dropout of layer `layer`'s output h: mask = 0 or 1/(1-p), dropped = h * mask. */
+static void dropout_forward(float *mask /* (T, B, H) */, float *dropped /* (T, B, H) */,
+                            const float *h /* (T, B, H) */, const model_dropout_t *drop, int layer,
+                            int T, int B, int H) {
+    float keep = 1.0f - drop->p, inv = 1.0f / keep;
+    for (int b = 0; b < B; b++) {
+        uint64_t key = rng_key(drop->seed, RNG_DROPOUT, (uint64_t)drop->step, (uint64_t)layer,
+                               (uint64_t)(drop->first_stream + b));
+        for (int t = 0; t < T; t++) {
+            size_t row = ((size_t)t * B + b) * H;
+            for (int j = 0; j < H; j++) {
+                float s = rng_uniform(key, (uint64_t)t * H + j) < drop->p ? 0.0f : inv;
+                mask[row + j] = s;
+                dropped[row + j] = h[row + j] * s;
+            }
+        }
+    }
+}
+
+/* d loss / d h from d loss / d dropped, in place. */
+static void dropout_backward(float *d /* (n) */, const float *mask /* (n) */, int64_t n) {
+    for (int64_t i = 0; i < n; i++) d[i] *= mask[i];
+}
+
+/* ---- the embedding ----
+ * The inputs are one-hot, so layer 0's input projection W_ih0 emb[id] + b_ih0 is row id of the
+ * (V, G*H) table emb W_ih0^T + b_ih0. Folded, embed_forward computes that table (layer 0's
+ * matmul over the V embedding rows instead of the T*B embedded inputs) and gathers layer 0's
+ * projected gates from it; embed_backward sums their gradient by input id into the table's
+ * gradient and runs the matmul's backward over V rows. Unfolded, the embedding is a lookup into
+ * x and layer_forward projects x. Exactly one of a->x, a->proj is allocated: a->x is layer 0's
+ * input, NULL when folded. */
+
+static void embed_alloc(model_acts_t *a, const model_dims_t *d, size_t TB, int flags) {
+    const size_t V = (size_t)d->V;
+    if (!(flags & MODEL_ACTS_UNFOLDED) && 2 * V <= TB)
+        a->proj = acts_calloc(a, V * (size_t)d->G * (size_t)d->H, sizeof(float));
+    else
+        a->x = acts_calloc(a, TB * (size_t)d->E, sizeof(float));
+}
+
+/* The nominal FLOPs per character `nominal` as the embedding of a executes them. */
+static double embed_flops_executed(double nominal, const model_dims_t *d, const model_acts_t *a) {
+    if (!a->proj) return nominal;
+    double w_ih0 = (double)d->G * d->H * d->E;
+    return nominal - 6.0 * w_ih0 + 6.0 * w_ih0 * d->V / ((double)a->B * a->T);
+}
+
+/* Unfolded (proj NULL): x = the embedding rows of the inputs. Folded (x NULL): proj = the
+ * table, gates0 = its rows of the inputs (layer 0's input projection). */
+static void embed_forward(float *x /* (T, B, E) or NULL */, float *proj /* (V, G*H) or NULL */,
+                          float *gates0 /* (T, B, G*H) */, const int32_t *inputs /* (T, B) */,
+                          const float *emb /* (V, E) */, const float *w_ih0 /* (G*H, E) */,
+                          const float *b_ih0 /* (G*H) */, int64_t TB, int V, int E, int GH) {
+    if (proj) {
+        matmul_forward(proj, emb, w_ih0, b_ih0, V, E, GH);
+        for (int64_t i = 0; i < TB; i++)
+            memcpy(gates0 + i * GH, proj + (int64_t)inputs[i] * GH, sizeof(float) * (size_t)GH);
+    } else {
+        for (int64_t i = 0; i < TB; i++)
+            memcpy(x + i * E, emb + (int64_t)inputs[i] * E, sizeof(float) * (size_t)E);
+    }
+}
+
+/* Backward of embed_forward into demb. Unfolded: from dx, d loss / d x; layer_backward has done
+ * W_ih0's and b_ih0's gradients. Folded: from dgates0, d loss / d gates0; writes dw_ih0 and
+ * db_ih0, announced with hooks->ready(from), and leaves the table's gradient in proj. */
+static void embed_backward(float *demb /* (V, E) */, float *dw_ih0 /* (G*H, E) */,
+                           float *db_ih0 /* (G*H) */, float *proj /* (V, G*H) or NULL */,
+                           const float *dx /* (T, B, E) unfolded */,
+                           const float *dgates0 /* (T, B, G*H) folded */,
+                           const int32_t *inputs /* (T, B) */, const float *emb /* (V, E) */,
+                           const float *w_ih0 /* (G*H, E) */, int64_t TB, int V, int E, int GH,
+                           const model_hooks_t *hooks, int64_t from) {
+    if (proj) {
+        memset(proj, 0, sizeof(float) * (size_t)V * GH);
+        for (int64_t i = 0; i < TB; i++) {
+            float *row = proj + (int64_t)inputs[i] * GH;
+            const float *src = dgates0 + i * GH;
+            for (int j = 0; j < GH; j++) row[j] += src[j];
+        }
+        matmul_backward(demb, dw_ih0, db_ih0, proj, emb, w_ih0, V, E, GH, hooks, from);
+    } else {
+        memset(demb, 0, sizeof(float) * (size_t)V * E);
+        for (int64_t i = 0; i < TB; i++) {
+            float *row = demb + (int64_t)inputs[i] * E;
+            const float *src = dx + i * E;
+            for (int j = 0; j < E; j++) row[j] += src[j];
+        }
+    }
+}
+
+double model_flops_executed_per_char(const model_t *m, const model_acts_t *a) {
+    return embed_flops_executed(model_flops_per_char(m), &m->d, a);
+}
+
 void model_acts_alloc(model_acts_t *a, const model_t *m, int B, int T, int flags) {
     const model_dims_t *d = &m->d;
     size_t TB = (size_t)T * B, H = (size_t)d->H, GH = (size_t)d->G * H, V = (size_t)d->V;
@@ -121,10 +285,7 @@ void model_acts_alloc(model_acts_t *a, const model_t *m, int B, int T, int flags
     a->T = T;
     a->inputs = acts_calloc(a, TB, sizeof(int32_t));
     a->targets = acts_calloc(a, TB, sizeof(int32_t));
-    if (!(flags & MODEL_ACTS_UNFOLDED) && 2 * V <= TB)
-        a->proj = acts_calloc(a, V * GH, sizeof(float));
-    else
-        a->x = acts_calloc(a, TB * (size_t)d->E, sizeof(float));
+    embed_alloc(a, d, TB, flags);
     for (int l = 0; l < d->layers; l++) {
         a->gates[l] = acts_calloc(a, TB * GH, sizeof(float));
         a->h[l] = acts_calloc(a, TB * H + (size_t)B * H, sizeof(float));
@@ -158,181 +319,155 @@ void model_acts_free(model_acts_t *a) {
     memset(a, 0, sizeof *a);
 }
 
+/* ---- the recurrent layers and the decoder ---- */
+
 /* The output of layer l as the next layer (or the decoder) sees it: (T, B, H), after h[0]. */
 static const float *layer_out(const model_acts_t *a, int l, int H) {
     return a->dropout_on ? a->dropped[l] : a->h[l] + (size_t)a->B * H;
 }
 
-/* out (rows, cols) = each row set to bias (cols) */
-static void fill_rows(float *out, const float *bias, int64_t rows, int cols) {
-    for (int64_t i = 0; i < rows; i++) memcpy(out + i * cols, bias, sizeof(float) * (size_t)cols);
+/* The input of layer l: (T, B, In_l); for layer 0 NULL when embed_forward has done its input
+ * projection (folded). */
+static const float *layer_input(const model_acts_t *a, int l, int H) {
+    return l ? layer_out(a, l - 1, H) : a->x;
 }
 
-/* out (cols) += column sums of in (rows, cols) */
-static void add_colsum(float *out, const float *in, int64_t rows, int cols) {
-    for (int64_t i = 0; i < rows; i++) {
-        const float *r = in + i * cols;
-        for (int j = 0; j < cols; j++) out[j] += r[j];
+/* One recurrent layer over T steps from the carried state (state_h, state_c), which it replaces
+ * with the state after step T. gates: out the gate activations; in, when X is NULL, the input
+ * projection X W_ih^T + b_ih, which is otherwise computed here. h[0], c[0] = the carried state. */
+static void layer_forward(float *gates /* (T, B, G*H) */, float *aux /* (T, B, H) gru */,
+                          float *h /* (T+1, B, H) */, float *c /* (T+1, B, H) lstm */,
+                          float *gh /* (B, G*H) scratch */, float *state_h /* (B, H) */,
+                          float *state_c /* (B, H) lstm */,
+                          const float *X /* (T, B, In) or NULL */,
+                          const float *w_ih /* (G*H, In) */, const float *b_ih /* (G*H) */,
+                          const float *w_hh /* (G*H, H) */, const float *b_hh /* (G*H) */,
+                          const cell_ops_t *ops, int T, int B, int In, int H) {
+    const int GH = ops->gates * H;
+    const size_t BH = (size_t)B * H;
+    if (X) matmul_forward(gates, X, w_ih, b_ih, (int64_t)T * B, In, GH);
+    memcpy(h, state_h, sizeof(float) * BH);
+    if (c) memcpy(c, state_c, sizeof(float) * BH);
+    for (int t = 0; t < T; t++) {
+        const float *hp = h + t * BH;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, GH, H, 1.0f, hp, H, w_hh, H,
+                    0.0f, gh, GH);
+        ops->forward(gates + t * B * (size_t)GH, aux ? aux + t * BH : NULL, h + (t + 1) * BH,
+                     c ? c + (t + 1) * BH : NULL, gh, b_hh, hp, c ? c + t * BH : NULL, B, H);
     }
+    memcpy(state_h, h + T * BH, sizeof(float) * BH);
+    if (c) memcpy(state_c, c + T * BH, sizeof(float) * BH);
 }
 
-static void make_dropout(float *mask /* (T, B, H) */, float *dropped /* (T, B, H) */,
-                         const float *h /* (T, B, H) */, const model_dropout_t *drop, int layer,
-                         int T, int B, int H) {
-    float keep = 1.0f - drop->p, inv = 1.0f / keep;
-    for (int b = 0; b < B; b++) {
-        uint64_t key = rng_key(drop->seed, RNG_DROPOUT, (uint64_t)drop->step, (uint64_t)layer,
-                               (uint64_t)(drop->first_stream + b));
-        for (int t = 0; t < T; t++) {
-            size_t row = ((size_t)t * B + b) * H;
-            for (int j = 0; j < H; j++) {
-                float s = rng_uniform(key, (uint64_t)t * H + j) < drop->p ? 0.0f : inv;
-                mask[row + j] = s;
-                dropped[row + j] = h[row + j] * s;
-            }
-        }
+/* Backward of layer_forward from dout = d loss / d h[1..T] (none flows into the carried-in
+ * state); hooks->poll between steps. Leaves dgates (d loss / d the input projection) and dgh.
+ * Writes dw_hh, db_hh; when X is given also dw_ih, db_ih, announced with hooks->ready(from),
+ * then dX. When X is NULL, embed_backward takes dgates on. */
+static void layer_backward(float *dX /* (T, B, In) */, float *dw_ih /* (G*H, In) */,
+                           float *db_ih /* (G*H) */, float *dw_hh /* (G*H, H) */,
+                           float *db_hh /* (G*H) */, float *dgates /* (T, B, G*H) */,
+                           float *dgh /* (T, B, G*H); = dgates but for gru */,
+                           float *dh /* (B, H) */, float *dh_prev /* (B, H) */,
+                           float *dc /* (B, H) */, const float *dout /* (T, B, H) */,
+                           const float *X /* (T, B, In) or NULL */,
+                           const float *w_ih /* (G*H, In) */, const float *w_hh /* (G*H, H) */,
+                           const float *gates /* (T, B, G*H) */, const float *aux /* (T, B, H) */,
+                           const float *h /* (T+1, B, H) */, const float *c /* (T+1, B, H) */,
+                           const cell_ops_t *ops, int T, int B, int In, int H,
+                           const model_hooks_t *hooks, int64_t from) {
+    const int GH = ops->gates * H;
+    const int64_t TB = (int64_t)T * B;
+    const size_t BH = (size_t)B * H, BGH = (size_t)B * GH;
+    memset(dh_prev, 0, sizeof(float) * BH);
+    memset(dc, 0, sizeof(float) * BH);
+    for (int t = T - 1; t >= 0; t--) {
+        const float *dot = dout + t * BH;
+        for (size_t i = 0; i < BH; i++) dh[i] = dot[i] + dh_prev[i];
+        float *dgt = dgates + t * BGH, *dght = dgh + t * BGH;
+        ops->backward(dgt, dght, dh_prev, dc, dh, gates + t * BGH, aux ? aux + t * BH : NULL,
+                      h + t * BH, c ? c + t * BH : NULL, c ? c + (t + 1) * BH : NULL, B, H);
+        if (t > 0)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, H, GH, 1.0f, dght, GH, w_hh,
+                        H, 1.0f, dh_prev, H);
+        if (hooks) hooks->poll(hooks->ctx);
     }
+    /* W_hh's product was with h[0..T-1], the states each step started from */
+    matmul_backward(NULL, dw_hh, db_hh, dgh, h, w_hh, TB, H, GH, NULL, 0);
+    if (X) matmul_backward(dX, dw_ih, db_ih, dgates, X, w_ih, TB, In, GH, hooks, from);
 }
+
+/* logits = X dec_w^T + dec_b; returns loss_softmax_xent of them, which with grad leaves
+ * d (scale * loss) / d logits in logits. */
+static double decoder_forward(float *logits /* (T, B, V) */, const float *X /* (T, B, H) */,
+                              const float *dec_w /* (V, H) */, const float *dec_b /* (V) */,
+                              const int32_t *targets /* (T, B) */, int64_t TB, int V, int H,
+                              float scale, int grad) {
+    matmul_forward(logits, X, dec_w, dec_b, TB, H, V);
+    return loss_softmax_xent(logits, targets, TB, V, scale, grad);
+}
+
+/* Backward of decoder_forward from its d loss / d logits: the decoder's gradients, announced
+ * with hooks->ready(from), then dX. */
+static void decoder_backward(float *dX /* (T, B, H) */, float *ddec_w /* (V, H) */,
+                             float *ddec_b /* (V) */, const float *dlogits /* (T, B, V) */,
+                             const float *X /* (T, B, H) */, const float *dec_w /* (V, H) */,
+                             int64_t TB, int V, int H, const model_hooks_t *hooks, int64_t from) {
+    matmul_backward(dX, ddec_w, ddec_b, dlogits, X, dec_w, TB, H, V, hooks, from);
+}
+
+/* ---- the passes ---- */
 
 double model_forward(model_acts_t *a, float *state_h, float *state_c, const model_t *m, int T,
                      const model_dropout_t *drop, float scale, int grad) {
     const model_dims_t *d = &m->d;
-    const int B = a->B, H = d->H, GH = d->G * d->H, E = d->E, V = d->V;
+    const model_views_t *p = &m->p;
+    const int B = a->B, H = d->H;
     const int64_t TB = (int64_t)T * B;
     const size_t BH = (size_t)B * H;
     CHARLM_CHECK(T >= 1 && T <= a->T);
     a->dropout_on = drop && drop->p > 0.0f;
     CHARLM_CHECK(!a->dropout_on || a->mask[0]);
 
-    if (a->proj) {
-        fill_rows(a->proj, m->p.b_ih[0], V, GH);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, V, GH, E, 1.0f, m->p.emb, E,
-                    m->p.w_ih[0], E, 1.0f, a->proj, GH);
-        for (int64_t i = 0; i < TB; i++)
-            memcpy(a->gates[0] + i * GH, a->proj + (int64_t)a->inputs[i] * GH,
-                   sizeof(float) * (size_t)GH);
-    } else {
-        for (int64_t i = 0; i < TB; i++)
-            memcpy(a->x + i * E, m->p.emb + (int64_t)a->inputs[i] * E, sizeof(float) * (size_t)E);
-    }
-
-    const float *X = a->x; /* (T, B, In) */
-    int In = E;
+    embed_forward(a->x, a->proj, a->gates[0], a->inputs, p->emb, p->w_ih[0], p->b_ih[0], TB, d->V,
+                  d->E, d->G * H);
     for (int l = 0; l < d->layers; l++) {
-        float *gates = a->gates[l], *h = a->h[l], *c = a->c[l], *aux = a->aux[l];
-        if (l > 0 || !a->proj) {
-            fill_rows(gates, m->p.b_ih[l], TB, GH);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)TB, GH, In, 1.0f, X, In,
-                        m->p.w_ih[l], In, 1.0f, gates, GH);
-        }
-        memcpy(h, state_h + l * BH, sizeof(float) * BH);
-        if (c) memcpy(c, state_c + l * BH, sizeof(float) * BH);
-        for (int t = 0; t < T; t++) {
-            const float *hp = h + t * BH;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, GH, H, 1.0f, hp, H,
-                        m->p.w_hh[l], H, 0.0f, a->gh, GH);
-            m->ops->forward(gates + t * B * (size_t)GH, aux ? aux + t * BH : NULL,
-                            h + (t + 1) * BH, c ? c + (t + 1) * BH : NULL, a->gh, m->p.b_hh[l],
-                            hp, c ? c + t * BH : NULL, B, H);
-        }
-        memcpy(state_h + l * BH, h + T * BH, sizeof(float) * BH);
-        if (c) memcpy(state_c + l * BH, c + T * BH, sizeof(float) * BH);
-        if (a->dropout_on) make_dropout(a->mask[l], a->dropped[l], h + BH, drop, l, T, B, H);
-        X = layer_out(a, l, H);
-        In = H;
+        layer_forward(a->gates[l], a->aux[l], a->h[l], a->c[l], a->gh, state_h + l * BH,
+                      state_c ? state_c + l * BH : NULL, layer_input(a, l, H), p->w_ih[l],
+                      p->b_ih[l], p->w_hh[l], p->b_hh[l], m->ops, T, B, layer_in(d, l), H);
+        if (a->dropout_on)
+            dropout_forward(a->mask[l], a->dropped[l], a->h[l] + BH, drop, l, T, B, H);
     }
+    return decoder_forward(a->logits, layer_out(a, d->layers - 1, H), p->dec_w, p->dec_b,
+                           a->targets, TB, d->V, H, scale, grad);
+}
 
-    fill_rows(a->logits, m->p.dec_b, TB, V);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)TB, V, H, 1.0f, X, H, m->p.dec_w,
-                H, 1.0f, a->logits, V);
-    return loss_softmax_xent(a->logits, a->targets, TB, V, scale, grad);
+static int64_t tensor_offset(const model_t *m, model_tensor_kind_t k, int l) {
+    return tensor(m, k, l)->offset;
 }
 
 void model_backward(float *grads, model_acts_t *a, const model_t *m, int T,
                     const model_hooks_t *hooks) {
     const model_dims_t *d = &m->d;
-    const int B = a->B, H = d->H, GH = d->G * d->H, E = d->E, V = d->V;
+    const model_views_t *p = &m->p;
+    const int B = a->B, H = d->H;
     const int64_t TB = (int64_t)T * B;
-    const size_t BH = (size_t)B * H, BGH = (size_t)B * GH;
     model_views_t g;
     model_views(&g, m, grads);
-    /* the weight matrices' gradients are each one GEMM's output (beta 0); the embedding and the
-     * biases are sums over rows: only they need zeroing, not the whole buffer */
-    memset(g.emb, 0, sizeof(float) * (size_t)V * E);
-    memset(g.dec_b, 0, sizeof(float) * (size_t)V);
-    for (int l = 0; l < d->layers; l++) {
-        memset(g.b_ih[l], 0, sizeof(float) * (size_t)GH);
-        memset(g.b_hh[l], 0, sizeof(float) * (size_t)GH);
-    }
 
-    const float *top = layer_out(a, d->layers - 1, H);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, H, (int)TB, 1.0f, a->logits, V, top,
-                H, 0.0f, g.dec_w, H);
-    add_colsum(g.dec_b, a->logits, TB, V);
-    if (hooks) hooks->ready(m->tensors[m->ntensors - 2].offset, hooks->ctx);
-    float *dout = a->dout_a, *dx = a->dout_b; /* (T, B, H), (T, B, In) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)TB, H, V, 1.0f, a->logits, V,
-                m->p.dec_w, H, 0.0f, dout, H);
-
+    float *dout = a->dout_a, *dx = a->dout_b; /* (T, B, H), (T, B, In): down the stack */
+    decoder_backward(dout, g.dec_w, g.dec_b, a->logits, layer_out(a, d->layers - 1, H), p->dec_w,
+                     TB, d->V, H, hooks, tensor_offset(m, MODEL_T_DEC_W, 0));
     for (int l = d->layers - 1; l >= 0; l--) {
-        const int In = l ? H : E;
-        const float *X = l ? layer_out(a, l - 1, H) : a->x;
-        const float *h = a->h[l], *c = a->c[l], *aux = a->aux[l], *gates = a->gates[l];
-        if (a->dropout_on)
-            for (int64_t i = 0; i < TB * H; i++) dout[i] *= a->mask[l][i];
-        memset(a->dh_prev, 0, sizeof(float) * BH);
-        memset(a->dc, 0, sizeof(float) * BH);
-        for (int t = T - 1; t >= 0; t--) {
-            const float *dot = dout + t * BH;
-            for (size_t i = 0; i < BH; i++) a->dh[i] = dot[i] + a->dh_prev[i];
-            float *dgt = a->dgates + t * BGH, *dght = a->dgh + t * BGH;
-            m->ops->backward(dgt, dght, a->dh_prev, a->dc, a->dh, gates + t * BGH,
-                             aux ? aux + t * BH : NULL, h + t * BH, c ? c + t * BH : NULL,
-                             c ? c + (t + 1) * BH : NULL, B, H);
-            if (t > 0)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, H, GH, 1.0f, dght, GH,
-                            m->p.w_hh[l], H, 1.0f, a->dh_prev, H);
-            if (hooks) hooks->poll(hooks->ctx);
-        }
-        if (l == 0 && a->proj) {
-            /* folded: the gradient of the (V, G*H) table is dgates summed by input id; W_ih0's,
-             * b_ih0's and the embedding's follow from it */
-            memset(a->proj, 0, sizeof(float) * (size_t)V * GH);
-            for (int64_t i = 0; i < TB; i++) {
-                float *row = a->proj + (int64_t)a->inputs[i] * GH;
-                const float *src = a->dgates + i * GH;
-                for (int j = 0; j < GH; j++) row[j] += src[j];
-            }
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, GH, E, V, 1.0f, a->proj, GH,
-                        m->p.emb, E, 0.0f, g.w_ih[0], E);
-            add_colsum(g.b_ih[0], a->proj, V, GH);
-        } else {
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, GH, In, (int)TB, 1.0f,
-                        a->dgates, GH, X, In, 0.0f, g.w_ih[l], In);
-            add_colsum(g.b_ih[l], a->dgates, TB, GH);
-        }
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, GH, H, (int)TB, 1.0f, a->dgh, GH, h,
-                    H, 0.0f, g.w_hh[l], H);
-        add_colsum(g.b_hh[l], a->dgh, TB, GH);
-        if (hooks) hooks->ready(m->tensors[1 + 4 * l].offset, hooks->ctx);
-        if (l == 0 && a->proj) {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, V, E, GH, 1.0f, a->proj, GH,
-                        m->p.w_ih[0], E, 0.0f, g.emb, E);
-        } else {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)TB, In, GH, 1.0f,
-                        a->dgates, GH, m->p.w_ih[l], In, 0.0f, dx, In);
-            float *tmp = dout;
-            dout = dx;
-            dx = tmp;
-        }
+        if (a->dropout_on) dropout_backward(dout, a->mask[l], TB * H);
+        layer_backward(dx, g.w_ih[l], g.b_ih[l], g.w_hh[l], g.b_hh[l], a->dgates, a->dgh, a->dh,
+                       a->dh_prev, a->dc, dout, layer_input(a, l, H), p->w_ih[l], p->w_hh[l],
+                       a->gates[l], a->aux[l], a->h[l], a->c[l], m->ops, T, B, layer_in(d, l), H,
+                       hooks, tensor_offset(m, MODEL_T_W_IH, l));
+        float *tmp = dout;
+        dout = dx;
+        dx = tmp;
     }
-    if (!a->proj) {
-        /* dout now holds d loss / d x (T, B, E): scatter into the embedding rows */
-        for (int64_t i = 0; i < TB; i++) {
-            float *row = g.emb + (int64_t)a->inputs[i] * E;
-            const float *src = dout + i * E;
-            for (int j = 0; j < E; j++) row[j] += src[j];
-        }
-    }
-    if (hooks) hooks->ready(0, hooks->ctx);
+    embed_backward(g.emb, g.w_ih[0], g.b_ih[0], a->proj, dout, a->dgates, a->inputs, p->emb,
+                   p->w_ih[0], TB, d->V, d->E, d->G * H, hooks, tensor_offset(m, MODEL_T_W_IH, 0));
+    announce(hooks, tensor_offset(m, MODEL_T_EMB, 0));
 }

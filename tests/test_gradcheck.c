@@ -2,11 +2,13 @@
  * the decoder, over a window of several steps with a non-zero carried-in state, with and without
  * dropout (masks are a pure function of their key, so the loss stays a deterministic function of
  * the parameters), with some positions unscored (target -1), and both with the embedding folded
- * into layer 0 (V = 7 <= B*T/2) and unfolded. */
+ * into layer 0 (V = 7 <= B*T/2) and unfolded; and that backward's hooks announce each part of
+ * the gradient once it is final, in layout order from the end. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "charlm/err.h"
 #include "charlm/model.h"
 #include "charlm/rng.h"
 #include "check.h"
@@ -18,6 +20,48 @@ static double loss_at(model_acts_t *a, const model_t *m, const float *h0, const 
     memcpy(sh, h0, sizeof(float) * LAYERS * B * H);
     memcpy(sc, c0, sizeof(float) * LAYERS * B * H);
     return model_forward(a, sh, m->ops->has_c ? sc : NULL, m, T, drop, 1.0f, 0);
+}
+
+/* Records each ready(from) with a copy of the gradient buffer at that moment. */
+typedef struct {
+    const float *grads;
+    int64_t n;
+    int calls, polls;
+    int64_t from[MODEL_MAX_TENSORS];
+    float *seen[MODEL_MAX_TENSORS];
+} hook_log_t;
+
+static void log_ready(int64_t from, void *ctx) {
+    hook_log_t *h = ctx;
+    CHARLM_CHECK(h->calls < MODEL_MAX_TENSORS);
+    h->from[h->calls] = from;
+    h->seen[h->calls] = malloc(sizeof(float) * (size_t)h->n);
+    memcpy(h->seen[h->calls], h->grads, sizeof(float) * (size_t)h->n);
+    h->calls++;
+}
+
+static void log_poll(void *ctx) { ((hook_log_t *)ctx)->polls++; }
+
+/* The announcements come for the decoder, each layer from the top, the embedding, in that
+ * order, and what each says is final does not change afterwards; poll comes every step. */
+static void check_hooks(hook_log_t *h, const model_t *m, const float *grads, const char *name) {
+    const model_dims_t *d = &m->d;
+    int64_t want[MODEL_MAX_TENSORS];
+    int n = 0;
+    want[n++] = m->tensors[model_tensor_index(d, MODEL_T_DEC_W, 0)].offset;
+    for (int l = d->layers - 1; l >= 0; l--)
+        want[n++] = m->tensors[model_tensor_index(d, MODEL_T_W_IH, l)].offset;
+    want[n++] = m->tensors[model_tensor_index(d, MODEL_T_EMB, 0)].offset;
+    EXPECT_MSG(h->calls == n, "%s: %d ready calls, want %d", name, h->calls, n);
+    for (int k = 0; k < h->calls && k < n; k++) {
+        EXPECT_MSG(h->from[k] == want[k], "%s: ready call %d from %lld, want %lld", name, k,
+                   (long long)h->from[k], (long long)want[k]);
+        int64_t from = h->from[k];
+        EXPECT_MSG(!memcmp(h->seen[k] + from, grads + from, sizeof(float) * (size_t)(h->n - from)),
+                   "%s: gradients after offset %lld changed after ready", name, (long long)from);
+    }
+    EXPECT_MSG(h->polls == d->layers * T, "%s: %d polls", name, h->polls);
+    for (int k = 0; k < h->calls; k++) free(h->seen[k]);
 }
 
 static void check_cell(cell_kind_t cell, float p, int unfolded) {
@@ -49,8 +93,11 @@ static void check_cell(cell_kind_t cell, float p, int unfolded) {
     memcpy(sh, h0, sizeof sh);
     memcpy(sc, c0, sizeof sc);
     double base = model_forward(&a, sh, m.ops->has_c ? sc : NULL, &m, T, &drop, 1.0f, 1);
-    model_backward(grads, &a, &m, T, NULL);
+    hook_log_t log = {.grads = grads, .n = m.nparams};
+    model_hooks_t hooks = {log_ready, log_poll, &log};
+    model_backward(grads, &a, &m, T, &hooks);
     EXPECT(isfinite(base) && base > 0);
+    check_hooks(&log, &m, grads, cell_kind_name(cell));
 
     const float eps = 1e-2f;
     double diff2 = 0, sum2 = 0, worst = 0;

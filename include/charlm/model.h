@@ -12,7 +12,20 @@
 #include "charlm/cells.h"
 
 #define MODEL_MAX_LAYERS 16
+/* the embedding, 4 per layer, the decoder's 2 */
 #define MODEL_MAX_TENSORS (3 + 4 * MODEL_MAX_LAYERS)
+
+/* The kinds of tensor of the parameter layout, in layout order: the embedding, the four of each
+ * layer l in turn, the decoder's two. */
+typedef enum {
+    MODEL_T_EMB,   /* (V, E) embedding.weight */
+    MODEL_T_W_IH,  /* (G*H, In_l) rnn.weight_ih_l{l}; In_0 = E, else H */
+    MODEL_T_W_HH,  /* (G*H, H) rnn.weight_hh_l{l} */
+    MODEL_T_B_IH,  /* (G*H) rnn.bias_ih_l{l} */
+    MODEL_T_B_HH,  /* (G*H) rnn.bias_hh_l{l} */
+    MODEL_T_DEC_W, /* (V, H) decoder.weight */
+    MODEL_T_DEC_B  /* (V) decoder.bias */
+} model_tensor_kind_t;
 
 /* The architecture as configured (section [model]); the vocabulary comes from the corpus. */
 typedef struct {
@@ -99,6 +112,10 @@ double model_flops_per_char(const model_t *m);
  * vocabulary entry per window. */
 double model_flops_executed_per_char(const model_t *m, const model_acts_t *a);
 
+/* The index in the tensor table (model_layout) of the tensor of kind k, of layer l for the
+ * per-layer kinds (l is ignored for the others). The one place that knows the table's order. */
+int model_tensor_index(const model_dims_t *d, model_tensor_kind_t k, int l);
+
 /* Number of floats of the parameter layout; fills the tensor table when t is not NULL. */
 int64_t model_layout(const model_dims_t *d, model_tensor_t *t /* (MODEL_MAX_TENSORS) */,
                      int *ntensors);
@@ -108,7 +125,8 @@ void model_views(model_views_t *v, const model_t *m, float *buf);
 
 /* Allocates parameters and initialises them deterministically from seed (the same on every
  * rank without communication): embedding N(0, 1); recurrent and decoder weights and biases
- * U(-1/sqrt(H), 1/sqrt(H)) as PyTorch; LSTM forget-gate bias_ih = 1 (so b_ih + b_hh starts near 1). */
+ * U(-1/sqrt(H), 1/sqrt(H)) as PyTorch; LSTM forget-gate bias_ih = 1 (so b_ih + b_hh starts
+ * near 1). */
 void model_init(model_t *m, const model_dims_t *d, uint64_t seed);
 void model_free(model_t *m);
 
