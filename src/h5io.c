@@ -64,12 +64,28 @@ static void file_name(char *out, size_t n, hid_t loc) {
     if (H5Fget_name(loc, out, n) < 0) snprintf(out, n, "(HDF5 file)");
 }
 
+/* The cause of the first failure of a sequence of HDF5 calls, kept before the calls that close
+ * what was opened (each API call clears HDF5's error stack on entry). */
+typedef struct {
+    int failed;
+    char cause[256];
+} failure_t;
+
+/* Returns ok; the first time it is 0, keeps h5io_cause() in fl. */
+static int note(failure_t *fl, int ok) {
+    if (!ok && !fl->failed) {
+        fl->failed = 1;
+        snprintf(fl->cause, sizeof fl->cause, "%s", h5io_cause());
+    }
+    return ok;
+}
+
 /* Records "cannot write KIND 'NAME' of FILE: CAUSE". */
-static int write_failed(hid_t loc, const char *kind, const char *name) {
-    char cause[256], file[1024];
-    snprintf(cause, sizeof cause, "%s", h5io_cause()); /* before the next call clears it */
+static int write_failed(hid_t loc, const char *kind, const char *name, const failure_t *fl) {
+    char file[1024];
     file_name(file, sizeof file, loc);
-    return err_set(CHARLM_EINPUT, "cannot write %s '%s' of %s: %s", kind, name, file, cause);
+    return err_set(CHARLM_EINPUT, "cannot write %s '%s' of %s: %s", kind, name, file,
+                   fl->failed ? fl->cause : "HDF5 error");
 }
 
 /* ---- files ---- */
@@ -106,10 +122,11 @@ hid_t h5io_create(const char *path) {
     H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_LATEST); /* attributes over 64 KiB */
     errno = 0;
     hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    int e = errno;
+    failure_t fl = {0};
+    note(&fl, f >= 0);
     H5Pclose(fapl);
-    if (f < 0)
-        err_set(CHARLM_EINPUT, "cannot create %s: %s", path,
-                errno ? strerror(errno) : h5io_cause());
+    if (f < 0) err_set(CHARLM_EINPUT, "cannot create %s: %s", path, e ? strerror(e) : fl.cause);
     return f;
 }
 
@@ -121,16 +138,42 @@ int h5io_close(hid_t f) {
     return CHARLM_OK;
 }
 
+/* ---- groups and other objects ---- */
+
+hid_t h5io_group_create(hid_t loc, const char *name) {
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+    H5Pset_create_intermediate_group(lcpl, 1);
+    hid_t g = H5Gcreate2(loc, name, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+    failure_t fl = {0};
+    note(&fl, g >= 0);
+    H5Pclose(lcpl);
+    if (g < 0) write_failed(loc, "group", name, &fl);
+    return g;
+}
+
+h5io_status_t h5io_object_open(hid_t loc, const char *name, hid_t *obj) {
+    h5io_quiet();
+    *obj = -1;
+    if (H5Lexists(loc, name, H5P_DEFAULT) <= 0) return H5IO_MISSING;
+    *obj = H5Oopen(loc, name, H5P_DEFAULT);
+    return *obj >= 0 ? H5IO_OK : H5IO_READ;
+}
+
+void h5io_object_close(hid_t obj) {
+    if (obj >= 0) H5Oclose(obj);
+}
+
 /* ---- attributes ---- */
 
 int h5io_attr_write(hid_t loc, const char *name, hid_t type, size_t n, const void *v) {
     hsize_t dim = n;
     hid_t s = n ? H5Screate_simple(1, &dim, NULL) : H5Screate(H5S_SCALAR);
     hid_t a = H5Acreate2(loc, name, type, s, H5P_DEFAULT, H5P_DEFAULT);
-    int ok = a >= 0 && H5Awrite(a, type, v) >= 0;
-    if (a >= 0) ok = H5Aclose(a) >= 0 && ok;
+    failure_t fl = {0};
+    int ok = note(&fl, a >= 0 && H5Awrite(a, type, v) >= 0);
+    if (a >= 0) ok = note(&fl, H5Aclose(a) >= 0) && ok;
     H5Sclose(s);
-    return ok ? CHARLM_OK : write_failed(loc, "attribute", name);
+    return ok ? CHARLM_OK : write_failed(loc, "attribute", name, &fl);
 }
 
 int h5io_attr_write_i64(hid_t loc, const char *name, int64_t v) {
@@ -235,14 +278,16 @@ int h5io_dset_write(hid_t loc, const char *name, hid_t memtype, hid_t filetype, 
     hid_t p = H5Pcreate(H5P_DATASET_CREATE);
     hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
     H5Pset_create_intermediate_group(lcpl, 1);
-    int ok = H5Pset_chunk(p, rank, chunk) >= 0 && H5Pset_fletcher32(p) >= 0;
+    failure_t fl = {0};
+    int ok = note(&fl, H5Pset_chunk(p, rank, chunk) >= 0 && H5Pset_fletcher32(p) >= 0);
     hid_t d = ok ? H5Dcreate2(loc, name, filetype, s, lcpl, p, H5P_DEFAULT) : -1;
-    ok = d >= 0 && (!n || H5Dwrite(d, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0);
-    if (d >= 0) ok = H5Dclose(d) >= 0 && ok;
+    ok = note(&fl,
+              d >= 0 && (!n || H5Dwrite(d, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0));
+    if (d >= 0) ok = note(&fl, H5Dclose(d) >= 0) && ok; /* the chunk cache is written here */
     H5Pclose(lcpl);
     H5Pclose(p);
     H5Sclose(s);
-    return ok ? CHARLM_OK : write_failed(loc, "dataset", name);
+    return ok ? CHARLM_OK : write_failed(loc, "dataset", name, &fl);
 }
 
 h5io_status_t h5io_dset_shape(hid_t loc, const char *name, int *rank, hsize_t *dims) {

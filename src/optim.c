@@ -51,9 +51,15 @@ void optim_free(optim_t *o) {
 }
 
 const char *optim_moment_name(optim_kind_t k, int i) {
-    optim_params_t p = {.kind = k, .momentum = 1};
-    static const char *names[] = {"m", "v"};
-    return i >= 0 && i < optim_nmoments(&p) ? names[i] : NULL;
+    /* PyTorch's keys of optimizer.state[param], so that each buffer maps onto torch.optim's */
+    static const char *const names[OPTIM_KINDS][OPTIM_MAX_MOMENTS] = {
+        [OPTIM_ADAM] = {"exp_avg", "exp_avg_sq"},
+        [OPTIM_ADAMW] = {"exp_avg", "exp_avg_sq"},
+        [OPTIM_SGD] = {"momentum_buffer"},
+        [OPTIM_RMSPROP] = {"square_avg"},
+        [OPTIM_ADAGRAD] = {"sum"},
+    };
+    return (unsigned)k < OPTIM_KINDS && i >= 0 && i < OPTIM_MAX_MOMENTS ? names[k][i] : NULL;
 }
 
 float *optim_moment(const optim_t *o, int i) { return i == 0 ? o->m : i == 1 ? o->v : NULL; }

@@ -4,8 +4,12 @@
   from the /model attributes, /vocab the corpus characters, /state/h (layers, S, H), the history;
   the newest checkpoint.keep are kept and best.h5 is the one with the best validation; the h5py
   example of README.md runs against it and prints what it should.
+- The optimizer's buffers are named as PyTorch's state keys (format_version 2): Adam's
+  /optimizer/exp_avg and exp_avg_sq, RMSprop's /optimizer/square_avg. A checkpoint of format
+  version 1 (the same with the buffers named m and v, made here by renaming them with h5py) still
+  inspects and resumes, exactly, to the losses of the run that wrote it, for Adam and RMSprop.
 - Bad files: truncated, a byte flipped inside a parameter dataset (caught by fletcher32), a
-  missing dataset, an HDF5 file that is not a charlm checkpoint, format_version 2. For each,
+  missing dataset, an HDF5 file that is not a charlm checkpoint, format_version 3. For each,
   `charlm inspect --verify` and `charlm train --resume FILE` exit 1 with one line naming the file
   and the dataset or attribute; `--resume auto` skips corrupt newest checkpoints with one warning
   each and continues, exactly, from the newest good one.
@@ -32,6 +36,8 @@ README = os.path.join(HERE, "..", "README.md")
 LAYERS, HIDDEN, EMBED, B, T = 2, 32, 16, 2, 16
 S = 2 * B
 STEPS, EVERY = 20, 5
+FORMAT_VERSION = 2
+MOMENTS = {"adam": ("exp_avg", "exp_avg_sq"), "rmsprop": ("square_avg",)}  # PyTorch's keys
 
 problems = h.problems
 problem = h.problem
@@ -78,11 +84,25 @@ def verifies(path):
 
 # ---- the good checkpoint, read as the README shows -------------------------------------------
 
+def check_moments(f, path, kind, want):
+    """The /optimizer of open checkpoint f holds kind's buffers, each with the shapes want."""
+    opt = f["optimizer"]
+    if opt.attrs["kind"] != kind.encode() or sorted(opt) != sorted(MOMENTS[kind]):
+        problem(f"{path}: /optimizer of kind {opt.attrs['kind']!r} holds {sorted(opt)}, expected "
+                f"{kind}'s {sorted(MOMENTS[kind])}")
+        return
+    for mom in MOMENTS[kind]:
+        g = {n: d.shape for n, d in opt[mom].items()}
+        if g != want:
+            problem(f"{path}: /optimizer/{mom} shapes {g}, expected {want}")
+
+
 def check_layout(path, text):
     gates = 4  # lstm
     with h5py.File(path, "r") as f:
         a = f.attrs
-        if a["format"] != b"charlm" or a["format_version"] != 1 or a["step"] != STEPS:
+        if a["format"] != b"charlm" or a["format_version"] != FORMAT_VERSION or \
+                a["step"] != STEPS:
             problem(f"{path}: root attributes format={a['format']!r} format_version="
                     f"{a['format_version']} step={a['step']}")
         if a["streams"] != S or a["world_size"] != 2 or a["seq"] != T:
@@ -102,12 +122,8 @@ def check_layout(path, text):
         got = {n: d.shape for n, d in f["model"].items()}
         if got != want:
             problem(f"{path}: /model shapes {got}, expected {want}")
-        for mom in ("m", "v"):  # Adam
-            g = {n: d.shape for n, d in f["optimizer"][mom].items()} \
-                if mom in f["optimizer"] else {}
-            if g != want:
-                problem(f"{path}: /optimizer/{mom} shapes {g}, expected {want}")
-        if f["optimizer"].attrs["kind"] != b"adam" or f["optimizer"].attrs["step"] != STEPS:
+        check_moments(f, path, "adam", want)
+        if f["optimizer"].attrs["step"] != STEPS:
             problem(f"{path}: /optimizer attributes {dict(f['optimizer'].attrs)}")
         for st in ("state/h", "state/c"):
             if f[st].shape != (LAYERS, S, HIDDEN) or f[st].dtype != np.float32:
@@ -171,7 +187,7 @@ def readme_example(path, want, vocab):
     p = subprocess.run(["/usr/bin/python3", script, path], capture_output=True, text=True,
                        timeout=120)
     out = p.stdout
-    expect = [f"format 1 step {STEPS} epoch",
+    expect = [f"format {FORMAT_VERSION} step {STEPS} epoch",
               f"lstm {LAYERS} layers x {HIDDEN} hidden, embed {EMBED}",
               f"{len(vocab)} characters: {vocab!r}", f"state/h {(LAYERS, S, HIDDEN)} val loss"]
     expect += [f"{name:22} float32 {shape}" for name, shape in want.items()]
@@ -182,6 +198,67 @@ def readme_example(path, want, vocab):
     else:
         print(f"ok   the README's h5py example ({len(blocks[0].splitlines())} lines) prints:\n  "
               + out.strip().replace("\n", "\n  "))
+
+
+# ---- the optimizer's buffers, and format version 1 -------------------------------------------
+
+def to_version1(path):
+    """Rewrites the checkpoint at path as format_version 1 had it: the buffers named m and v."""
+    with h5py.File(path, "r+") as f:
+        opt = f["optimizer"]
+        for new, old in zip(MOMENTS[opt.attrs["kind"].decode()], ("m", "v")):
+            opt.move(new, old)
+        f.attrs["format_version"] = np.int64(1)
+
+
+def version1_resumes(corpus, ref_run, work, kind, steps, want):
+    """ref_run's checkpoint before the last, rewritten as format_version 1 and the last one
+    removed: `inspect --verify` reads it and `--resume auto` continues from it to ref_run's losses
+    exactly, writing format_version 2 again."""
+    run_dir = os.path.join(work, f"version1-{kind}")
+    shutil.copytree(ref_run, run_dir)  # copies: best.h5 is no longer a link into ref_run
+    start = steps - EVERY
+    old, last = ck(run_dir, start), ck(run_dir, steps)
+    os.remove(last)
+    to_version1(old)
+    bad = []
+    p = h.run(["inspect", "--verify", old])
+    if p.returncode != 0 or not re.search(r"^format_version\s+1$", p.stdout, re.M):
+        bad.append(f"`inspect --verify {old}`: exit {p.returncode}\n{p.stdout}{p.stderr}")
+    p = h.run(train_args(corpus, run_dir, steps=steps, extra=["--optim", kind, "--resume", "auto"]),
+              np=2)
+    if p.returncode != 0 or f"charlm: resuming from {old} at step {start}" not in p.stderr or \
+            "warning" in p.stderr:
+        bad.append(f"did not resume from {old} (exit {p.returncode}):\n{p.stderr.strip()}")
+    elif not same_metrics(ref_run, run_dir, steps):
+        bad.append("the continued run's metrics differ from the original run's")
+    else:
+        with h5py.File(last, "r") as f:
+            if f.attrs["format_version"] != FORMAT_VERSION:
+                bad.append(f"{last} has format_version {f.attrs['format_version']}")
+            check_moments(f, last, kind, want)
+    if bad:
+        problem(f"[format_version 1, {kind}] " + "; ".join(bad))
+    else:
+        renamed = ", ".join(f"{new} -> {old}" for new, old in zip(MOMENTS[kind], "mv"))
+        print(f"ok   [format_version 1, {kind}] ({renamed}) inspected, resumed from step {start} "
+              "to the original losses")
+
+
+def moment_names(corpus, good_run, want, work):
+    """RMSprop's one buffer is /optimizer/square_avg (not m); checkpoints of format_version 1,
+    Adam's and RMSprop's, still resume exactly."""
+    rms_run = os.path.join(work, "rmsprop")
+    steps = 2 * EVERY
+    h.run(train_args(corpus, rms_run, steps=steps, extra=["--optim", "rmsprop"]), np=2, check=True)
+    n0 = len(problems)
+    with h5py.File(ck(rms_run, steps), "r") as f:
+        check_moments(f, ck(rms_run, steps), "rmsprop", want)
+    if len(problems) == n0:
+        print(f"ok   buffers: adam's /optimizer/{' and '.join(MOMENTS['adam'])}, rmsprop's "
+              f"/optimizer/{MOMENTS['rmsprop'][0]}, shaped like /model")
+    version1_resumes(corpus, good_run, work, "adam", STEPS, want)
+    version1_resumes(corpus, rms_run, work, "rmsprop", steps, want)
 
 
 # ---- bad files -------------------------------------------------------------------------------
@@ -228,10 +305,10 @@ def make_bad_files(good, d):
     with h5py.File(p, "w") as f:
         f["data"] = np.arange(100, dtype=np.float32)
         f.attrs["step"] = 5
-    p = bad["format_version 2"] = os.path.join(d, "version2.h5")
+    p = bad["format_version 3"] = os.path.join(d, "version3.h5")
     shutil.copy(good, p)
     with h5py.File(p, "r+") as f:
-        f.attrs["format_version"] = np.int64(2)
+        f.attrs["format_version"] = np.int64(FORMAT_VERSION + 1)
     return bad
 
 
@@ -240,7 +317,7 @@ WANT = {  # what the error line must name besides the file
     "flipped byte": ["model/decoder.weight"],
     "missing dataset": ["model/decoder.bias"],
     "not a checkpoint": ["format"],
-    "format_version 2": ["format_version", "2"],
+    "format_version 3": ["format_version", "3"],
 }
 
 
@@ -254,6 +331,15 @@ def bad_files(corpus, good, work):
         one_error(p, f"--resume: {name}", 1, [path] + WANT[name])
         if os.path.exists(run_dir):
             problem(f"[--resume: {name}] left {run_dir} behind")
+
+
+def same_metrics(ref_run, run_dir, steps):
+    """Whether run_dir's metrics.jsonl has a train line for each of the steps 1..steps with
+    ref_run's train_loss and grad_norm, and ref_run's last validation."""
+    (t0, v0), (t1, v1) = h.metrics(ref_run), h.metrics(run_dir)
+    return [t["step"] for t in t1] == list(range(1, steps + 1)) and \
+        all(a["train_loss"] == b["train_loss"] and a["grad_norm"] == b["grad_norm"]
+            for a, b in zip(t0, t1)) and v0[-1] == v1[-1]
 
 
 def resume_auto_skips(corpus, good_run, work):
@@ -278,10 +364,7 @@ def resume_auto_skips(corpus, good_run, work):
     step3 = STEPS - 2 * EVERY
     if f"charlm: resuming from {third} at step {step3}" not in p.stderr:
         bad.append(f"it did not resume from {third}")
-    (t0, v0), (t1, v1) = h.metrics(good_run), h.metrics(run_dir)
-    if [t["step"] for t in t1] != list(range(1, STEPS + 1)) or \
-            any(a["train_loss"] != b["train_loss"] or a["grad_norm"] != b["grad_norm"]
-                for a, b in zip(t0, t1)) or v0[-1] != v1[-1]:
+    if not same_metrics(good_run, run_dir, STEPS):
         bad.append("the continued run's metrics differ from the original run's")
     for path in (newest, second):
         if not verifies(path):
@@ -410,6 +493,7 @@ def main():
     want, vocab = check_layout(good, text)
     check_rotation_and_best(good_run)
     readme_example(good, want, vocab)
+    moment_names(corpus, good_run, want, work)
     bad_files(corpus, good, work)
     resume_auto_skips(corpus, good_run, work)
     unwritable(corpus, work)

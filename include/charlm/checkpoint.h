@@ -1,20 +1,28 @@
-/* checkpoint: HDF5 checkpoints (DESIGN.md §4, format version 1) — atomic writing, reading with
- * every checksum verified, rotation, best.h5, finding the newest valid one, and `inspect`.
+/* checkpoint: HDF5 checkpoints (src/README.md §4) — atomic writing, reading with every checksum
+ * verified, rotation, best.h5, finding the newest valid one, and `inspect`. All HDF5 access goes
+ * through h5io, the atomic replace through fileio.
  *
- * Layout of ckpt-<step>.h5:
- *   /                 attrs format="charlm", format_version=1, charlm_version, step, epoch,
+ * Layout of ckpt-<step>.h5, format_version 2:
+ *   /                 attrs format="charlm", format_version=2, charlm_version, step, epoch,
  *                     cursor, tokens_seen, world_size, streams, seq, train_chars, lr,
  *                     last_train_loss, last_val_loss, best_val_loss, config (canonical INI)
  *   /vocab            uint32 (V) code points in id order
  *   /model            attrs cell, layers, hidden, embed, vocab_size
  *   /model/NAME       float32, one per tensor, PyTorch names (model.h)
  *   /optimizer        attrs kind, step
- *   /optimizer/M/NAME float32 moment M (m, v) of tensor NAME
+ *   /optimizer/M/NAME float32 buffer M of tensor NAME, shaped like /model/NAME. M is PyTorch's
+ *                     state key (optim_moment_name): exp_avg and exp_avg_sq (adam, adamw),
+ *                     momentum_buffer (sgd with momentum; none without), square_avg (rmsprop),
+ *                     sum (adagrad)
  *   /state/h, /state/c  float32 (layers, S, H) hidden (and LSTM cell) state of every global stream
  *   /state/cursor     int64 (1) window index inside the epoch; attr epoch
  *   /metrics/train    float64 (n, 3) step, train_loss, grad_norm of every log line
  *   /metrics/val      float64 (n, 2) step, val_loss
- * Every dataset is chunked with the fletcher32 checksum filter. */
+ * Every dataset is chunked with the fletcher32 checksum filter.
+ *
+ * Format version 1 (charlm 0.1.0 before the names above) differs only in M: "m" for the first
+ * buffer of every kind and "v" for Adam's second. The version says which names a file uses;
+ * ckpt_read reads both versions, ckpt_write writes version 2. */
 #ifndef CHARLM_CHECKPOINT_H
 #define CHARLM_CHECKPOINT_H
 
@@ -25,7 +33,7 @@
 #include "charlm/optim.h"
 #include "charlm/vocab.h"
 
-#define CKPT_FORMAT_VERSION 1
+#define CKPT_FORMAT_VERSION 2 /* written; 1 and 2 are read */
 
 /* The scalar facts of a checkpoint (root and group attributes): what is written is what is
  * read back. */
@@ -56,21 +64,21 @@ typedef struct {
 typedef struct {
     ckpt_info_t info;
     char *config;
-    vocab_t vocab;
-    int64_t nparams;          /* model_layout(&info.dims) */
-    float *params;            /* (nparams) */
-    int nmoments;
-    float *moments[OPTIM_MAX_MOMENTS]; /* (nparams) each */
+    vocab_t vocab;            /* (info.dims.V) */
+    float *params;            /* (nparams = model_layout(&info.dims)) parameter layout */
+    int nmoments;             /* the buffers present in /optimizer */
+    float *moments[OPTIM_MAX_MOMENTS]; /* (nparams) each, parameter layout */
     float *h, *c;             /* (layers, S, H); c NULL unless lstm */
     double *train_hist, *val_hist;
     int64_t n_train, n_val;
 } ckpt_t;
 
 /* Writes w to `path` atomically: to PATH.tmp once the space for it is known to be there
- * (fileio_reserve), fsynced, renamed to PATH, and the directory fsynced. Holds no copy of the
- * model: the memory it needs is HDF5's buffer for one chunk.
- * On failure removes PATH.tmp, leaves any existing PATH untouched and returns CHARLM_EINPUT with
- * the reason (e.g. "No space left on device"). */
+ * (fileio_reserve), then fileio_commit (fsync, rename to PATH, fsync of the directory); creates
+ * the directory when missing. Holds no copy of the model: the memory it needs is HDF5's buffer
+ * for one chunk. On failure removes PATH.tmp, leaves any existing PATH untouched and returns
+ * CHARLM_EINPUT with one line "cannot write checkpoint PATH: ..." giving the cause (e.g. "No
+ * space left on device") and, for a failure inside HDF5, the dataset or attribute. */
 int ckpt_write(const char *path, const ckpt_write_t *w);
 
 /* Reads every dataset of path (so every fletcher32 checksum is verified) into ck. Returns

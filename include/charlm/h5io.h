@@ -49,6 +49,18 @@ hid_t h5io_create(const char *path);
  * recorded (a failed flush: a full disk, a file-size limit). */
 int h5io_close(hid_t f);
 
+/* ---- groups and other objects ---- */
+
+/* Creates group `name` of loc (missing parents too). Returns it (h5io_object_close), or -1 with
+ * "cannot write group 'NAME' of FILE: CAUSE" recorded. */
+hid_t h5io_group_create(hid_t loc, const char *name);
+
+/* Opens the group or dataset `name` of loc, e.g. for its attributes: H5IO_OK with *obj set (the
+ * caller closes it: h5io_object_close), H5IO_MISSING, or H5IO_READ (present, cannot be opened).
+ * Records nothing. */
+h5io_status_t h5io_object_open(hid_t loc, const char *name, hid_t *obj);
+void h5io_object_close(hid_t obj);
+
 /* ---- attributes: writers record "cannot write attribute 'NAME' of FILE: CAUSE" ---- */
 
 /* An attribute of n elements of type (n = 0: a scalar) from v. */

@@ -53,8 +53,10 @@ int optim_nmoments(const optim_params_t *p);
 void optim_init(optim_t *o, const optim_params_t *p, int64_t n);
 void optim_free(optim_t *o);
 
-/* The name of moment buffer i of an optimizer of kind k, as checkpoints store it; NULL past the
- * kind's buffers. */
+/* The name of moment buffer i of an optimizer of kind k, as checkpoints store it: PyTorch's
+ * state key ("exp_avg", "exp_avg_sq" for adam and adamw, "momentum_buffer" for sgd, "square_avg"
+ * for rmsprop, "sum" for adagrad); NULL past the kind's buffers (sgd has its one even when its
+ * momentum is 0 and it keeps none). */
 const char *optim_moment_name(optim_kind_t k, int i);
 /* Moment buffer i of o (n floats, parameter layout), NULL past o->nmoments. */
 float *optim_moment(const optim_t *o, int i);
