@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench.sh — charlm against a PyTorch reference trainer on the same cores, side by side (issue 5).
+# bench.sh — charlm against a PyTorch reference trainer on the same cores, side by side.
 #
 # Usage (from anywhere; needs the README's set-up, i.e. build/charlm, plus Debian's
 # python3-torch for the reference):
@@ -29,12 +29,13 @@
 #   WORKS="lstm512 gru512 rnn512 lstm128 lstm1024"   subset / order of the works
 #   THREADS_CMP=1     0 = skip the ranks-vs-threads comparison
 #   AVX512=1          0 = skip the second table with OpenBLAS's AVX-512 kernels
-#   CORPUS=PATH       corpus (default: /work/shared/data/tinyshakespeare.txt if present, else
-#                     data/tinyshakespeare.txt in the repository, else /usr/share/games/fortunes)
+#   CORPUS=PATH       corpus (default: tests/data/tinyshakespeare.txt in the repository)
 #   NP=2              MPI ranks / DDP processes (one per core); 64 must be divisible by NP
 #   CHARLM=build/charlm   PYTHON=/usr/bin/python3   MPIRUN=mpirun   CC=cc
 #   RESULTS_DIR=scripts/bench-results   where the raw output file goes
 #   SGEMM_SECONDS=3   duration of each sgemm measurement
+# The raw output names paths in the repository relative to its root (it is committed and says
+# nothing of the machine's directories); a CORPUS or RESULTS_DIR elsewhere is printed as given.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -54,13 +55,8 @@ STREAMS=64
 SEQ=64
 LAYERS=2
 
-if [[ -z ${CORPUS:-} ]]; then
-    for c in /work/shared/data/tinyshakespeare.txt "$ROOT/data/tinyshakespeare.txt" \
-             /usr/share/games/fortunes; do
-        if [[ -e $c ]]; then CORPUS=$c; break; fi
-    done
-fi
-[[ -n ${CORPUS:-} && -e $CORPUS ]] || { echo "bench.sh: no corpus; set CORPUS=PATH" >&2; exit 2; }
+CORPUS=${CORPUS:-$ROOT/tests/data/tinyshakespeare.txt}
+[[ -e $CORPUS ]] || { echo "bench.sh: no corpus $CORPUS; set CORPUS=PATH" >&2; exit 2; }
 [[ -x $CHARLM ]] || { echo "bench.sh: $CHARLM not built (run scripts/setup.sh)" >&2; exit 2; }
 "$PYTHON" -c 'import torch' 2>/dev/null \
     || { echo "bench.sh: $PYTHON has no torch (apt-get install python3-torch)" >&2; exit 2; }
@@ -73,7 +69,7 @@ if [[ $(id -u) == 0 ]]; then
 fi
 
 # work name -> "cell hidden steps log_every" (full run: ~15-30 s of timed windows per run at
-# the issue's speeds; QUICK: a few windows)
+# the speeds of scripts/bench-results; QUICK: a few windows)
 work_spec() {
     local full quick
     case $1 in
@@ -96,6 +92,12 @@ if [[ $QUICK == 1 ]]; then OUT=$RESULTS_DIR/$STAMP-quick.txt; fi
 : >"$OUT"
 
 say() { printf '%s\n' "$*" | tee -a "$OUT"; }
+# PATH relative to the repository root when it is inside the repository, else as given
+repo_path() {
+    local p
+    p=$(realpath -ms -- "$1")
+    case $p in "$ROOT"/*) printf '%s\n' "${p#"$ROOT"/}" ;; *) printf '%s\n' "$1" ;; esac
+}
 # the 1-minute load average: more than NP means other work shared the cores during a run
 load1() { cut -d' ' -f1 /proc/loadavg; }
 
@@ -202,7 +204,7 @@ say "commit:  $commit, $("$CHARLM_BIN" --version 2>&1 | head -1), binary built $
 CORE=$(OPENBLAS_VERBOSE=2 "$SGEMM" 64 0 1 2>&1 | sed -n 's/^Core: *//p' | head -1)
 say "blas:    OpenBLAS $CORE kernels (OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-(unset)})"
 say "torch:   $("$PYTHON" -c 'import torch; print(torch.__version__)' 2>/dev/null)"
-say "corpus:  $CORPUS"
+say "corpus:  $(repo_path "$CORPUS")"
 say "setup:   $LAYERS layers, E = H, $STREAMS global streams, T = $SEQ, Adam, clip 5; -np $NP;" \
     "REPS=$REPS, reference warm-up $WARMUP windows"
 say "load:    $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min load average at start)"
@@ -312,4 +314,4 @@ else
     say "(mpicc failed: no all-reduce timing)"
 fi
 say "load:    $(cut -d' ' -f1-3 /proc/loadavg) (at end)"
-say "raw output: $OUT"
+say "raw output: $(repo_path "$OUT")"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# bench_prepare_rss.sh — memory of `charlm prepare` and of training from a prepared corpus
-# (issue 4): each rank holds only its shard, so its peak RSS follows corpus/P, not the corpus.
+# bench_prepare_rss.sh — memory of `charlm prepare` and of training from a prepared corpus:
+# each rank holds only its shard, so its peak RSS follows corpus/P, not the corpus.
 #
 # Usage (from anywhere, after the README's set-up):
 #     scripts/bench_prepare_rss.sh          # ~100 MB corpus, -np 2, 4, 8, text and .h5: ~2 min
@@ -15,7 +15,7 @@
 # into one byte).
 #
 # Environment knobs:
-#   SOURCE=PATH     text to repeat (default /work/shared/data/tinyshakespeare.txt)
+#   SOURCE=PATH     text to repeat (default tests/data/tinyshakespeare.txt in the repository)
 #   REPEAT=90       copies of SOURCE in the large corpus
 #   NPS="2 4 8"     rank counts (more ranks than cores is allowed: oversubscribed)
 #   WORK=/tmp/charlm-rss   scratch directory (corpora, runs; removed at the end unless KEEP=1)
@@ -23,7 +23,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-SOURCE=${SOURCE:-/work/shared/data/tinyshakespeare.txt}
+SOURCE=${SOURCE:-$ROOT/tests/data/tinyshakespeare.txt}
 REPEAT=${REPEAT:-90}
 NPS=${NPS:-2 4 8}
 WORK=${WORK:-/tmp/charlm-rss}

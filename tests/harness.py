@@ -3,9 +3,11 @@ read metrics.jsonl, and write small corpora. Standard library only.
 
 Environment (set by tests/CMakeLists.txt): CHARLM (the binary), MPIEXEC, MPIEXEC_NUMPROC_FLAG,
 MPIEXEC_PREFLAGS, MPIEXEC_POSTFLAGS (CMake's FindMPI values, ';'-separated lists)."""
+import atexit
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,7 +36,7 @@ def run(args, np=None, timeout=600, check=False, prefix=()):
                        stdin=subprocess.DEVNULL)
     if check and p.returncode != 0:
         sys.stderr.write(p.stdout + p.stderr)
-        raise SystemExit(f"charlm {' '.join(args)} exited {p.returncode}")
+        fail(f"charlm {' '.join(args)} exited {p.returncode}")
     return p
 
 
@@ -79,11 +81,36 @@ def synthetic_text(nchars, seed=1):
     return "".join(out)[:nchars]
 
 
+_tmpdirs = []    # made by tmpdir(): removed at exit unless the test failed
+_failed = False  # set by fail() and by an uncaught exception
+problems = []    # the failed checks recorded by problem()
+
+
 def tmpdir():
-    return tempfile.mkdtemp(prefix="charlm-test-")
+    """A new directory charlm-test-* in the system's temporary directory. It is removed when the
+    test exits having passed or been skipped, and kept for diagnosis (named on stderr) when it
+    failed: through fail(), problem(), run(check=True) or an uncaught exception."""
+    d = tempfile.mkdtemp(prefix="charlm-test-")
+    _tmpdirs.append(d)
+    return d
 
 
-problems = []
+def _remove_tmpdirs():
+    for d in _tmpdirs:
+        if _failed or problems:
+            sys.stderr.write(f"kept {d}\n")
+        else:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _note_exception(*exc, hook=sys.excepthook):
+    global _failed
+    _failed = True
+    hook(*exc)
+
+
+atexit.register(_remove_tmpdirs)
+sys.excepthook = _note_exception
 
 
 def problem(msg):
@@ -97,5 +124,7 @@ def problem(msg):
 
 
 def fail(msg):
+    global _failed
+    _failed = True
     sys.stderr.write("FAIL: " + msg + "\n")
     raise SystemExit(1)

@@ -1,9 +1,9 @@
 """Every bad input of `charlm train` gets one clear line on stderr naming the file, key, value or
-byte offset, exit code 1 (2 for a bad command line), and leaves no run directory behind — run
-directly and under `mpiexec -np 2`, where the message must still appear exactly once."""
+byte offset, exit code 1 (2 for a bad command line), and leaves no run directory behind (nor one
+made on the way to it) — run directly and under `mpiexec -np 2`, where the message must still
+appear exactly once."""
 import os
 import shutil
-import subprocess
 
 import harness as h
 
@@ -50,6 +50,9 @@ def main():
         ("non-integer batch", ["--batch", "2.5"], 1, ["train.batch", "2.5"]),
         ("validation too short", ["--set", "data.val_frac=0.0001"], 1, ["data.val_frac", "needs at least"]),
         ("run.dir not creatable", ["--run-dir", os.path.join(blocker, "sub")], 1, ["run.dir", "blocker"]),
+        # the first level can be made, the second cannot (a name longer than NAME_MAX)
+        ("run.dir not creatable below a new directory",
+         ["--run-dir", os.path.join(w, "fresh", "x" * 300, "sub")], 1, ["run.dir", "too long"]),
         ("config syntax error", ["--config", syntax], 1, ["syntax.ini", "3"]),
         ("missing config file", ["--config", os.path.join(w, "none.ini")], 1, ["none.ini"]),
         ("unknown option", ["--frobnicate", "1"], 2, ["--frobnicate"]),
@@ -57,8 +60,13 @@ def main():
     bad = 0
     for np in (None, 2):
         for name, extra, code, want in cases:
-            run_dir = os.path.join(w, "run-" + name.replace(" ", "-"))
-            args = ["train"] + base + (["--run-dir", run_dir] if "--run-dir" not in extra else []) + extra
+            if "--run-dir" in extra:
+                run_dir = extra[extra.index("--run-dir") + 1]
+                args = ["train"] + base + extra
+            else:
+                run_dir = os.path.join(w, "run-" + name.replace(" ", "-"))
+                args = ["train"] + base + ["--run-dir", run_dir] + extra
+            before = set(os.listdir(w))
             prefix = as_user if name == "unreadable corpus" else []
             if prefix and not shutil.which(prefix[0]):
                 h.fail("setpriv (util-linux) is needed to test an unreadable file as root")
@@ -76,9 +84,13 @@ def main():
                 s = s.replace("{need}", need)
                 if errors and s not in errors[0]:
                     problems.append(f"error line does not name '{s}'")
-            if os.path.exists(run_dir):
-                problems.append(f"left {run_dir} behind")
-                shutil.rmtree(run_dir)
+            # the run directory itself, or any directory made on the way to it
+            new = [os.path.join(w, x) for x in sorted(set(os.listdir(w)) - before)]
+            left = [d for d in dict.fromkeys([run_dir] + new) if os.path.exists(d)]
+            if left:
+                problems.append(f"left {', '.join(left)} behind")
+                for d in left:
+                    shutil.rmtree(d, ignore_errors=True)
             if problems:
                 bad += 1
                 print(f"FAIL {where}: " + "; ".join(problems))

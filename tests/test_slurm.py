@@ -254,7 +254,7 @@ def main():
     os.environ["CHARLM_SLURM_DIR"] = state
     os.environ["SLURM_CONF"] = os.path.join(state, "slurm.conf")
     # CTest's timeout and Ctrl-C: stop the cluster on the way out
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    signal.signal(signal.SIGTERM, lambda *_: h.fail("stopped by SIGTERM"))
     t_start = time.time()
     ok = False
     try:
@@ -358,7 +358,6 @@ def main():
             diagnostics(tmp, state)
         sh([CLUSTER, "stop"], check=False, timeout=120)
         print(f"test_slurm: {time.time() - t_start:.0f} s")
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
