@@ -14,20 +14,28 @@
 #include "charlm/err.h"
 
 int fileio_make_dirs(const char *path) {
+    size_t len = strlen(path);
     char *buf = xstrdup(path);
+    size_t *made = xcalloc(len + 1, sizeof *made); /* ends of the levels this call created */
+    size_t nmade = 0;
     int e = 0;
-    for (char *p = buf + 1; !e; p++) {
-        if (*p != '/' && *p != '\0') continue;
-        char keep = *p;
-        *p = '\0';
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST) e = errno;
-        *p = keep;
-        if (!keep) break;
+    for (size_t i = 1; i <= len && !e; i++) {
+        if (buf[i] != '/' && buf[i] != '\0') continue;
+        buf[i] = '\0';
+        if (mkdir(buf, 0777) == 0) made[nmade++] = i;
+        else if (errno != EEXIST) e = errno;
+        buf[i] = path[i];
     }
-    free(buf);
     struct stat st;
     if (!e && stat(path, &st) != 0) e = errno;
     if (!e && !S_ISDIR(st.st_mode)) e = ENOTDIR;
+    /* a failure leaves nothing behind: the levels created here go again, deepest first */
+    while (e && nmade > 0) {
+        buf[made[--nmade]] = '\0';
+        rmdir(buf);
+    }
+    free(made);
+    free(buf);
     return e;
 }
 

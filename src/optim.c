@@ -72,7 +72,10 @@ void optim_step(float *params, optim_t *o, const float *grads, double lr) {
     switch (op->kind) {
     case OPTIM_ADAM:
     case OPTIM_ADAMW: {
+        /* 1 - beta rounded once from the double, as PyTorch does: 1.0f - (float)0.999 is off by
+         * 1.3e-5 relative, and every update with it */
         const float b1 = (float)op->beta1, b2 = (float)op->beta2, eps = (float)op->eps;
+        const float c1 = (float)(1.0 - op->beta1), c2 = (float)(1.0 - op->beta2);
         const double bc1 = 1.0 - pow(op->beta1, (double)o->step);
         const double bc2 = 1.0 - pow(op->beta2, (double)o->step);
         const float step_size = (float)(lr / bc1), inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
@@ -83,8 +86,8 @@ void optim_step(float *params, optim_t *o, const float *grads, double lr) {
         const float *restrict g = grads;
         for (int64_t i = 0; i < n; i++) {
             float gi = g[i] + l2 * p[i];
-            float mi = m[i] = b1 * m[i] + (1.0f - b1) * gi;
-            float vi = v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
+            float mi = m[i] = b1 * m[i] + c1 * gi;
+            float vi = v[i] = b2 * v[i] + c2 * gi * gi;
             p[i] = shrink * p[i] - step_size * mi / (sqrtf(vi) * inv_sqrt_bc2 + eps);
         }
         break;
@@ -100,10 +103,10 @@ void optim_step(float *params, optim_t *o, const float *grads, double lr) {
     }
     case OPTIM_RMSPROP: {
         /* PyTorch's alpha (smoothing constant) is optim.beta2 here */
-        const float a = (float)op->beta2, eps = (float)op->eps;
+        const float a = (float)op->beta2, ca = (float)(1.0 - op->beta2), eps = (float)op->eps;
         for (int64_t i = 0; i < n; i++) {
             float g = grads[i] + wd * params[i];
-            float s = o->m[i] = a * o->m[i] + (1.0f - a) * g * g;
+            float s = o->m[i] = a * o->m[i] + ca * g * g;
             params[i] -= flr * g / (sqrtf(s) + eps);
         }
         break;

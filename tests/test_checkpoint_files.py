@@ -1,4 +1,4 @@
-"""Checkpoint files (issue 3), read with Debian's python3-h5py (skipped without it).
+"""Checkpoint files, read with Debian's python3-h5py (skipped without it).
 
 - A good checkpoint has the layout of DESIGN.md §4 / include/charlm/checkpoint.h: /model shapes
   from the /model attributes, /vocab the corpus characters, /state/h (layers, S, H), the history;

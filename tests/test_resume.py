@@ -1,4 +1,4 @@
-"""Exact resume (issue 3): N steps uninterrupted == K steps, stop, `--resume auto` to N, at the
+"""Exact resume: N steps uninterrupted == K steps, stop, `--resume auto` to N, at the
 same rank count bit for bit (train_loss and grad_norm of every step, val_loss of every validation
 both runs made) — for rnn, lstm and gru with dropout and Adam, and for SGD with momentum — where
 the resume crosses an epoch wrap and a validation. Resuming the -np 2 checkpoint with -np 1 and

@@ -1,4 +1,4 @@
-"""Stopping on signals (issue 3). SIGTERM sent to one rank (rank 1) of a running `-np 2` job: every
+"""Stopping on signals. SIGTERM sent to one rank (rank 1) of a running `-np 2` job: every
 rank stops at the next window boundary, rank 0 writes a checkpoint of the step reached, the job
 exits with code 3, and `--resume auto` then ends with the same losses — every train line and every
 validation — as an uninterrupted run. The same for SIGINT sent to rank 0, and for SIGUSR1

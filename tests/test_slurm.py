@@ -1,4 +1,4 @@
-"""charlm under a real SLURM (issue 6): scripts/slurm/local-cluster.sh starts a one-node cluster
+"""charlm under a real SLURM: scripts/slurm/local-cluster.sh starts a one-node cluster
 on this machine, scripts/slurm/charlm.sbatch runs the training, and
 
   A. a job stopped mid-run by `scancel --signal=USR1 --batch`, then preempted by a job of a

@@ -12,7 +12,8 @@
 #define CHARLM_PATH_MAX 4096
 
 /* mkdir -p: creates path and its missing parents. Returns 0, or the errno of the first failure
- * (ENOTDIR when path or a parent exists and is not a directory). */
+ * (ENOTDIR when path or a parent exists and is not a directory), with every level this call
+ * created removed again. */
 int fileio_make_dirs(const char *path);
 
 /* The last step of every durable replacement (checkpoints, prepared corpora, config.ini): fsyncs
