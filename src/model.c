@@ -213,6 +213,23 @@ static void dropout_backward(float *d /* (n) */, const float *mask /* (n) */, in
  * x and layer_forward projects x. Exactly one of a->x, a->proj is allocated: a->x is layer 0's
  * input, NULL when folded. */
 
+/* out row i = table row ids[i] */
+static void gather_rows(float *out /* (N, cols) */, const float *table /* (V, cols) */,
+                        const int32_t *ids /* (N) */, int64_t N, int cols) {
+    for (int64_t i = 0; i < N; i++)
+        memcpy(out + i * cols, table + (int64_t)ids[i] * cols, sizeof(float) * (size_t)cols);
+}
+
+/* table row ids[i] += src row i */
+static void scatter_add_rows(float *table /* (V, cols) */, const float *src /* (N, cols) */,
+                             const int32_t *ids /* (N) */, int64_t N, int cols) {
+    for (int64_t i = 0; i < N; i++) {
+        float *row = table + (int64_t)ids[i] * cols;
+        const float *r = src + i * cols;
+        for (int j = 0; j < cols; j++) row[j] += r[j];
+    }
+}
+
 static void embed_alloc(model_acts_t *a, const model_dims_t *d, size_t TB, int flags) {
     const size_t V = (size_t)d->V;
     if (!(flags & MODEL_ACTS_UNFOLDED) && 2 * V <= TB)
@@ -236,11 +253,9 @@ static void embed_forward(float *x /* (T, B, E) or NULL */, float *proj /* (V, G
                           const float *b_ih0 /* (G*H) */, int64_t TB, int V, int E, int GH) {
     if (proj) {
         matmul_forward(proj, emb, w_ih0, b_ih0, V, E, GH);
-        for (int64_t i = 0; i < TB; i++)
-            memcpy(gates0 + i * GH, proj + (int64_t)inputs[i] * GH, sizeof(float) * (size_t)GH);
+        gather_rows(gates0, proj, inputs, TB, GH);
     } else {
-        for (int64_t i = 0; i < TB; i++)
-            memcpy(x + i * E, emb + (int64_t)inputs[i] * E, sizeof(float) * (size_t)E);
+        gather_rows(x, emb, inputs, TB, E);
     }
 }
 
@@ -256,19 +271,11 @@ static void embed_backward(float *demb /* (V, E) */, float *dw_ih0 /* (G*H, E) *
                            const model_hooks_t *hooks, int64_t from) {
     if (proj) {
         memset(proj, 0, sizeof(float) * (size_t)V * GH);
-        for (int64_t i = 0; i < TB; i++) {
-            float *row = proj + (int64_t)inputs[i] * GH;
-            const float *src = dgates0 + i * GH;
-            for (int j = 0; j < GH; j++) row[j] += src[j];
-        }
+        scatter_add_rows(proj, dgates0, inputs, TB, GH);
         matmul_backward(demb, dw_ih0, db_ih0, proj, emb, w_ih0, V, E, GH, hooks, from);
     } else {
         memset(demb, 0, sizeof(float) * (size_t)V * E);
-        for (int64_t i = 0; i < TB; i++) {
-            float *row = demb + (int64_t)inputs[i] * E;
-            const float *src = dx + i * E;
-            for (int j = 0; j < E; j++) row[j] += src[j];
-        }
+        scatter_add_rows(demb, dx, inputs, TB, E);
     }
 }
 
