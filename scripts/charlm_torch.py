@@ -1,4 +1,4 @@
-"""charlm models in PyTorch: the same network as charlm (DESIGN.md §3), built from torch.nn with
+"""charlm models in PyTorch: the same network as charlm (src/README.md §3), built from torch.nn with
 the parameter names of charlm's checkpoints, so a trained model can be checked against PyTorch
 (tests/test_torch_reference.py) or used from Python (scripts/export_torch.py).
 

@@ -1,4 +1,4 @@
-/* train: the training loop (DESIGN.md §1). train_run reads as the data flow of a run: open the
+/* train: the training loop (src/README.md §1). train_run reads as the data flow of a run: open the
  * trainer (corpus shard, model, optimizer, buffers, resume, run directory), then one window after
  * another — train_window — each followed by maybe_log, maybe_eval, maybe_checkpoint and
  * maybe_stop. Every MPI exchange goes through dist. */

@@ -1,6 +1,6 @@
 """Checkpoint files, read with Debian's python3-h5py (skipped without it).
 
-- A good checkpoint has the layout of DESIGN.md §4 / include/charlm/checkpoint.h: /model shapes
+- A good checkpoint has the layout of src/README.md §4 / include/charlm/checkpoint.h: /model shapes
   from the /model attributes, /vocab the corpus characters, /state/h (layers, S, H), the history;
   the newest checkpoint.keep are kept and best.h5 is the one with the best validation; the h5py
   example of README.md runs against it and prints what it should.

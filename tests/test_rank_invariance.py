@@ -1,4 +1,4 @@
-"""Rank-count invariance (DESIGN.md §1): `-np 1 train.batch=2k` and `-np 2 train.batch=k` compute
+"""Rank-count invariance (src/README.md §1): `-np 1 train.batch=2k` and `-np 2 train.batch=k` compute
 the same training: the same loss and gradient norm at every one of 24 windows — the first
 within 1e-6 relative, later ones within 1e-4 — and the same validation loss, for each cell,
 with dropout on (the masks are keyed by global stream, not by rank)."""

@@ -1,4 +1,4 @@
-/* cells: the element-wise step kernels of the recurrent cells (DESIGN.md §3), one file each
+/* cells: the element-wise step kernels of the recurrent cells (src/README.md §3), one file each
  * (cell_rnn.c, cell_lstm.c, cell_gru.c), behind one interface. The matrix products are the
  * model's: per step it computes gh = h_prev W_hh^T (B, G*H) with one GEMM and hands it here with
  * the input projection `gates` = x W_ih^T + b_ih; a kernel fuses bias, non-linearities and the

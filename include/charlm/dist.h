@@ -75,8 +75,8 @@ typedef struct {
 void dist_bcast_position(dist_position_t *p);
 
 /* The carried state of the global streams: all (layers, S, H) on rank 0 <-> mine (layers, B, H)
- * on each rank, S = ranks * B, rank r holding streams r*B .. r*B+B-1 of every layer (DESIGN.md
- * §1). all is used on rank 0 only (NULL elsewhere). Scatter reads all and writes mine on every
+ * on each rank, S = ranks * B, rank r holding streams r*B .. r*B+B-1 of every layer
+ * (src/README.md §1). all is used on rank 0 only (NULL elsewhere). Scatter reads all and writes mine on every
  * rank; gather reads mine and writes all. */
 void dist_scatter_streams(float *mine, const float *all, int layers, int B, int H);
 void dist_gather_streams(float *all, const float *mine, int layers, int B, int H);

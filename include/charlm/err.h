@@ -1,6 +1,6 @@
 /* err: status codes, the per-process error message, and invariant checks.
  *
- * Two levels of failure (DESIGN.md §5):
+ * Two levels of failure (src/README.md §6):
  *  - a broken invariant (a bug) aborts at once with file and line: CHARLM_CHECK, and xcalloc,
  *    xgrow and xstrdup running out of memory.
  *    Under MPI this is MPI_Abort, so no rank is left waiting in a collective.

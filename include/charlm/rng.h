@@ -1,4 +1,4 @@
-/* rng: the counter-based generator of DESIGN.md §1. A random number is a pure function of its
+/* rng: the counter-based generator of src/README.md §1. A random number is a pure function of its
  * key — (seed, purpose, step, global stream, t, unit) — so the rank count, the batch split and a
  * resume never change it, and no generator state is saved in checkpoints. */
 #ifndef CHARLM_RNG_H

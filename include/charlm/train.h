@@ -1,4 +1,4 @@
-/* train: the training loop of `charlm train` (DESIGN.md §1) — corpus shard, model, optimizer,
+/* train: the training loop of `charlm train` (src/README.md §1) — corpus shard, model, optimizer,
  * windows of truncated BPTT with carried state, gradient all-reduce, validation, logging,
  * checkpoints, resume and stopping on signals. */
 #ifndef CHARLM_TRAIN_H
