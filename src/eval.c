@@ -34,7 +34,8 @@ static int parse_args(eval_args_t *a, int argc, char **argv) {
             char *end;
             long b = strtol(argv[++i], &end, 10);
             if (*end || b < 1 || b > 1 << 20)
-                return err_set(CHARLM_EUSAGE, "eval: --batch %s: expected an integer >= 1", argv[i]);
+                return err_set(CHARLM_EUSAGE, "eval: --batch %s: expected an integer >= 1",
+                               argv[i]);
             a->batch = (int)b;
         } else if (k[0] == '-') {
             return err_set(CHARLM_EUSAGE, "eval: unknown option '%s'", k);
@@ -97,21 +98,23 @@ static int text_open(text_t *t, const eval_args_t *a, const vocab_t *model_vocab
         for (int i = 0; i < model_vocab->size; i++) vocab_bitmap_set(seen, model_vocab->cps[i]);
         vocab_from_bitmap(&t->wide, seen);
         t->to_model = xcalloc((size_t)t->wide.size, sizeof(int32_t));
-        for (int i = 0; i < t->wide.size; i++) t->to_model[i] = vocab_id(model_vocab, t->wide.cps[i]);
+        for (int i = 0; i < t->wide.size; i++)
+            t->to_model[i] = vocab_id(model_vocab, t->wide.cps[i]);
+        for (int i = 0; i < t->n; i++) corpus_src_set_vocab(&t->src[i], &t->wide);
     }
     free(seen);
     return rc;
 }
 
 /* Model ids of characters [first, first+n) of the text (unknown ones dropped); *kept of them. */
-static int text_read(int32_t *ids /* (n) */, int64_t *kept, const text_t *t, int64_t first,
+static int text_read(int32_t *ids /* (n) */, int64_t *kept, text_t *t, int64_t first,
                      int64_t n) {
     int64_t done = 0, base = 0;
     for (int i = 0; i < t->n && done < n; base += t->src[i].total, i++) {
         int64_t lo = first + done - base;
         if (lo >= t->src[i].total) continue;
         int64_t k = t->src[i].total - lo < n - done ? t->src[i].total - lo : n - done;
-        int rc = corpus_src_read(ids + done, &t->src[i], &t->wide, lo, k);
+        int rc = corpus_src_read(ids + done, &t->src[i], lo, k);
         if (rc) return rc;
         done += k;
     }

@@ -15,7 +15,6 @@
 #include <string.h>
 #include <unistd.h>
 
-static char tmpdir[4096];
 static int ntmp;
 
 /* Writes text to a fresh file in tmpdir and returns its path (static storage, rotating). */
@@ -434,16 +433,10 @@ static void test_log(void) {
                    "%s", s);
         free(s);
     }
-    remove(cmd);
 }
 
 int main(void) {
-    const char *base = getenv("TMPDIR");
-    snprintf(tmpdir, sizeof tmpdir, "%s/charlm-test-config-XXXXXX", base && *base ? base : "/tmp");
-    if (!mkdtemp(tmpdir)) {
-        perror("mkdtemp");
-        return 1;
-    }
+    tmpdir_make("config");
     test_defaults();
     test_load();
     test_bad_values();
@@ -453,15 +446,5 @@ int main(void) {
     test_validate();
     test_shipped();
     test_log();
-
-    /* clean up */
-    char path[4200];
-    for (int i = 0; i < ntmp + 1; i++) {
-        snprintf(path, sizeof path, "%s/c%d.ini", tmpdir, i);
-        remove(path);
-        snprintf(path, sizeof path, "%s/dump%d.ini", tmpdir, i);
-        remove(path);
-    }
-    rmdir(tmpdir);
     return check_report("test_config");
 }

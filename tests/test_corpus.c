@@ -2,8 +2,6 @@
  * order, non-text files skipped, symlinks taken once), UTF-8 errors with file and byte offset
  * (also across the streaming buffer boundary), and corpus_load's split, stream layout and shards
  * checked against the definitions in corpus.h for two ranks loaded in one process. */
-#define _XOPEN_SOURCE 700 /* mkdtemp, symlink, nftw */
-
 #include "charlm/config.h"
 #include "charlm/corpus.h"
 #include "charlm/err.h"
@@ -12,45 +10,16 @@
 
 #include "check.h"
 
-/* corpus_load with the parameters a configuration gives. */
-static int load_cfg(corpus_t *c, const config_t *cfg, int rank, int P, int note_skips) {
-    corpus_params_t p = config_corpus_params(cfg);
-    return corpus_load(c, &p, rank, P, note_skips);
-}
-
-#include <ftw.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
-#define PATH_LEN 4200
-
-static char tmpdir[512];
-
-static void tmp_path(char *out, const char *rel) { snprintf(out, PATH_LEN, "%s/%s", tmpdir, rel); }
-
-static void write_bytes(const char *rel, const void *data, size_t n) {
-    char p[PATH_LEN];
-    tmp_path(p, rel);
-    FILE *f = fopen(p, "wb");
-    if (!f || fwrite(data, 1, n, f) != n || fclose(f) != 0) {
-        perror(p);
-        exit(1);
-    }
-}
-
-static void write_text(const char *rel, const char *s) { write_bytes(rel, s, strlen(s)); }
-
-static void make_dir(const char *rel) {
-    char p[PATH_LEN];
-    tmp_path(p, rel);
-    if (mkdir(p, 0755) != 0) {
-        perror(p);
-        exit(1);
-    }
+/* corpus_load with the parameters a configuration gives. */
+static int load_cfg(corpus_t *c, const config_t *cfg, int rank, int P, int note_skips) {
+    corpus_params_t p = config_corpus_params(cfg);
+    return corpus_load(c, &p, rank, P, note_skips);
 }
 
 static void make_symlink(const char *target, const char *rel) {
@@ -71,12 +40,13 @@ static char *encode_all(const uint32_t *cps, int64_t n) {
 
 static int has(const char *needle) { return strstr(err_message(), needle) != NULL; }
 
-/* Opens spec, expecting success; the vocabulary is built from what it saw. */
+/* Opens spec, expecting success; the vocabulary is built from what it saw and set on src. */
 static int open_ok(corpus_src_t *src, vocab_t *v, const char *spec) {
     uint64_t *bitmap = calloc(VOCAB_BITMAP_WORDS, sizeof *bitmap);
     int rc = corpus_src_open(src, bitmap, spec, "data.corpus", 0);
     EXPECT_MSG(rc == CHARLM_OK, "corpus_src_open(%s): %s", spec, err_message());
     vocab_from_bitmap(v, bitmap);
+    if (rc == CHARLM_OK) corpus_src_set_vocab(src, v);
     free(bitmap);
     err_clear();
     return rc == CHARLM_OK;
@@ -90,15 +60,15 @@ static void open_fails(const char *spec, const char *needle1, const char *needle
     EXPECT_MSG(rc == CHARLM_EINPUT, "corpus_src_open(%s) returned %d", spec, rc);
     EXPECT_MSG(has(needle1) && has(needle2), "message \"%s\" lacks \"%s\" / \"%s\"", err_message(),
                needle1, needle2);
-    EXPECT(src.nfiles == 0 && src.paths == NULL);
+    EXPECT(src.text.nfiles == 0 && src.text.paths == NULL && src.total == 0);
     free(bitmap);
     err_clear();
 }
 
 /* The text of the whole source, decoded back through the vocabulary. */
-static char *read_back(const corpus_src_t *src, const vocab_t *v) {
+static char *read_back(corpus_src_t *src, const vocab_t *v) {
     int32_t *ids = calloc((size_t)src->total, sizeof *ids);
-    int rc = corpus_src_read(ids, src, v, 0, src->total);
+    int rc = corpus_src_read(ids, src, 0, src->total);
     EXPECT_MSG(rc == CHARLM_OK, "corpus_src_read: %s", err_message());
     uint32_t *cps = calloc((size_t)src->total, sizeof *cps);
     for (int64_t i = 0; i < src->total; i++) cps[i] = ids[i] >= 0 ? v->cps[ids[i]] : '?';
@@ -115,13 +85,13 @@ static void test_vocab(void) {
     write_text("hello.txt", "hello");
     tmp_path(p, "hello.txt");
     if (open_ok(&src, &v, p)) {
-        EXPECT(src.nfiles == 1 && src.total == 5 && src.nbytes[0] == 5);
+        EXPECT(src.text.nfiles == 1 && src.total == 5 && src.text.nbytes[0] == 5);
         EXPECT(v.size == 4 && v.cps[0] == 'e' && v.cps[1] == 'h' && v.cps[2] == 'l' &&
                v.cps[3] == 'o');
         EXPECT(vocab_id(&v, 'o') == 3 && vocab_id(&v, 'e') == 0 && vocab_id(&v, 'z') == -1 &&
                vocab_id(&v, 'a') == -1);
         int32_t ids[5];
-        EXPECT(corpus_src_read(ids, &src, &v, 0, 5) == CHARLM_OK);
+        EXPECT(corpus_src_read(ids, &src, 0, 5) == CHARLM_OK);
         EXPECT(ids[0] == 1 && ids[1] == 0 && ids[2] == 2 && ids[3] == 2 && ids[4] == 3);
         corpus_src_close(&src);
         vocab_free(&v);
@@ -130,13 +100,13 @@ static void test_vocab(void) {
     write_text("hangul.txt", "가나다 é");
     tmp_path(p, "hangul.txt");
     if (open_ok(&src, &v, p)) {
-        EXPECT(src.total == 5 && src.nbytes[0] == 12);
+        EXPECT(src.total == 5 && src.text.nbytes[0] == 12);
         static const uint32_t want[] = {0x20, 0xE9, 0xAC00, 0xB098, 0xB2E4};
         EXPECT(v.size == 5 && memcmp(v.cps, want, sizeof want) == 0);
         int32_t ids[5];
-        EXPECT(corpus_src_read(ids, &src, &v, 0, 5) == CHARLM_OK);
+        EXPECT(corpus_src_read(ids, &src, 0, 5) == CHARLM_OK);
         EXPECT(ids[0] == 2 && ids[1] == 3 && ids[2] == 4 && ids[3] == 0 && ids[4] == 1);
-        EXPECT(corpus_src_read(ids, &src, &v, 2, 3) == CHARLM_OK);
+        EXPECT(corpus_src_read(ids, &src, 2, 3) == CHARLM_OK);
         EXPECT(ids[0] == 4 && ids[1] == 0 && ids[2] == 1);
         corpus_src_close(&src);
         vocab_free(&v);
@@ -146,7 +116,8 @@ static void test_vocab(void) {
         EXPECT(vocab_from_list(&small, (const uint32_t[]){0x20, 0xAC00, 0xB098, 0xB2E4}, 4) ==
                CHARLM_OK);
         EXPECT(open_ok(&src, &v, p));
-        EXPECT(corpus_src_read(ids, &src, &small, 0, 5) == CHARLM_EINPUT);
+        corpus_src_set_vocab(&src, &small);
+        EXPECT(corpus_src_read(ids, &src, 0, 5) == CHARLM_EINPUT);
         EXPECT_MSG(has("U+00E9") && has("hangul.txt") && has("byte 10"), "%s", err_message());
         err_clear();
         corpus_src_close(&src);
@@ -179,10 +150,10 @@ static void test_resolve(void) {
     write_text("d/sub/inner.txt", "SUB");
     tmp_path(p, "d");
     if (open_ok(&src, &v, p)) {
-        EXPECT_MSG(src.nfiles == 2, "%d files", src.nfiles);
+        EXPECT_MSG(src.text.nfiles == 2, "%d files", src.text.nfiles);
         EXPECT(src.total == 11);
-        EXPECT(src.nfiles == 2 && strstr(src.paths[0], "/d/a.txt") &&
-               strstr(src.paths[1], "a0-link"));
+        EXPECT(src.text.nfiles == 2 && strstr(src.text.paths[0], "/d/a.txt") &&
+               strstr(src.text.paths[1], "a0-link"));
         char *text = read_back(&src, &v);
         EXPECT_MSG(strcmp(text, "hello world") == 0, "read \"%s\"", text);
         free(text);
@@ -193,7 +164,7 @@ static void test_resolve(void) {
 
     tmp_path(p, "d/*.txt");
     if (open_ok(&src, &v, p)) {
-        EXPECT(src.nfiles == 2 && src.total == 11);
+        EXPECT(src.text.nfiles == 2 && src.total == 11);
         char *text = read_back(&src, &v);
         EXPECT_MSG(strcmp(text, "hello world") == 0, "read \"%s\"", text);
         free(text);
@@ -246,10 +217,10 @@ static void test_utf8_errors(void) {
         EXPECT(v.size == 3);
         int32_t ids[4];
         int64_t e = (int64_t)mib - 2; /* 'a', 'é', 'a', 'a' */
-        EXPECT(corpus_src_read(ids, &src, &v, e, 4) == CHARLM_OK);
+        EXPECT(corpus_src_read(ids, &src, e, 4) == CHARLM_OK);
         EXPECT(ids[0] == 0 && ids[1] == 1 && ids[2] == 0 && ids[3] == 0);
         int64_t g = (int64_t)(2 * mib - 2) - 1; /* the emoji's index: one 'é' before it */
-        EXPECT(corpus_src_read(ids, &src, &v, g - 1, 3) == CHARLM_OK);
+        EXPECT(corpus_src_read(ids, &src, g - 1, 3) == CHARLM_OK);
         EXPECT(ids[0] == 0 && ids[1] == 2 && ids[2] == 0);
         corpus_src_close(&src);
         vocab_free(&v);
@@ -329,7 +300,8 @@ static void check_shards(corpus_t c[2], const int32_t *all, int64_t ntrain, int6
         EXPECT(cr->L == L && cr->windows == L / T);
         for (int64_t b = 0; b < B; b++) {
             int64_t s = r * B + b, bad = 0;
-            for (int64_t j = 0; j <= L; j++) bad += corpus_train_id(cr, (int)b, j) != all[s * L + j];
+            for (int64_t j = 0; j <= L; j++)
+                bad += corpus_train_id(cr, (int)b, j) != all[s * L + j];
             EXPECT_MSG(bad == 0, "rank %d stream %lld: %lld train ids differ", r, (long long)s,
                        (long long)bad);
         }
@@ -461,7 +433,8 @@ static void test_load(void) {
     cfg.seq = 5;
     EXPECT(load_cfg(&c[1], &cfg, 1, 2, 0) == CHARLM_OK);
     /* rank 1 holds stream 1 = ids [5, 10] = " world"; ' ' is id 0 and 'd' id 1 */
-    EXPECT(c[1].L == 5 && c[1].windows == 1 && corpus_train_id(&c[1], 0, 0) == 0 && corpus_train_id(&c[1], 0, 5) == 1);
+    EXPECT(c[1].L == 5 && c[1].windows == 1 && corpus_train_id(&c[1], 0, 0) == 0 &&
+           corpus_train_id(&c[1], 0, 5) == 1);
     corpus_free(&c[1]);
     /* a missing corpus is reported by corpus_load as by corpus_src_open */
     cfg = base_config("no-such-dir");
@@ -474,13 +447,6 @@ static void test_load(void) {
     free(allv);
     free(all);
     free(cps);
-}
-
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
 }
 
 /* A shard stores ids in 1, 2 or 4 bytes by vocabulary size; each width gives back every id. */
@@ -519,18 +485,11 @@ static void test_id_widths(void) {
 }
 
 int main(void) {
-    const char *base = getenv("TMPDIR");
-    int len = snprintf(tmpdir, sizeof tmpdir, "%s/charlm-test-corpus-XXXXXX",
-                       base && *base ? base : "/tmp");
-    if (len >= (int)sizeof tmpdir || !mkdtemp(tmpdir)) {
-        perror(tmpdir);
-        return 1;
-    }
+    tmpdir_make("corpus");
     test_vocab();
     test_resolve();
     test_utf8_errors();
     test_load();
     test_id_widths();
-    nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
     return check_report("test_corpus");
 }

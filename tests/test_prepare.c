@@ -5,24 +5,17 @@
  * shards of the text for two ranks (val_frac, data.val prepared or text, vocabularies that need
  * remapping); and the errors: prepare's inputs and output, and .h5 files that are not usable
  * charlm corpora. */
-#define _XOPEN_SOURCE 700 /* mkdtemp, nftw */
-
 #include "charlm/config.h"
 #include "charlm/corpus.h"
 #include "charlm/err.h"
 #include "charlm/prepare.h"
+#include "charlm/sha256.h"
+#include "charlm/tokens.h"
 #include "charlm/utf8.h"
 #include "charlm/vocab.h"
 
 #include "check.h"
 
-/* corpus_load with the parameters a configuration gives. */
-static int load_cfg(corpus_t *c, const config_t *cfg, int rank, int P, int note_skips) {
-    corpus_params_t p = config_corpus_params(cfg);
-    return corpus_load(c, &p, rank, P, note_skips);
-}
-
-#include <ftw.h>
 #include <hdf5.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -31,42 +24,10 @@ static int load_cfg(corpus_t *c, const config_t *cfg, int rank, int P, int note_
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define PATH_LEN 4200
-
-static char tmpdir[512];
-
-static const char *tmp_path(char *out, const char *rel) {
-    snprintf(out, PATH_LEN, "%s/%s", tmpdir, rel);
-    return out;
-}
-
-static void write_bytes(const char *rel, const void *data, size_t n) {
-    char p[PATH_LEN];
-    FILE *f = fopen(tmp_path(p, rel), "wb");
-    if (!f || fwrite(data, 1, n, f) != n || fclose(f) != 0) {
-        perror(p);
-        exit(1);
-    }
-}
-
-static void write_text(const char *rel, const char *s) { write_bytes(rel, s, strlen(s)); }
-
-/* The whole file, NUL-terminated, in a malloc'd buffer; *n gets its size. */
-static char *read_all(const char *rel, size_t *n) {
-    char p[PATH_LEN];
-    FILE *f = fopen(tmp_path(p, rel), "rb");
-    if (!f) {
-        perror(p);
-        exit(1);
-    }
-    fseek(f, 0, SEEK_END);
-    *n = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc(*n + 1);
-    if (fread(s, 1, *n, f) != *n) exit(1);
-    s[*n] = '\0';
-    fclose(f);
-    return s;
+/* corpus_load with the parameters a configuration gives. */
+static int load_cfg(corpus_t *c, const config_t *cfg, int rank, int P, int note_skips) {
+    corpus_params_t p = config_corpus_params(cfg);
+    return corpus_load(c, &p, rank, P, note_skips);
 }
 
 static int exists(const char *rel) {
@@ -184,14 +145,25 @@ static void test_sha256(void) {
     };
     char hex[65];
     for (size_t i = 0; i < sizeof vec / sizeof *vec; i++) {
-        prepare_sha256_hex(hex, vec[i].in, strlen(vec[i].in));
+        sha256_hex(hex, vec[i].in, strlen(vec[i].in));
         EXPECT_MSG(strcmp(hex, vec[i].hex) == 0, "sha256(\"%s\") = %s", vec[i].in, hex);
     }
     char *million = malloc(1000000);
     memset(million, 'a', 1000000);
-    prepare_sha256_hex(hex, million, 1000000);
+    sha256_hex(hex, million, 1000000);
     EXPECT_MSG(!strcmp(hex, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"),
                "sha256(a x 1e6) = %s", hex);
+    /* the same bytes in pieces of every size from 0 to 130 (partial blocks, several blocks) */
+    sha256_t st;
+    sha256_init(&st);
+    for (size_t done = 0, i = 0, k; done < 1000000; done += k, i++) {
+        k = i % 131; /* 0 too: an empty update changes nothing */
+        if (k > 1000000 - done) k = 1000000 - done;
+        sha256_update(&st, million + done, k);
+    }
+    char pieces[65];
+    sha256_final(&st, pieces);
+    EXPECT_MSG(!strcmp(pieces, hex), "sha256 in pieces = %s", pieces);
     free(million);
 }
 
@@ -219,7 +191,7 @@ static void test_format(void) {
     attr_str(got, sizeof got, f, "format");
     EXPECT(!strcmp(got, "charlm-corpus") && attr_i64(f, "format_version") == 1);
     attr_str(got, sizeof got, f, "sha256");
-    prepare_sha256_hex(want, text, strlen(text));
+    sha256_hex(want, text, strlen(text));
     EXPECT_MSG(!strcmp(got, want), "sha256 %s, want %s", got, want);
 
     const char *order[3] = {"src/a.txt", "src/b.txt", "c.txt"}, *body[3] = {a, b, c};
@@ -233,7 +205,7 @@ static void test_format(void) {
         attr_strings_at(got, sizeof got, f, "source_files", 3, i);
         EXPECT_MSG(!strcmp(got, tmp_path(p, order[i])), "source_files[%d] = %s", i, got);
         attr_strings_at(got, sizeof got, f, "source_sha256", 3, i);
-        prepare_sha256_hex(want, body[i], strlen(body[i]));
+        sha256_hex(want, body[i], strlen(body[i]));
         EXPECT_MSG(!strcmp(got, want), "source_sha256[%d] = %s", i, got);
         EXPECT(sizes[i] == (int64_t)strlen(body[i]));
     }
@@ -296,7 +268,7 @@ static void test_big(void) {
         check_decodes(f, H5T_STD_U8LE, s, n, &V);
         EXPECT(V == 8 && attr_i64(f, "n_tokens") == N);
         attr_str(got, sizeof got, f, "sha256");
-        prepare_sha256_hex(want, s, n);
+        sha256_hex(want, s, n);
         EXPECT_MSG(!strcmp(got, want), "sha256 %s, want %s", got, want);
         hid_t d = H5Dopen2(f, "tokens", H5P_DEFAULT), pl = H5Dget_create_plist(d);
         hsize_t chunk = 0;
@@ -307,6 +279,67 @@ static void test_big(void) {
         H5Fclose(f);
     }
     free(s);
+}
+
+/* The tokens reader on big.h5 (more than one chunk): it keeps the file open (reads go on after
+ * the file is removed), reads hyperslabs inside and across chunks, and maps token values to the
+ * ids of a larger vocabulary or names a character missing from a smaller one. */
+static void test_reader(void) {
+    size_t n;
+    char *text = read_all("big.txt", &n), *copy = read_all("big.h5", &n), p[PATH_LEN];
+    write_bytes("reader.h5", copy, n);
+    free(copy);
+    int64_t N = 0;
+    uint32_t *cps = malloc(strlen(text) * sizeof *cps);
+    for (const char *t = text; *t; N++) t += utf8_decode(&cps[N], (const unsigned char *)t, 4);
+    free(text);
+    tokens_reader_t r;
+    int rc = tokens_open(&r, tmp_path(p, "reader.h5"), "data.corpus");
+    EXPECT_MSG(rc == CHARLM_OK, "tokens_open: %s", err_message());
+    err_clear();
+    if (rc != CHARLM_OK) {
+        free(cps);
+        return;
+    }
+    EXPECT(r.n == N && r.vocab.size == 8 && H5Fget_obj_count(r.file, H5F_OBJ_FILE) == 1);
+    EXPECT(remove(p) == 0);
+    /* the file's own vocabulary, then one with two more characters before and between its own */
+    vocab_t wide;
+    EXPECT(vocab_from_list(&wide, (const uint32_t[]){'\t', '\n', ' ', 'a', 'b', 'c', 0xE9,
+                                                      0xAC00, 0xD55C, 0x1F600}, 10) == CHARLM_OK);
+    static const int64_t ranges[][2] = {
+        {0, 3}, {(1 << 20) - 5, 10}, {12345, 1 << 20}, {1300000 - 7, 7}, {(1 << 20), 1}, {7, 1}};
+    int32_t *ids = malloc(((size_t)1 << 20) * sizeof *ids);
+    for (int pass = 0; pass < 2; pass++) {
+        const vocab_t *v = pass ? &wide : &r.vocab;
+        tokens_set_vocab(&r, v);
+        for (size_t i = 0; i < sizeof ranges / sizeof *ranges; i++) {
+            int64_t first = ranges[i][0], k = ranges[i][1], bad = 0;
+            rc = tokens_read(ids, &r, first, k);
+            EXPECT_MSG(rc == CHARLM_OK, "read [%lld, +%lld): %s", (long long)first, (long long)k,
+                       err_message());
+            for (int64_t j = 0; j < k && rc == CHARLM_OK; j++)
+                bad += ids[j] != vocab_id(v, cps[first + j]);
+            EXPECT_MSG(bad == 0, "vocabulary %d: [%lld, +%lld): %lld ids differ", v->size,
+                       (long long)first, (long long)k, (long long)bad);
+            err_clear();
+        }
+    }
+    /* without U+1F600 */
+    vocab_t narrow;
+    EXPECT(vocab_from_list(&narrow, wide.cps, 9) == CHARLM_OK);
+    tokens_set_vocab(&r, &narrow);
+    EXPECT(tokens_read(ids, &r, 0, 1 << 20) == CHARLM_EINPUT);
+    EXPECT_MSG(has("reader.h5: character U+1F600 (token ") && has("is not in the vocabulary"),
+               "%s", err_message());
+    err_clear();
+    tokens_close(&r);
+    EXPECT(r.path == NULL && r.map == NULL && r.vocab.cps == NULL);
+    tokens_close(&r); /* twice is safe */
+    vocab_free(&wide);
+    vocab_free(&narrow);
+    free(ids);
+    free(cps);
 }
 
 static config_t base_config(const char *corpus_rel, const char *val_rel) {
@@ -435,7 +468,8 @@ static void open_fails(const char *rel, const char *needle) {
     EXPECT_MSG(rc == CHARLM_EINPUT, "corpus_src_open(%s) returned %d", rel, rc);
     EXPECT_MSG(has("data.corpus: ") && has(rel) && has(needle), "message \"%s\" lacks \"%s\"",
                err_message(), needle);
-    EXPECT(src.nfiles == 0 && src.paths == NULL && src.h5_vocab.cps == NULL);
+    EXPECT(src.text.nfiles == 0 && src.text.paths == NULL && src.tokens.path == NULL &&
+           src.tokens.vocab.cps == NULL);
     free(bitmap);
     err_clear();
 }
@@ -456,7 +490,7 @@ static void test_errors(void) {
     write_bytes("bad.txt", "ok \xC3\x28 not", 8);
     prepare_fails("e.h5", "bad.txt", "bad.txt: invalid UTF-8 at byte 3", "");
     write_text("ok.txt", "fine text");
-    prepare_fails("no-such-dir/e.h5", "ok.txt", "cannot write", "no-such-dir/e.h5.tmp");
+    prepare_fails("no-such-dir/e.h5", "ok.txt", "cannot create", "no-such-dir/e.h5.tmp");
     prepare_fails("e.h5", "load.h5", "load.h5 is already a prepared corpus", "");
 
     /* .h5 files that are not usable corpora */
@@ -531,7 +565,8 @@ static void test_errors(void) {
     EXPECT(corpus_src_open(&src, bitmap, tmp_path(p, "badtoken.h5"), "data.corpus", 0) ==
            CHARLM_OK);
     vocab_from_bitmap(&v, bitmap);
-    EXPECT(src.total == 1 && corpus_src_read(&id, &src, &v, 0, 1) == CHARLM_EINPUT);
+    corpus_src_set_vocab(&src, &v);
+    EXPECT(src.total == 1 && corpus_src_read(&id, &src, 0, 1) == CHARLM_EINPUT);
     EXPECT_MSG(has("badtoken.h5: bad charlm corpus (token 0 is 200, not below vocab_size 1)"),
                "%s", err_message());
     err_clear();
@@ -540,31 +575,18 @@ static void test_errors(void) {
     free(bitmap);
 }
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 int main(void) {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* the damaged files are meant to fail */
-    const char *base = getenv("TMPDIR");
-    int len = snprintf(tmpdir, sizeof tmpdir, "%s/charlm-test-prepare-XXXXXX",
-                       base && *base ? base : "/tmp");
-    if (len >= (int)sizeof tmpdir || !mkdtemp(tmpdir)) {
-        perror(tmpdir);
-        return 1;
-    }
+    tmpdir_make("prepare");
     test_sha256();
     test_format();
     test_wide();
     test_big();
+    test_reader();
     test_load();
     test_errors();
     /* every file, dataset, attribute and type that was opened has been closed */
     ssize_t open_ids = H5Fget_obj_count((hid_t)H5F_OBJ_ALL, H5F_OBJ_ALL);
     EXPECT_MSG(open_ids == 0, "%zd HDF5 objects left open", open_ids);
-    nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
     return check_report("test_prepare");
 }

@@ -1,10 +1,9 @@
-/* corpus: the text corpus — resolving data.corpus (a file, a directory or a glob; several files
- * are concatenated in sorted path order, non-text files skipped with one note), strict UTF-8
- * validation with file and byte offset in errors, the vocabulary, the train/validation split and
- * the global stream layout of DESIGN.md §1, and this rank's shard of it.
+/* corpus: the corpus of a run — data.corpus (and data.val) as a text (textsrc: a file, a
+ * directory or a glob, scanned once) or a prepared corpus (tokens), the vocabulary, the
+ * train/validation split and the global stream layout of DESIGN.md §1, and this rank's shard.
  *
  * Prepared corpora. data.corpus or data.val may name one prepared corpus file (`charlm prepare`,
- * format in prepare.h): a name ending in ".h5" or a file starting with the HDF5 signature. Its
+ * format in tokens.h): a name ending in ".h5" or a file starting with the HDF5 signature. Its
  * /vocab and the length of /tokens stand for the scan of a text, and reading a range reads only
  * that hyperslab of /tokens. The vocabulary is the union over data.corpus and data.val whatever
  * their kind, so a prepared corpus may be paired with a text or another prepared corpus: when
@@ -19,45 +18,45 @@
  *
  * Validation. The validation split has Nv characters and so Nv-1 predictions; they are dealt
  * to the same S streams, stream s getting Lv_s = (Nv-1)/S + (s < (Nv-1)%S) predictions starting
- * at vstart_s = s*((Nv-1)/S) + min(s, (Nv-1)%S). Every prediction of the split is scored once. */
+ * at vstart_s = s*((Nv-1)/S) + min(s, (Nv-1)%S). Every prediction of the split is scored once.
+ *
+ * Cost. Each rank scans a text once (its vocabulary and length; O(corpus)) and then decodes only
+ * the bytes of its shard and of its validation part, plus at most one textsrc block for each
+ * (a prepared corpus: only those hyperslabs). */
 #ifndef CHARLM_CORPUS_H
 #define CHARLM_CORPUS_H
 
 #include <stdint.h>
 
+#include "charlm/textsrc.h"
+#include "charlm/tokens.h"
 #include "charlm/vocab.h"
 
+/* One source of characters, read by range: a text or a prepared corpus. */
 typedef struct {
-    int nfiles;
-    char **paths;     /* (nfiles) owned, sorted */
-    int64_t *nbytes;  /* (nfiles) */
-    int64_t *nchars;  /* (nfiles) code points per file */
-    int64_t total;    /* sum of nchars */
-    vocab_t h5_vocab; /* a prepared corpus (paths[0]): its /vocab, token value k being code point
-                         h5_vocab.cps[k]; size 0 for text */
+    textsrc_t text;         /* a text: text.nfiles > 0 */
+    tokens_reader_t tokens; /* or a prepared corpus: tokens.path set */
+    int64_t total;          /* characters */
 } corpus_src_t;
 
-/* Resolves spec (file | directory | glob pattern) to its text files, scans each once in bounded
- * memory, validates UTF-8 and ORs every code point into bitmap (VOCAB_BITMAP_WORDS words).
- * `role` names the config key for messages ("data.corpus" / "data.val"). When note_skips is set,
- * one line "charlm: note: skipped K non-text files ..." goes to stderr for skipped files.
- * A file is "not text" when its first 8 KiB contain a NUL byte. Symlinks to a file already
- * listed are taken once. A spec naming a prepared corpus (see above) is opened instead: one
- * file, h5_vocab set and ORed into bitmap, total = its token count, nbytes[0] = its file size.
- * Errors (CHARLM_EINPUT, with err_set): nothing matches, a file cannot be read, an explicitly
- * named file is not text, no text file remains, invalid UTF-8 ("FILE: invalid UTF-8 at byte
- * OFFSET"), an empty corpus; for a prepared corpus "ROLE: FILE: not a charlm corpus (WHY)" or
- * "ROLE: FILE: bad charlm corpus (WHAT)". */
+/* Opens spec as a prepared corpus when it names one (see above), else as a text (textsrc_open:
+ * resolved, scanned, UTF-8 validated), ORing its code points into bitmap (VOCAB_BITMAP_WORDS
+ * words). `role` names the config key for messages ("data.corpus" / "data.val"); with
+ * note_skips, skipped non-text files get one note on stderr. Errors (CHARLM_EINPUT, with
+ * err_set; src is then empty): those of textsrc_open and tokens_open. */
 int corpus_src_open(corpus_src_t *src, uint64_t *bitmap, const char *spec, const char *role,
                     int note_skips);
 
-/* Decodes characters [first, first+n) of the concatenated source into vocabulary ids, reading
- * only the files that hold them (of a prepared corpus, only that hyperslab of /tokens). Returns
- * CHARLM_OK or CHARLM_EINPUT (I/O or HDF5 error, a token value outside the file's /vocab, or a
- * character outside the vocabulary, named with its code point). */
-int corpus_src_read(int32_t *ids /* (n) */, const corpus_src_t *src, const vocab_t *vocab,
-                    int64_t first, int64_t n);
+/* Sets the vocabulary whose ids corpus_src_read returns (v may go after the call). */
+void corpus_src_set_vocab(corpus_src_t *src, const vocab_t *v);
 
+/* Reads the ids of characters [first, first+n) of src (textsrc_read / tokens_read): reads that
+ * follow one another cost what they return. Returns CHARLM_OK or CHARLM_EINPUT (I/O or HDF5
+ * error, a file changed since the scan, a token value outside the file's /vocab, a character
+ * outside the vocabulary, named with its code point). */
+int corpus_src_read(int32_t *ids /* (n) */, corpus_src_t *src, int64_t first, int64_t n);
+
+/* Frees src; a zeroed corpus_src_t is empty too (closing either is safe). */
 void corpus_src_close(corpus_src_t *src);
 
 /* Token ids as a rank holds them: 1, 2 or 4 bytes each, the fewest that fit the vocabulary, so a
