@@ -201,16 +201,14 @@ void log_train(log_t *lg, const log_train_t *m) {
         len += snprintf(line + len, sizeof line - (size_t)len, " | elapsed %s", elapsed);
     if (m->eta_s >= 0) snprintf(line + len, sizeof line - (size_t)len, " | ETA %s", eta);
 
-    if (lg->err_dead) {
-        /* nothing to show */
-    } else if (lg->tty) {
+    if (!lg->err_dead && lg->tty) {
         /* a line wider than the terminal would wrap, and "\r" would only return to its last row */
         int w = term_width();
         if (w > 1 && strlen(line) > (size_t)(w - 1)) line[w - 1] = '\0';
         fprintf(stderr, "\r\033[K%s", line);
         lg->live = 1;
         check_stream(stderr, &lg->err_dead);
-    } else {
+    } else if (!lg->err_dead) {
         fprintf(stderr, "%s\n", line);
         check_stream(stderr, &lg->err_dead);
     }
