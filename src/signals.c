@@ -3,7 +3,6 @@
 
 #include <signal.h>
 #include <stdio.h>
-#include <string.h>
 #include <unistd.h>
 
 #include "charlm/err.h"
@@ -28,6 +27,8 @@ static void on_stop(int sig) {
 }
 
 void signals_install(void) {
+    /* SA_RESTART: a signal must not fail a read or write in progress (the corpus, a checkpoint)
+     * with EINTR; the mask keeps the handler from interrupting itself with another stop signal */
     struct sigaction sa = {.sa_handler = on_stop, .sa_flags = SA_RESTART};
     sigemptyset(&sa.sa_mask);
     for (size_t i = 0; i < sizeof stop_signals / sizeof *stop_signals; i++)

@@ -9,8 +9,10 @@ rank count (every train line's train_loss and grad_norm and every validation, bi
   3 with one checkpoint of the step it names; no *.tmp is left; the chain ends equal to the
   uninterrupted run. The test prints how many stops landed in each phase.
 - A closed log pipe (`charlm train ... 2>&1 | head -1`): the run goes on to the end, exit 0.
+- SIGTERM to one rank during start-up at -np 2: both ranks leave, exit 5, nothing written.
 - The terminal hung up (a pty closed): SIGHUP stops with a checkpoint, exit 3, the writes to the
-  dead terminal fail harmlessly; --resume auto ends equal.
+  dead terminal fail harmlessly; --resume auto, passing over a half-written ckpt-N.h5.tmp (what
+  a kill during a checkpoint's write leaves), ends equal.
 - metrics.jsonl cannot be written: under a file-size limit (-np 1 and -np 2, the limit on rank 0)
   the run stops at once with a checkpoint and exit 1 naming the file and 'File too large'; on a
   full file system (a small tmpfs in a private mount namespace; skipped where one cannot be
@@ -155,9 +157,10 @@ def compare(ref, run_dir, what, skip=()):
 class Chain:
     """One run driven through stops and resumes at P ranks, in run_dir."""
 
-    def __init__(self, corpus, run_dir, np, timing, rnd, name, args=run_args):
+    def __init__(self, corpus, run_dir, np, timing, rnd, name, args=run_args, logdir=None):
         self.corpus, self.run_dir, self.np, self.timing = corpus, run_dir, np, timing
         self.args = args
+        self.logdir = logdir or os.path.dirname(run_dir)  # where each leg's stderr goes
         self.rnd, self.name = rnd, name
         self.at = 0             # the step of the newest checkpoint (0: not started)
         self.fresh = True       # no checkpoint yet: the next leg is a fresh start
@@ -167,7 +170,7 @@ class Chain:
         args = self.args(self.corpus, self.run_dir, extra=[] if self.fresh else
                          ["--resume", "auto"])
         self.legs += 1
-        self.errfile = os.path.join(os.path.dirname(self.run_dir),
+        self.errfile = os.path.join(self.logdir,
                                     f"{os.path.basename(self.run_dir)}-{self.legs}.err")
         self.err = open(self.errfile, "w")
         self.before = snapshot(self.run_dir) if os.path.isdir(self.run_dir) else None
@@ -312,9 +315,10 @@ def inject(ch, phase, counts):
     s, path = int(m[0][0]), m[0][1]
     if phase == "start-up":
         where = "window"  # it came after the last agreement of start-up
-    ok_step = pre + 1 <= s <= post + (2 if target == "mpiexec" else 1)
-    if not ok_step:
-        problem(f"{what}: stopped at step {s}, expected {pre + 1}..{post + 1}")
+    # sent after the record of step pre and before that of post + 1: taken at the end of window
+    # pre + 1 at the earliest, post + 2 at the latest (window post + 1 may have ended unrecorded)
+    if not pre + 1 <= s <= post + 2:
+        problem(f"{what}: stopped at step {s}, expected {pre + 1}..{post + 2}")
     want = os.path.join(ch.run_dir, "checkpoints", f"ckpt-{s:08d}.h5")
     if os.path.realpath(path) != os.path.realpath(want) or not os.path.exists(want):
         problem(f"{what}: checkpoint {want} missing (the message names {path})")
@@ -356,6 +360,23 @@ def timing_of(ref):
         s["time_optimizer_s"]
     nval = len(h.metrics(ref)[1])
     return {"window": train / N, "val": s["time_eval_s"] / max(nval, 1), "startup": 0.25}
+
+
+def startup_one_rank(corpus, work):
+    """SIGTERM to rank 1 alone, while start-up runs at -np 2: both ranks leave together."""
+    ch = Chain(corpus, os.path.join(work, "startup-rank1"), 2, None, None, "start-up, rank 1")
+    ch.start()
+    if ch.find_ranks():
+        ch.send("SIGTERM", "rank 1")
+    code, err = ch.finish()
+    lines = [l for l in err.splitlines() if l.startswith("charlm:")]
+    if code != 5 or len(lines) != 1 or "stopped by SIGTERM during start-up" not in lines[0] or \
+            os.path.exists(ch.run_dir) or ranks(ch.proc.pid):
+        problem(f"[start-up, rank 1] exit {code}, expected 5, one line, no run directory and no "
+                f"rank left:\n{err}")
+    else:
+        print(f"ok   [start-up, rank 1] SIGTERM to rank 1 only: both ranks left, exit 5, "
+              f"'{lines[0]}', nothing written")
 
 
 def closed_pipe(corpus, work, ref):
@@ -406,12 +427,20 @@ def hangup(corpus, work, ref):
         problem(f"[hang-up] exit {code} (expected 3) and checkpoints {ck} (expected {want}); "
                 f"the terminal showed:\n{out.decode(errors='replace')[-500:]}")
         return
+    # what a kill in the middle of a checkpoint's write leaves: never taken for a checkpoint
+    planted = ckpt_tmp(run_dir, last + 5)
+    with open(os.path.join(run_dir, "checkpoints", want), "rb") as src, open(planted, "wb") as f:
+        f.write(src.read()[:20000])
     p = h.run(run_args(corpus, run_dir, extra=["--resume", "auto"]))
-    if p.returncode != 0:
-        problem(f"[hang-up] resume: exit {p.returncode}\n{p.stderr}")
+    os.remove(planted)
+    if p.returncode != 0 or f"resuming from {os.path.join(run_dir, 'checkpoints', want)}" not in \
+            p.stderr or ".tmp" in p.stderr:
+        problem(f"[hang-up] resume: exit {p.returncode}, expected to resume from {want} and "
+                f"to pass over {planted}:\n{p.stderr}")
     elif compare(ref, run_dir, "[hang-up]"):
         print(f"ok   [hang-up] terminal closed at step {at}: SIGHUP, exit 3, {want}; "
-              f"--resume auto ends equal to the uninterrupted run")
+              f"--resume auto passes over a half-written ckpt-{last + 5:08d}.h5.tmp and ends "
+              f"equal to the uninterrupted run")
 
 
 def limit_file_size(pid, nbytes):
@@ -425,7 +454,8 @@ def metrics_failure(corpus, work, ref, np, fill=None):
     checkpoint when one fits; then --resume auto, with room again, ends equal."""
     name = f"{'full disk' if fill else 'file-size limit'}, -np {np}"
     run_dir = os.path.join(fill["dir"] if fill else work, f"metrics-np{np}")
-    ch = Chain(corpus, run_dir, np, None, None, name, args=small_args)
+    # stderr goes to work: a file on the full file system would lose the lines checked here
+    ch = Chain(corpus, run_dir, np, None, None, name, args=small_args, logdir=work)
     ch.start()
     start_at = 600 if fill else 1  # the limit comes after MPI_Init, which it would fail
     if not ch.find_ranks() or not wait_until(lambda: progress(run_dir)[0] >= start_at, ch.proc):
@@ -487,7 +517,7 @@ def metrics_failure(corpus, work, ref, np, fill=None):
 
 
 def full_disk_inside(corpus, work, ref):
-    """In a private mount namespace (the test re-run under unshare -m): a 64 MiB tmpfs holds the
+    """In a private mount namespace (the test re-run under unshare -m): a 16 MiB tmpfs holds the
     run directory; filling it makes the metrics write fail."""
     mnt = os.path.join(work, "tmpfs")
     os.makedirs(mnt, exist_ok=True)
@@ -558,6 +588,7 @@ def main():
                                                      "checkpoint")) +
           f"; {counts['repeat in the stop' + chr(39) + 's checkpoint write']} repeated during the "
           f"stop's own checkpoint write ({time.time() - t0:.0f} s)")
+    startup_one_rank(corpus, work)
     closed_pipe(corpus, work, refs[1])
     hangup(corpus, work, refs[1])
     metrics_failure(corpus, work, small[1], 1)
