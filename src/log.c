@@ -1,5 +1,5 @@
-/* log: progress display on stderr and metrics.jsonl (its rotation, truncation on resume and
- * records). Only rank 0 calls it. */
+/* log: progress display on stderr, samples' stream, and metrics.jsonl (its rotation, truncation
+ * on resume and records). Only rank 0 calls it. */
 
 #include "charlm/log.h"
 
@@ -35,7 +35,9 @@ static int truncate_after(const char *path, int64_t step) {
     } else {
         char *line = NULL;
         size_t cap = 0;
-        while (getline(&line, &cap, in) > 0) {
+        ssize_t len;
+        /* a last line without its newline is a record cut short (a crash while writing it) */
+        while ((len = getline(&line, &cap, in)) > 0 && line[len - 1] == '\n') {
             long long s;
             if (sscanf(line, "{\"step\":%lld", &s) == 1 && s > step) continue;
             fputs(line, out);
@@ -76,10 +78,20 @@ int log_open(log_t *lg, const log_params_t *p, int resumed, int64_t step) {
     char *path = xcalloc(n, 1);
     snprintf(path, n, "%s/metrics.jsonl", p->run_dir);
     int rc = resumed ? truncate_after(path, step) : move_aside(path);
-    if (!rc && !(lg->metrics = fopen(path, "a")))
+    struct stat st;
+    if (!rc && (!(lg->metrics = fopen(path, "a")) || fstat(fileno(lg->metrics), &st) != 0))
         rc = err_set(CHARLM_EINPUT, "%s: cannot open for writing: %s", path, strerror(errno));
-    free(path);
-    return rc;
+    if (rc) {
+        if (lg->metrics) fclose(lg->metrics);
+        lg->metrics = NULL;
+        free(path);
+        return rc;
+    }
+    /* unbuffered: a record is one write, and after a failed one nothing is left to write later */
+    setvbuf(lg->metrics, NULL, _IONBF, 0);
+    lg->path = path;
+    lg->bytes = (long long)st.st_size;
+    return CHARLM_OK;
 }
 
 /* "12s", "3m12s", "2h05m", "3d04h"; "?" when unknown. */
@@ -104,10 +116,51 @@ static void fmt_rate(char *buf, size_t n, double r) {
     else snprintf(buf, n, "%.2fM", r / 1e6);
 }
 
+/* A metrics.jsonl record being built: written in one piece, so that a failure leaves no part. */
+typedef struct {
+    char s[2048];
+    size_t n;
+} record_t;
+
+static __attribute__((format(printf, 2, 3))) void rec_add(record_t *r, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(r->s + r->n, sizeof r->s - r->n, fmt, ap);
+    va_end(ap);
+    CHARLM_CHECK(k >= 0 && (size_t)k < sizeof r->s - r->n);
+    r->n += (size_t)k;
+}
+
 /* A JSON number: 9 significant digits, null for NaN and infinities (not valid JSON). */
-static void json_num(FILE *f, const char *name, double v) {
-    if (isfinite(v)) fprintf(f, ",\"%s\":%.9g", name, v);
-    else fprintf(f, ",\"%s\":null", name);
+static void rec_num(record_t *r, const char *name, double v) {
+    if (isfinite(v)) rec_add(r, ",\"%s\":%.9g", name, v);
+    else rec_add(r, ",\"%s\":null", name);
+}
+
+/* Closes record r and appends it to metrics.jsonl. A failed write is cut back to the last
+ * complete line (a partial one would join the resumed run's first record) and ends the metrics,
+ * lg->error saying why. */
+static void metrics_write(log_t *lg, record_t *r, int64_t step) {
+    if (!lg->metrics) return;
+    rec_add(r, "}\n");
+    errno = 0;
+    if (fwrite(r->s, 1, r->n, lg->metrics) == r->n && fflush(lg->metrics) == 0) {
+        lg->bytes += (long long)r->n;
+        return;
+    }
+    int e = errno ? errno : EIO;
+    /* should this fail too, the resumed run's truncation drops the partial line */
+    int cut = ftruncate(fileno(lg->metrics), (off_t)lg->bytes);
+    (void)cut;
+    fclose(lg->metrics);
+    lg->metrics = NULL;
+    snprintf(lg->error, sizeof lg->error, "%s: cannot write the record of step %" PRId64 ": %s",
+             lg->path, step, strerror(e));
+}
+
+/* After writing to f (stderr or stdout): a failed write there ends the output to it. */
+static void check_stream(FILE *f, int *dead) {
+    if (fflush(f) != 0 || ferror(f)) *dead = 1;
 }
 
 /* Width of the terminal on stderr, 0 if unknown. */
@@ -121,7 +174,10 @@ static int term_width(void) {
 
 /* Ends the live line, keeping it on screen. */
 static void end_live(log_t *lg) {
-    if (lg->live) fputc('\n', stderr);
+    if (lg->live && !lg->err_dead) {
+        fputc('\n', stderr);
+        check_stream(stderr, &lg->err_dead);
+    }
     lg->live = 0;
 }
 
@@ -145,53 +201,56 @@ void log_train(log_t *lg, const log_train_t *m) {
         len += snprintf(line + len, sizeof line - (size_t)len, " | elapsed %s", elapsed);
     if (m->eta_s >= 0) snprintf(line + len, sizeof line - (size_t)len, " | ETA %s", eta);
 
-    if (lg->tty) {
+    if (!lg->err_dead && lg->tty) {
         /* a line wider than the terminal would wrap, and "\r" would only return to its last row */
         int w = term_width();
         if (w > 1 && strlen(line) > (size_t)(w - 1)) line[w - 1] = '\0';
         fprintf(stderr, "\r\033[K%s", line);
         lg->live = 1;
-    } else {
+        check_stream(stderr, &lg->err_dead);
+    } else if (!lg->err_dead) {
         fprintf(stderr, "%s\n", line);
+        check_stream(stderr, &lg->err_dead);
     }
-    fflush(stderr);
 
-    if (lg->metrics) {
-        fprintf(lg->metrics, "{\"step\":%" PRId64 ",\"epoch\":%" PRId64, m->step, m->epoch);
-        json_num(lg->metrics, "train_loss", m->train_loss);
-        json_num(lg->metrics, "lr", m->lr);
-        json_num(lg->metrics, "grad_norm", m->grad_norm);
-        json_num(lg->metrics, "chars_per_s", m->chars_per_s);
-        json_num(lg->metrics, "elapsed_s", m->elapsed_s);
-        fputs("}\n", lg->metrics);
-        fflush(lg->metrics);
-    }
+    record_t r = {.n = 0};
+    rec_add(&r, "{\"step\":%" PRId64 ",\"epoch\":%" PRId64, m->step, m->epoch);
+    rec_num(&r, "train_loss", m->train_loss);
+    rec_num(&r, "lr", m->lr);
+    rec_num(&r, "grad_norm", m->grad_norm);
+    rec_num(&r, "chars_per_s", m->chars_per_s);
+    rec_num(&r, "elapsed_s", m->elapsed_s);
+    metrics_write(lg, &r, m->step);
 }
 
 void log_val(log_t *lg, int64_t step, double val_loss) {
     double bpc = val_loss / LN2;
     end_live(lg);
-    fprintf(stderr, "step %" PRId64 " | val loss %.4f nats/char | %.4f bits/char\n", step, val_loss,
-            bpc);
-    fflush(stderr);
-    if (lg->metrics) {
-        fprintf(lg->metrics, "{\"step\":%" PRId64, step);
-        json_num(lg->metrics, "val_loss", val_loss);
-        json_num(lg->metrics, "val_bpc", bpc);
-        fputs("}\n", lg->metrics);
-        fflush(lg->metrics);
+    if (!lg->err_dead) {
+        fprintf(stderr, "step %" PRId64 " | val loss %.4f nats/char | %.4f bits/char\n", step,
+                val_loss, bpc);
+        check_stream(stderr, &lg->err_dead);
     }
+    record_t r = {.n = 0};
+    rec_add(&r, "{\"step\":%" PRId64, step);
+    rec_num(&r, "val_loss", val_loss);
+    rec_num(&r, "val_bpc", bpc);
+    metrics_write(lg, &r, step);
 }
 
 void log_summary(log_t *lg, int64_t step, const log_field_t *fields, int n) {
-    if (!lg->metrics) return;
-    fprintf(lg->metrics, "{\"step\":%" PRId64 ",\"summary\":true", step);
-    for (int i = 0; i < n; i++) json_num(lg->metrics, fields[i].key, fields[i].value);
-    fputs("}\n", lg->metrics);
-    fflush(lg->metrics);
+    record_t r = {.n = 0};
+    rec_add(&r, "{\"step\":%" PRId64 ",\"summary\":true", step);
+    for (int i = 0; i < n; i++) rec_num(&r, fields[i].key, fields[i].value);
+    metrics_write(lg, &r, step);
 }
 
+FILE *log_out(log_t *lg) { return lg->out_dead ? NULL : stdout; }
+
+void log_out_done(log_t *lg) { check_stream(stdout, &lg->out_dead); }
+
 void log_msg(log_t *lg, const char *fmt, ...) {
+    if (lg->err_dead) return;
     if (lg->live) fputs("\r\033[K", stderr);
     lg->live = 0;
     /* one line whether or not fmt ends with a newline (computed before vfprintf: placating a
@@ -203,12 +262,13 @@ void log_msg(log_t *lg, const char *fmt, ...) {
     vfprintf(stderr, fmt, ap);
     va_end(ap);
     if (add_nl) fputc('\n', stderr);
-    fflush(stderr);
+    check_stream(stderr, &lg->err_dead);
 }
 
 void log_close(log_t *lg) {
     end_live(lg);
-    fflush(stderr);
     if (lg->metrics) fclose(lg->metrics);
     lg->metrics = NULL;
+    free(lg->path);
+    lg->path = NULL;
 }

@@ -14,6 +14,7 @@
 #include "charlm/eval.h"
 #include "charlm/prepare.h"
 #include "charlm/sample.h"
+#include "charlm/signals.h"
 #include "charlm/train.h"
 
 static void usage(FILE *f) {
@@ -50,7 +51,8 @@ static void usage(FILE *f) {
           "  --log-every N         log.every\n"
           "  -o, --run-dir DIR     run.dir\n"
           "\n"
-          "exit codes: 0 done, 1 bad input, 2 usage, 3 stopped by a signal, 4 diverged\n",
+          "exit codes: 0 done, 1 bad input, 2 usage, 3 stopped by a signal (checkpoint written),\n"
+          "            4 diverged, 5 stopped by a signal during start-up (nothing written)\n",
           f);
 }
 
@@ -117,7 +119,8 @@ static int parse_train(config_t *cfg, const char **resume, int argc, char **argv
 static int cmd_train(int argc, char **argv, const dist_t *d) {
     static config_t cfg;
     const char *resume;
-    int rc = dist_agree(d, parse_train(&cfg, &resume, argc, argv));
+    int rc = parse_train(&cfg, &resume, argc, argv);
+    rc = dist_agree(d, rc ? rc : signals_check());
     if (rc == CHARLM_EUSAGE && d->rank == 0)
         fputs("usage: charlm train --config FILE [--set section.key=value]... (charlm --help)\n",
               stderr);
@@ -151,6 +154,9 @@ static const struct {
 };
 
 int main(int argc, char **argv) {
+    /* a training run takes its stop signals from the first instruction on (MPI_Init included);
+     * the other commands keep the default actions: they hold no state that a kill would lose */
+    if (argc > 1 && !strcmp(argv[1], "train")) signals_install();
     dist_t d;
     dist_init(&d, &argc, &argv);
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* our messages name the file and dataset instead */

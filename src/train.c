@@ -5,7 +5,6 @@
 #include "charlm/train.h"
 
 #include <math.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,31 +18,7 @@
 #include "charlm/model.h"
 #include "charlm/optim.h"
 #include "charlm/sample.h"
-
-/* Set by the signal handler; read only at window boundaries. */
-static volatile sig_atomic_t stop_signal;
-
-static void on_signal(int sig) {
-    if (sig == SIGINT) signal(SIGINT, SIG_DFL); /* a second Ctrl-C aborts at once */
-    stop_signal = sig;
-}
-
-/* From the start of train_run: a signal during start-up stops the run after its first window. */
-static void catch_signals(void) {
-    stop_signal = 0;
-    signal(SIGTERM, on_signal);
-    signal(SIGINT, on_signal);
-    signal(SIGUSR1, on_signal);
-    signal(SIGXFSZ, SIG_IGN); /* a file-size limit fails the write instead of killing us */
-}
-
-/* Back to the default actions; after a signal stop, further TERM/USR1 (a batch system repeats
- * them) are ignored so that they cannot turn exit 3 into a kill while the ranks shut down. */
-static void restore_signals(int stopped) {
-    signal(SIGTERM, stopped ? SIG_IGN : SIG_DFL);
-    signal(SIGUSR1, stopped ? SIG_IGN : SIG_DFL);
-    signal(SIGINT, SIG_DFL);
-}
+#include "charlm/signals.h"
 
 /* Where the time of a run goes (seconds, this rank). */
 typedef struct {
@@ -91,6 +66,7 @@ typedef struct {
     double gnorm;  /* global gradient norm, before clipping */
     int last;      /* the run ends after this window: train.steps, train.epochs or time_limit */
     int signalled; /* a stop signal reached some rank */
+    int failed;    /* rank 0 could not write metrics.jsonl (tr->log.error says why) */
 } window_t;
 
 /* Peak resident memory of this process so far, in bytes. */
@@ -299,8 +275,8 @@ static int trainer_open(trainer_t *tr, const config_t *cfg, const char *resume,
     *tr = (trainer_t){.cfg = cfg, .d = d, .rss_start = peak_rss(), .last_train = NAN,
                       .last_val = NAN, .best_val = NAN, .last_val_step = -1};
     corpus_params_t cp = config_corpus_params(cfg);
-    int rc = dist_agree(d, corpus_load(&tr->corpus, &cp, d->rank, d->size, d->rank == 0));
-    if (rc) return rc;
+    int rc = corpus_load(&tr->corpus, &cp, d->rank, d->size, d->rank == 0);
+    if ((rc = dist_agree(d, rc ? rc : signals_check()))) return rc;
     build_model(tr);
     alloc_buffers(tr);
     /* train.steps, when given, is the length of the run; train.epochs sets it otherwise */
@@ -308,12 +284,14 @@ static int trainer_open(trainer_t *tr, const config_t *cfg, const char *resume,
     tr->window_chars = (int64_t)tr->corpus.S * tr->corpus.T;
     int resumed = 0;
     if ((rc = resume_from(tr, resume, &resumed))) return rc;
+    /* a stop signal from here on is taken at the end of the first window, with a checkpoint */
+    if ((rc = dist_agree(d, signals_check()))) return rc;
     if (d->rank == 0) rc = prepare_run_dir(tr, resumed);
     return dist_agree(d, rc);
 }
 
 static void trainer_close(trainer_t *tr) {
-    if (tr->log.metrics) log_close(&tr->log);
+    if (tr->d->rank == 0) log_close(&tr->log);
     free(tr->grads);
     free(tr->state_h), free(tr->state_c), free(tr->prev_h), free(tr->prev_c);
     free(tr->eval_h), free(tr->eval_c);
@@ -428,10 +406,12 @@ static int train_window(trainer_t *tr, window_t *w) {
     model_backward(tr->grads, &tr->acts, m, c->T, &hooks);
     tr->tm.backward += lap(&t);
     dist_overlap_wait(&tr->ov);
-    /* rank 0's clock decides the time limit, every rank's flag a signal */
+    /* rank 0's clock decides the time limit, every rank's flag a signal, rank 0's log a failed
+     * metrics write */
     unsigned stop = (tr->d->rank == 0 && cfg->time_limit > 0 &&
                      dist_time() - tr->t0 >= cfg->time_limit ? DIST_STOP_TIME : 0) |
-                    (stop_signal ? DIST_STOP_SIGNAL : 0);
+                    (signals_pending() ? DIST_STOP_SIGNAL : 0) |
+                    (tr->log.error[0] ? DIST_STOP_FAILED : 0);
     loss = dist_window_end(loss, &stop);
     tr->tm.allreduce += lap(&t);
 
@@ -451,6 +431,7 @@ static int train_window(trainer_t *tr, window_t *w) {
         memset(tr->state_c, 0, tr->nstate * sizeof(float));
     }
     w->signalled = (stop & DIST_STOP_SIGNAL) != 0;
+    w->failed = (stop & DIST_STOP_FAILED) != 0;
     w->last = (stop & DIST_STOP_TIME) || (tr->total && tr->step >= tr->total);
     return CHARLM_OK;
 }
@@ -465,9 +446,12 @@ static void hist_push(double **h, int64_t *n, size_t *cap, int width, const doub
 }
 
 /* Rank 0, every log.every steps and at the end of a run: the progress line, its metrics.jsonl
- * record and a row of the training history. */
+ * record (a failed write is kept in tr->log.error and stops the run after the next window) and
+ * a row of the training history. */
 static void maybe_log(trainer_t *tr, const window_t *w) {
-    if (tr->d->rank != 0 || !(tr->step % tr->log.p.every == 0 || w->last || w->signalled)) return;
+    if (tr->d->rank != 0 ||
+        !(tr->step % tr->log.p.every == 0 || w->last || w->signalled || w->failed))
+        return;
     const double limit = tr->cfg->time_limit, now = dist_time(), elapsed = now - tr->t0;
     log_train_t m = {.step = tr->step, .total_steps = tr->total, .epoch = tr->epoch,
                      .train_loss = w->loss, .lr = tr->lr, .grad_norm = w->gnorm,
@@ -509,19 +493,21 @@ static double evaluate(trainer_t *tr) {
 }
 
 /* Rank 0: a sample of the model as it is now (sample.length characters at sample.temperature),
- * from a newline, on stdout. */
+ * from a newline, on stdout — unless a write there failed before (a closed pipe). */
 static void print_sample(trainer_t *tr) {
     const config_t *cfg = tr->cfg;
     const vocab_t *v = &tr->corpus.vocab;
+    FILE *out = log_out(&tr->log);
+    if (!out) return;
     log_msg(&tr->log, "charlm: sample at step %lld (temperature %g):", (long long)tr->step,
             cfg->sample_temperature);
     int32_t prime = vocab_id(v, '\n');
     if (prime < 0) prime = 0;
     sample_opts_t o = {.length = cfg->sample_length, .temperature = cfg->sample_temperature,
                        .top_p = 1.0, .seed = cfg->seed, .index = (uint64_t)tr->step};
-    sample_text(stdout, &tr->model, v, &prime, 1, &o);
-    fputc('\n', stdout);
-    fflush(stdout);
+    sample_text(out, &tr->model, v, &prime, 1, &o);
+    fputc('\n', out);
+    log_out_done(&tr->log);
 }
 
 /* Collective, every eval.every steps and at the end of a run (when there is a validation split):
@@ -554,6 +540,32 @@ static int maybe_checkpoint(trainer_t *tr, const window_t *w) {
     t = dist_time() - t;
     tr->t_log += t;
     tr->tm.checkpoint += t;
+    return rc;
+}
+
+/* Collective: CHARLM_EINPUT on every rank when rank 0 could not write metrics.jsonl, its line
+ * naming the file and the cause printed once; else CHARLM_OK. */
+static int agree_log(trainer_t *tr) {
+    int rc = CHARLM_OK;
+    if (tr->log.error[0]) {
+        err_clear(); /* the line of a checkpoint that failed on the way is printed already */
+        rc = err_set(CHARLM_EINPUT, "%s", tr->log.error);
+    }
+    return dist_agree(tr->d, rc);
+}
+
+/* Collective, after a window whose end told every rank that rank 0 could not write metrics.jsonl:
+ * a checkpoint, if one can be written (a failure prints its own line), then the metrics failure
+ * (CHARLM_EINPUT) and where to continue. */
+static int stop_failed(trainer_t *tr) {
+    int ck = save_checkpoint(tr), rc = agree_log(tr);
+    if (tr->d->rank != 0) return rc;
+    if (!ck)
+        log_msg(&tr->log, "charlm: stopped at step %lld; checkpoint %s (continue with --resume "
+                "auto once the file can be written)", (long long)tr->step, tr->ckpt);
+    else
+        log_msg(&tr->log, "charlm: stopped at step %lld without a checkpoint (continue from the "
+                "newest valid one with --resume auto once there is room)", (long long)tr->step);
     return rc;
 }
 
@@ -649,7 +661,6 @@ static void print_header(trainer_t *tr, int threads) {
 }
 
 int train_run(const config_t *cfg, const char *resume, const dist_t *d) {
-    catch_signals();
     trainer_t tr;
     int rc = trainer_open(&tr, cfg, resume, d);
     if (!rc) {
@@ -662,15 +673,26 @@ int train_run(const config_t *cfg, const char *resume, const dist_t *d) {
             if ((rc = train_window(&tr, &w))) break;
             maybe_log(&tr, &w);
             maybe_eval(&tr, &w);
+            if (w.failed) {
+                rc = stop_failed(&tr);
+                break;
+            }
             if ((rc = maybe_checkpoint(&tr, &w)) || maybe_stop(&tr, &w, &rc)) break;
         }
     }
     if (!rc) report(&tr, dist_time() - tr.t0);
+    /* a metrics record that could not be written in the last window, at a signal's stop or in
+     * the summary: the checkpoint is written, the metrics are not complete */
+    if ((!rc || rc == CHARLM_ESTOPPED) && agree_log(&tr)) {
+        if (!rc && d->rank == 0 && tr.ckpt[0])
+            log_msg(&tr.log, "charlm: the run finished at step %lld: checkpoint %s",
+                    (long long)tr.step, tr.ckpt);
+        rc = CHARLM_EINPUT;
+    }
     if (!rc && d->rank == 0 && tr.step > tr.step0) {
         if (tr.ckpt[0]) log_msg(&tr.log, "charlm: checkpoint %s", tr.ckpt);
         print_sample(&tr);
     }
-    restore_signals(rc == CHARLM_ESTOPPED);
     trainer_close(&tr);
     return rc;
 }

@@ -1,8 +1,10 @@
 """Stopping on signals. SIGTERM sent to one rank (rank 1) of a running `-np 2` job: every
 rank stops at the next window boundary, rank 0 writes a checkpoint of the step reached, the job
 exits with code 3, and `--resume auto` then ends with the same losses — every train line and every
-validation — as an uninterrupted run. The same for SIGINT sent to rank 0, and for SIGUSR1
-sent to mpiexec itself (Open MPI forwards it to the ranks, as SLURM's --signal does). SIGKILL of
+validation — as an uninterrupted run. The same for SIGINT sent to rank 0, for SIGUSR1
+sent to mpiexec itself (Open MPI forwards it to the ranks, as SLURM's --signal does), for SIGHUP
+(a closed terminal) and for SIGTERM sent three times in a row (SLURM's step daemon and the batch
+script each signal): one checkpoint, exit 3, whatever the repeats. SIGKILL of
 one rank ends the job non-zero instead of hanging. Divergence (a non-finite loss) exits with code
 4 naming the step, after writing a checkpoint of the last good state that verifies and holds only
 finite parameters (read with Debian's python3-h5py; that part is skipped without it)."""
@@ -120,6 +122,7 @@ def stop_and_resume(corpus, work, full, how):
         problem(f"[{how}] the job ended (exit {code}) before step 20:\n{err}")
         return
     sig, target = how.split(" to ")
+    sig, times = sig.split(" x") if " x" in sig else (sig, "1")
     if target.startswith("rank"):
         pids = ranks(proc.pid)
         if sorted(pids) != [0, 1]:
@@ -127,9 +130,12 @@ def stop_and_resume(corpus, work, full, how):
             finish(proc)
             problem(f"[{how}] could not find the two charlm ranks below mpiexec {proc.pid}: {pids}")
             return
-        os.kill(pids[int(target.split()[1])], getattr(signal, sig))
-    else:
-        proc.send_signal(getattr(signal, sig))
+    for i in range(int(times)):
+        time.sleep(0.001 if i else 0)
+        if target.startswith("rank"):
+            os.kill(pids[int(target.split()[1])], getattr(signal, sig))
+        else:
+            proc.send_signal(getattr(signal, sig))
     sent_at = last_step(run_dir)
     code, out, err = finish(proc)
     m = re.search(r"charlm: stopped by a signal at step (\d+); checkpoint (\S+)", err)
@@ -280,6 +286,8 @@ def main():
     stop_and_resume(corpus, work, full, "SIGTERM to rank 1")
     stop_and_resume(corpus, work, full, "SIGINT to rank 0")
     stop_and_resume(corpus, work, full, "SIGUSR1 to mpiexec")
+    stop_and_resume(corpus, work, full, "SIGHUP to rank 0")
+    stop_and_resume(corpus, work, full, "SIGTERM x3 to rank 1")
     sigkill(corpus, work)
     divergence(corpus, work)
     if problems:

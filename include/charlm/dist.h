@@ -87,9 +87,10 @@ void dist_sum_doubles(double *buf, int n);
 /* In-place maximum of buf (n doubles) over all ranks, on every rank. */
 void dist_max_doubles(double *buf, int n);
 
-/* Reasons to stop after a window, as bits: a rank that has one stops every rank. */
-enum { DIST_STOP_TIME = 1u << 0, DIST_STOP_SIGNAL = 1u << 1 };
-#define DIST_STOP_REASONS 2
+/* Reasons to stop after a window, as bits: a rank that has one stops every rank. FAILED: a
+ * failure outside any collective (rank 0's metrics.jsonl write). */
+enum { DIST_STOP_TIME = 1u << 0, DIST_STOP_SIGNAL = 1u << 1, DIST_STOP_FAILED = 1u << 2 };
+#define DIST_STOP_REASONS 3
 
 /* The end of a training window: returns the sum of loss over the ranks and turns *stop (this
  * rank's DIST_STOP_* bits) into the union of every rank's, so that all ranks take the same

@@ -18,6 +18,9 @@ enum {
     CHARLM_EUSAGE = 2,    /* bad command line */
     CHARLM_ESTOPPED = 3,  /* stopped by a signal after writing a checkpoint */
     CHARLM_EDIVERGED = 4, /* non-finite loss or gradient */
+    /* stopped by a signal during start-up, before there was a state to checkpoint: nothing was
+     * written, so the same command can simply run again */
+    CHARLM_EINTERRUPTED = 5,
 };
 
 /* Records the message (printf format) of the first failure of this process and returns rc.

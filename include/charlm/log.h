@@ -1,13 +1,21 @@
 /* log: what rank 0 shows and records — the progress display on stderr (one live line redrawn in
- * place on a terminal; plain lines when stderr is not a terminal, as in batch logs) and
- * <run.dir>/metrics.jsonl (one JSON object per line), which log owns: begun afresh, an earlier
- * run's file kept aside, on a fresh start; cut back to the checkpoint's step on resume; appended
- * to while the run lasts. Other ranks call nothing here. */
+ * place on a terminal; plain lines when stderr is not a terminal, as in batch logs), samples on
+ * stdout, and <run.dir>/metrics.jsonl (one JSON object per line), which log owns: begun afresh,
+ * an earlier run's file kept aside, on a fresh start; cut back to the checkpoint's step on
+ * resume; appended to while the run lasts. Other ranks call nothing here.
+ *
+ * Failures. A write to stderr or stdout that fails (a closed pipe — SIGPIPE is ignored — or a
+ * hung-up terminal) ends the output to that stream and nothing else: training goes on. A write
+ * to metrics.jsonl that fails (a full disk, a file-size limit) is cut back to the last complete
+ * line and ends the metrics; lg->error then says "PATH: cannot write the record of step S: CAUSE"
+ * and the caller stops the run. */
 #ifndef CHARLM_LOG_H
 #define CHARLM_LOG_H
 
 #include <stdint.h>
 #include <stdio.h>
+
+#include "charlm/fileio.h"
 
 typedef struct {
     const char *run_dir; /* where metrics.jsonl is (borrowed) */
@@ -16,9 +24,13 @@ typedef struct {
 
 typedef struct {
     log_params_t p;
-    FILE *metrics; /* metrics.jsonl, opened for append */
-    int tty;       /* stderr is a terminal */
-    int live;      /* a live line is on screen and must be cleared before other output */
+    FILE *metrics;   /* metrics.jsonl, opened for append, unbuffered; NULL once a write failed */
+    char *path;      /* its path (owned) */
+    long long bytes; /* its length: complete lines only */
+    char error[CHARLM_PATH_MAX + 128]; /* why metrics.jsonl could not be written; "" = it could */
+    int tty;         /* stderr is a terminal */
+    int live;        /* a live line is on screen and must be cleared before other output */
+    int err_dead, out_dead; /* a write to stderr / stdout failed: nothing more goes there */
 } log_t;
 
 typedef struct {
@@ -54,7 +66,15 @@ void log_summary(log_t *lg, int64_t step, const log_field_t *fields, int n);
 /* Prints a free-form message line (clearing the live line first). */
 void log_msg(log_t *lg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* Ends the live line and closes metrics.jsonl (flushed at every write). */
+/* Where a sample goes: stdout, or NULL when an earlier write there failed (the caller skips the
+ * sample). */
+FILE *log_out(log_t *lg);
+
+/* After writing to log_out(): flushes stdout; a failure ends the output there. */
+void log_out_done(log_t *lg);
+
+/* Ends the live line and closes metrics.jsonl (written through at every record). A zeroed log_t
+ * (log_open not called, or failed) is closed as well. */
 void log_close(log_t *lg);
 
 #endif
