@@ -12,6 +12,7 @@
 
 #include "charlm/err.h"
 #include "charlm/sha256.h"
+#include "charlm/signals.h"
 #include "charlm/utf8.h"
 
 #define TEXT_PROBE ((size_t)8 << 10) /* a NUL in this many leading bytes marks a non-text file */
@@ -179,6 +180,9 @@ static int cursor_open(textsrc_t *ts, int f, int64_t byte, int64_t at, int scann
 /* Refills the buffer (its unread tail, an incomplete sequence, moved to the front) up to
  * TEXTSRC_BLOCK bytes or the end of the file; *got gets the count of new bytes. */
 static int cursor_fill(textsrc_t *ts, size_t *got) {
+    /* a block is the unit of work while a corpus loads: a stop asked for in start-up ends it */
+    int rc = signals_check();
+    if (rc != CHARLM_OK) return rc;
     size_t keep = ts->have - ts->pos;
     memmove(ts->buf, ts->buf + ts->pos, keep);
     ts->base += (int64_t)ts->pos;
@@ -336,15 +340,16 @@ static void grow_files(textsrc_t *ts, int digest) {
 }
 
 /* Scans the file at index ts->nfiles (its path set) from the cursor: 1 = text (counted, its
- * blocks added, code points ORed into bitmap, bytes hashed into all), 0 = not text, -1 = error
- * recorded. */
+ * blocks added, code points ORed into bitmap, bytes hashed into all), 0 = not text, or minus the
+ * status of the failure recorded (an I/O or UTF-8 error, a stop signal). */
 static int scan_file(textsrc_t *ts, uint64_t *bitmap, sha256_t *all) {
     int f = ts->nfiles;
     sha256_t one;
     sha256_init(&one);
     size_t got, nblocks = ts->nblocks;
-    if (cursor_open(ts, f, 0, ts->total, 0) != CHARLM_OK || cursor_fill(ts, &got) != CHARLM_OK)
-        return -1;
+    int rc = cursor_open(ts, f, 0, ts->total, 0);
+    if (rc == CHARLM_OK) rc = cursor_fill(ts, &got);
+    if (rc != CHARLM_OK) return -rc;
     if (memchr(ts->buf, 0, ts->have < TEXT_PROBE ? ts->have : TEXT_PROBE)) return 0;
     for (;;) {
         if (all) {
@@ -353,7 +358,10 @@ static int scan_file(textsrc_t *ts, uint64_t *bitmap, sha256_t *all) {
         }
         if (ts->pos < ts->have) add_block(ts);
         int64_t k = decode(ts, NULL, bitmap, INT64_MAX, DECODE_SCAN);
-        if (k < 0) break;
+        if (k < 0) {
+            rc = CHARLM_EINPUT;
+            break;
+        }
         ts->at += k;
         if (ts->eof) {
             ts->nbytes[f] = ts->base + (int64_t)ts->have;
@@ -361,10 +369,10 @@ static int scan_file(textsrc_t *ts, uint64_t *bitmap, sha256_t *all) {
             if (all) sha256_final(&one, ts->sha256[f]);
             return 1;
         }
-        if (cursor_fill(ts, &got) != CHARLM_OK) break;
+        if ((rc = cursor_fill(ts, &got)) != CHARLM_OK) break;
     }
     ts->nblocks = nblocks;
-    return -1;
+    return -rc;
 }
 
 /* Resolves and scans one spec, appending its text files to ts. */
@@ -393,7 +401,7 @@ static int open_spec(textsrc_t *ts, uint64_t *bitmap, sha256_t *all, const char 
         free(ts->paths[f]);
         ts->paths[f] = NULL;
         if (text < 0)
-            rc = CHARLM_EINPUT;
+            rc = -text;
         else if (named)
             rc = err_set(CHARLM_EINPUT, "%s: %s is not a text file (NUL byte in its first 8 KiB)",
                          role, e.v[i].path);
