@@ -96,7 +96,7 @@ static int split_and_check(corpus_t *c, const corpus_params_t *cfg, const corpus
 }
 
 /* Reads ids [first, first+n) of src into out, packed to the width the vocabulary needs, through
- * a bounded int32 buffer. */
+ * a bounded int32 buffer (4-byte ids go straight in). */
 static int read_packed(corpus_ids_t *out, corpus_src_t *src, const vocab_t *vocab, int64_t first,
                        int64_t n) {
     enum { CHUNK = 1 << 20 };
@@ -104,14 +104,16 @@ static int read_packed(corpus_ids_t *out, corpus_src_t *src, const vocab_t *voca
     out->data = xcalloc((size_t)n, (size_t)out->width);
     int32_t *buf = xcalloc(CHUNK, sizeof(int32_t));
     int rc = CHARLM_OK;
-    for (int64_t done = 0; done < n && rc == CHARLM_OK; done += CHUNK) {
+    for (int64_t done = 0; done < n; done += CHUNK) {
         int64_t k = n - done < CHUNK ? n - done : CHUNK;
-        rc = corpus_src_read(buf, src, first + done, k);
-        for (int64_t i = 0; i < k && rc == CHARLM_OK; i++) {
-            if (out->width == 1) ((uint8_t *)out->data)[done + i] = (uint8_t)buf[i];
-            else if (out->width == 2) ((uint16_t *)out->data)[done + i] = (uint16_t)buf[i];
-            else ((int32_t *)out->data)[done + i] = buf[i];
-        }
+        int32_t *ids = out->width == 4 ? (int32_t *)out->data + done : buf; /* (k) */
+        rc = corpus_src_read(ids, src, first + done, k);
+        if (rc != CHARLM_OK) break;
+        /* one loop per width, so that each vectorises */
+        if (out->width == 1)
+            for (int64_t i = 0; i < k; i++) ((uint8_t *)out->data)[done + i] = (uint8_t)buf[i];
+        else if (out->width == 2)
+            for (int64_t i = 0; i < k; i++) ((uint16_t *)out->data)[done + i] = (uint16_t)buf[i];
     }
     free(buf);
     return rc;
