@@ -163,7 +163,7 @@ printf "$row" "MB" "ranks" "wall s" "load" "load s/MB" "CPU s" "load" "load s/MB
 for np in $NPS; do
     # shellcheck disable=SC2059
     printf "$row" "$(awk -v b="$src_bytes" 'BEGIN { printf "%.1f", b / 1e6 }')" "$np" \
-        ${base[$np]% *} "(base)" "" ${base[$np]#* } "(base)" "" "" >> "$table"
+        "${base[$np]% *}" "(base)" "" "${base[$np]#* }" "(base)" "" "" >> "$table"
 done
 for mb in $SIZES; do
     corpus_of "$mb"
