@@ -7,11 +7,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "charlm/digest.h"
 #include "charlm/err.h"
 #include "charlm/fileio.h"
 #include "charlm/h5io.h"
+
+/* content_digest hashes the arrays' bytes as this host holds them: little-endian, as the files */
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "checkpoint digests are little-endian");
 
 /* at most this many elements per chunk: HDF5 holds a chunk and its checksummed copy while it
  * writes, so the chunk size is what a checkpoint adds to peak memory */
@@ -58,6 +63,56 @@ static void info_fields(ckpt_info_t *in, field_t f[NFIELDS]) {
     };
     _Static_assert(sizeof t / sizeof *t == NFIELDS, "NFIELDS is the size of the table");
     memcpy(f, t, sizeof t);
+}
+
+/* The root attributes format 3 adds: the run's identity, the data fingerprints and the digest. */
+static const char *const v3_attrs[] = {"run_id", "train_fingerprint", "val_fingerprint", "digest"};
+#define NV3 ((int)(sizeof v3_attrs / sizeof *v3_attrs))
+
+/* The digest of everything ckpt_read hands back, w holding it (the reader builds a w over what
+ * it read): the format, every field of w->info, the configuration, vocabulary, tensors, moment
+ * buffers, state and history, each array preceded by its length. */
+static uint64_t content_digest(const ckpt_write_t *w, int version) {
+    ckpt_info_t in = w->info;
+    field_t f[NFIELDS];
+    info_fields(&in, f);
+    const model_dims_t *md = &in.dims;
+    const int64_t nparams = model_layout(md, NULL, NULL);
+    const int64_t nstate = (int64_t)md->layers * in.streams * md->H;
+    digest_t d;
+    digest_init(&d);
+    static const char tag[] = "charlm checkpoint";
+    digest_update(&d, tag, sizeof tag);
+    digest_u64(&d, (uint64_t)version);
+    for (int i = 0; i < NFIELDS; i++) {
+        uint64_t v;
+        if (f[i].f64) memcpy(&v, f[i].f64, sizeof v);
+        else v = (uint64_t)(f[i].i64 ? *f[i].i64 : *f[i].i32);
+        digest_u64(&d, v);
+    }
+    const uint64_t ids[] = {(uint64_t)md->cell, (uint64_t)in.optim, in.run_id[0], in.run_id[1],
+                            in.train_fp, in.val_fp, strlen(w->config), (uint64_t)md->V};
+    for (size_t i = 0; i < sizeof ids / sizeof *ids; i++) digest_u64(&d, ids[i]);
+    digest_update(&d, w->config, strlen(w->config));
+    digest_update(&d, w->vocab->cps, sizeof(uint32_t) * (size_t)md->V);
+    digest_update(&d, w->params, sizeof(float) * (size_t)nparams);
+    digest_u64(&d, (uint64_t)w->nmoments);
+    for (int i = 0; i < w->nmoments; i++)
+        digest_update(&d, w->moments[i], sizeof(float) * (size_t)nparams);
+    digest_update(&d, w->h, sizeof(float) * (size_t)nstate);
+    digest_u64(&d, w->c != NULL);
+    if (w->c) digest_update(&d, w->c, sizeof(float) * (size_t)nstate);
+    digest_u64(&d, (uint64_t)w->n_train);
+    digest_update(&d, w->train_hist, sizeof(double) * 3 * (size_t)w->n_train);
+    digest_u64(&d, (uint64_t)w->n_val);
+    digest_update(&d, w->val_hist, sizeof(double) * 2 * (size_t)w->n_val);
+    return digest_final(&d);
+}
+
+/* The run id as 32 hex digits (out: 33 bytes). */
+static void run_id_hex(char *out, const uint64_t id[2]) {
+    digest_hex(out, id[0]);
+    digest_hex(out + 16, id[1]);
 }
 
 /* The name of moment buffer i of kind k in a file of format `version`. */
@@ -115,10 +170,16 @@ static int write_contents(hid_t f, const ckpt_write_t *w) {
     int nt = 0;
     model_layout(md, t, &nt);
 
+    char v3[NV3][33];
+    run_id_hex(v3[0], in.run_id);
+    digest_hex(v3[1], in.train_fp);
+    digest_hex(v3[2], in.val_fp);
+    digest_hex(v3[3], content_digest(w, CKPT_FORMAT_VERSION));
     int rc = h5io_attr_write_str(f, "format", "charlm");
     if (!rc) rc = h5io_attr_write_i64(f, "format_version", CKPT_FORMAT_VERSION);
     if (!rc) rc = h5io_attr_write_str(f, "charlm_version", CHARLM_VERSION);
     if (!rc) rc = h5io_attr_write_str(f, "config", w->config);
+    for (int i = 0; i < NV3 && !rc; i++) rc = h5io_attr_write_str(f, v3_attrs[i], v3[i]);
     if (!rc) rc = write_fields(f, "", fields);
     hsize_t dv[1] = {(hsize_t)md->V};
     if (!rc) rc = h5io_dset_write(f, "vocab", H5T_NATIVE_UINT32, H5T_STD_U32LE, 1, dv,
@@ -221,6 +282,7 @@ typedef struct {
     const char *path;
     hid_t f;
     int version; /* format_version of the file, once read_info has checked it */
+    double size; /* bytes of the file: no dataset holds more values than that (none compressed) */
 } reader_t;
 
 static int bad(const reader_t *r, const char *what) {
@@ -237,7 +299,23 @@ static int check(const reader_t *r, h5io_status_t st, const char *kind, const ch
     return err_set(CHARLM_EINPUT, "%s: %s '%s' %s", r->path, kind, name, why);
 }
 
+/* Whether loc has attribute `name`, and the bytes its type and extent declare (0 when it cannot
+ * be opened: the reader then says why). Static helpers on HDF5 itself: h5io's string reader
+ * allocates what the type declares, and the metadata that declares it is outside fletcher32. */
+static int has_attr(hid_t loc, const char *name) { return H5Aexists(loc, name) > 0; }
+
+static double attr_bytes(hid_t loc, const char *name) {
+    hid_t a = has_attr(loc, name) ? H5Aopen(loc, name, H5P_DEFAULT) : -1;
+    if (a < 0) return 0;
+    double n = (double)H5Aget_storage_size(a);
+    H5Aclose(a);
+    return n;
+}
+
 static int get_str(const reader_t *r, hid_t loc, const char *name, char **out) {
+    if (attr_bytes(loc, name) > r->size)
+        return err_set(CHARLM_EINPUT, "%s: attribute '%s' declares more bytes than the file has "
+                       "(corrupt metadata)", r->path, name);
     return check(r, h5io_attr_read_str(loc, name, out), "attribute", name);
 }
 
@@ -245,6 +323,43 @@ static int get_i64(const reader_t *r, hid_t loc, const char *name, int64_t *v) {
     return check(r, h5io_attr_read_i64(loc, name, v), "attribute", name);
 }
 
+/* Reads the root attribute `name` of `words` x 16 hex digits into v[words]. */
+static int get_hex(const reader_t *r, const char *name, uint64_t *v, int words) {
+    char *s = NULL;
+    int rc = get_str(r, r->f, name, &s);
+    for (int i = 0; i < words && !rc; i++) {
+        char word[17] = "";
+        if (strlen(s) == 16 * (size_t)words) memcpy(word, s + 16 * i, 16);
+        if (digest_parse_hex(&v[i], word))
+            rc = err_set(CHARLM_EINPUT, "%s: attribute '%s' = \"%.80s\" is not %d hex digits",
+                         r->path, name, s, 16 * words);
+    }
+    free(s);
+    return rc;
+}
+
+/* Checks that dataset `name` has exactly the shape dims (rank of them), and that its values, of
+ * elem bytes each, fit in the file: before a buffer is allocated for it, so that damaged
+ * metadata (an attribute or a dataspace) is refused instead of asking for any amount of memory. */
+static int check_shape(const reader_t *r, const char *name, int rank, const hsize_t *dims,
+                       size_t elem) {
+    int got_rank = 0;
+    hsize_t got[3] = {0, 0, 0};
+    h5io_status_t st = h5io_dset_shape(r->f, name, &got_rank, got);
+    if (st == H5IO_OK && got_rank != rank) st = H5IO_TYPE;
+    double bytes = (double)elem;
+    for (int i = 0; i < rank && st == H5IO_OK; i++) {
+        if (got[i] != dims[i]) st = H5IO_TYPE;
+        bytes *= (double)dims[i];
+    }
+    if (st == H5IO_OK && bytes > r->size)
+        return err_set(CHARLM_EINPUT, "%s: dataset '%s' holds %.0f bytes, more than the file's "
+                       "%.0f (corrupt metadata)", r->path, name, bytes, r->size);
+    return check(r, st, "dataset", name);
+}
+
+/* Reads dataset `name` of shape dims into data, allocated by the caller once check_shape said
+ * the shape is right. */
 static int get_dset(const reader_t *r, const char *name, hid_t memtype, int rank,
                     const hsize_t *dims, void *data) {
     return check(r, h5io_dset_read(r->f, name, memtype, rank, dims, data), "dataset", name);
@@ -289,6 +404,22 @@ static int read_group(const reader_t *r, const char *name, const char *key,
     return rc;
 }
 
+/* The identity and fingerprints of format 3; a file of an earlier format must have none of the
+ * attributes format 3 adds. */
+static int read_identity(const reader_t *r, ckpt_info_t *in) {
+    if (r->version < 3) {
+        for (int i = 0; i < NV3; i++)
+            if (has_attr(r->f, v3_attrs[i]))
+                return err_set(CHARLM_EINPUT, "%s: format_version %d, yet it has attribute '%s' "
+                               "of format 3: corrupt", r->path, r->version, v3_attrs[i]);
+        return CHARLM_OK;
+    }
+    int rc = get_hex(r, "run_id", in->run_id, 2);
+    if (!rc) rc = get_hex(r, "train_fingerprint", &in->train_fp, 1);
+    if (!rc) rc = get_hex(r, "val_fingerprint", &in->val_fp, 1);
+    return rc;
+}
+
 /* Reads the attributes into ck->info and ck->config, and r->version. */
 static int read_info(reader_t *r, ckpt_t *ck) {
     ckpt_info_t *in = &ck->info;
@@ -304,8 +435,9 @@ static int read_info(reader_t *r, ckpt_t *ck) {
         rc = err_set(CHARLM_EINPUT,
                      "%s: format_version %" PRId64 " is not supported (this charlm reads 1 to %d)",
                      r->path, version, CKPT_FORMAT_VERSION);
-    r->version = (int)version;
+    r->version = ck->version = (int)version;
     if (!rc) rc = get_str(r, r->f, "config", &ck->config);
+    if (!rc) rc = read_identity(r, in);
     if (!rc) rc = read_fields(r, r->f, "", fields);
     int cell = -1, kind = -1;
     if (!rc) rc = read_group(r, "model", "cell", cell_kind_value, &cell, fields);
@@ -318,19 +450,49 @@ static int read_info(reader_t *r, ckpt_t *ck) {
     md->cell = (cell_kind_t)cell;
     md->G = cell_ops(md->cell)->gates;
     in->optim = (optim_kind_t)kind;
+    /* no tensor or state may need more floats than the file has bytes: that also keeps
+     * model_layout's products from overflowing */
+    const double V = md->V, E = md->E, H = md->H, G = md->G;
+    const double most = fmax(fmax(V * E, V * H), fmax(G * H * fmax(E, H), md->layers * H *
+                                                                            (double)in->streams));
+    if (4.0 * most > r->size)
+        return err_set(CHARLM_EINPUT, "%s: the sizes of the attributes (vocab_size %d, embed %d, "
+                       "hidden %d, layers %d, streams %d) need more data than the file's %.0f "
+                       "bytes (corrupt metadata)", r->path, md->V, md->E, md->H, md->layers,
+                       in->streams, r->size);
     return CHARLM_OK;
 }
 
+/* Reads the tensors of group `group` into a new buffer *out of the parameter layout (nparams),
+ * once every tensor's shape has been checked. */
 static int read_tensors(const reader_t *r, const char *group, const model_tensor_t *t, int n,
-                        float *buf) {
+                        int64_t nparams, float **out) {
     char name[128];
+    hsize_t dims[MODEL_MAX_TENSORS][2];
     int rc = CHARLM_OK;
-    for (int i = 0; i < n && !rc; i++) {
-        hsize_t dims[2] = {(hsize_t)t[i].shape[0], (hsize_t)t[i].shape[1]};
-        snprintf(name, sizeof name, "%.60s/%.47s", group, t[i].name);
-        rc = get_dset(r, name, H5T_NATIVE_FLOAT, t[i].ndim, dims, buf + t[i].offset);
+    for (int pass = 0; pass < 2 && !rc; pass++) {
+        if (pass == 1) *out = xcalloc((size_t)nparams, sizeof(float));
+        for (int i = 0; i < n && !rc; i++) {
+            dims[i][0] = (hsize_t)t[i].shape[0], dims[i][1] = (hsize_t)t[i].shape[1];
+            snprintf(name, sizeof name, "%.60s/%.47s", group, t[i].name);
+            rc = pass == 0 ? check_shape(r, name, t[i].ndim, dims[i], sizeof(float))
+                           : get_dset(r, name, H5T_NATIVE_FLOAT, t[i].ndim, dims[i],
+                                      *out + t[i].offset);
+        }
     }
     return rc;
+}
+
+/* Reads dataset `name`, which must have the shape dims (rank of them; elem bytes a value), into
+ * a new buffer *out, once the shape is checked. */
+static int read_array(const reader_t *r, const char *name, hid_t memtype, size_t elem, int rank,
+                      const hsize_t *dims, void **out) {
+    int rc = check_shape(r, name, rank, dims, elem);
+    if (rc) return rc;
+    size_t n = 1;
+    for (int i = 0; i < rank; i++) n *= (size_t)dims[i];
+    *out = xcalloc(n, elem);
+    return get_dset(r, name, memtype, rank, dims, *out);
 }
 
 /* Reads the (n, cols) history `name`, of any number of rows, into a new buffer *out. */
@@ -340,12 +502,19 @@ static int read_history(const reader_t *r, const char *name, hsize_t cols, doubl
     hsize_t dims[3] = {0, 0, 0};
     h5io_status_t st = h5io_dset_shape(r->f, name, &rank, dims);
     if (st == H5IO_OK && (rank != 2 || dims[1] != cols)) st = H5IO_TYPE;
-    if (st == H5IO_OK) {
-        *n = (int64_t)dims[0];
-        *out = xcalloc((size_t)dims[0] * cols, sizeof(double));
-        st = h5io_dset_read(r->f, name, H5T_NATIVE_DOUBLE, 2, dims, *out);
-    }
-    return check(r, st, "dataset", name);
+    if (st != H5IO_OK) return check(r, st, "dataset", name);
+    *n = (int64_t)dims[0];
+    return read_array(r, name, H5T_NATIVE_DOUBLE, sizeof(double), 2, dims, (void **)out);
+}
+
+/* The digest of what ck holds (content_digest over a view of it). */
+static uint64_t read_digest(const ckpt_t *ck) {
+    ckpt_write_t view = {.info = ck->info, .config = ck->config, .vocab = &ck->vocab,
+                         .params = ck->params, .nmoments = ck->nmoments, .h = ck->h, .c = ck->c,
+                         .train_hist = ck->train_hist, .val_hist = ck->val_hist,
+                         .n_train = ck->n_train, .n_val = ck->n_val};
+    memcpy(view.moments, ck->moments, sizeof view.moments);
+    return content_digest(&view, ck->version);
 }
 
 static int read_all(reader_t *r, ckpt_t *ck) {
@@ -356,17 +525,15 @@ static int read_all(reader_t *r, ckpt_t *ck) {
     model_tensor_t t[MODEL_MAX_TENSORS];
     int nt = 0;
     int64_t nparams = model_layout(md, t, &nt);
-    uint32_t *cps = xcalloc((size_t)md->V, sizeof(uint32_t));
+    uint32_t *cps = NULL;
     hsize_t dv[1] = {(hsize_t)md->V};
-    rc = get_dset(r, "vocab", H5T_NATIVE_UINT32, 1, dv, cps);
+    rc = read_array(r, "vocab", H5T_NATIVE_UINT32, sizeof(uint32_t), 1, dv, (void **)&cps);
     if (!rc && vocab_from_list(&ck->vocab, cps, md->V)) {
         err_clear();
         rc = bad(r, "dataset 'vocab' is not a sorted list of code points");
     }
     free(cps);
-    if (rc) return rc;
-    ck->params = xcalloc((size_t)nparams, sizeof(float));
-    if ((rc = read_tensors(r, "model", t, nt, ck->params))) return rc;
+    if (rc || (rc = read_tensors(r, "model", t, nt, nparams, &ck->params))) return rc;
     /* the buffers the file has: sgd without momentum keeps none */
     const char *name;
     for (int i = 0; !rc && (name = moment_name(r->version, in->optim, i)); i++) {
@@ -375,23 +542,22 @@ static int read_all(reader_t *r, ckpt_t *ck) {
         hid_t g;
         if (h5io_object_open(r->f, group, &g) == H5IO_MISSING) break;
         h5io_object_close(g);
-        ck->moments[i] = xcalloc((size_t)nparams, sizeof(float));
         ck->nmoments = i + 1;
-        rc = read_tensors(r, group, t, nt, ck->moments[i]);
+        rc = read_tensors(r, group, t, nt, nparams, &ck->moments[i]);
     }
     if (rc) return rc;
-    size_t nstate = (size_t)md->layers * in->streams * md->H;
     hsize_t ds[3] = {(hsize_t)md->layers, (hsize_t)in->streams, (hsize_t)md->H};
-    ck->h = xcalloc(nstate, sizeof(float));
-    if ((rc = get_dset(r, "state/h", H5T_NATIVE_FLOAT, 3, ds, ck->h))) return rc;
-    if (cell_ops(md->cell)->has_c) {
-        ck->c = xcalloc(nstate, sizeof(float));
-        if ((rc = get_dset(r, "state/c", H5T_NATIVE_FLOAT, 3, ds, ck->c))) return rc;
-    }
+    if ((rc = read_array(r, "state/h", H5T_NATIVE_FLOAT, sizeof(float), 3, ds, (void **)&ck->h)))
+        return rc;
+    if (cell_ops(md->cell)->has_c &&
+        (rc = read_array(r, "state/c", H5T_NATIVE_FLOAT, sizeof(float), 3, ds, (void **)&ck->c)))
+        return rc;
     int64_t cursor = -1, epoch = -1;
     hsize_t one[1] = {1};
     hid_t cur;
-    if ((rc = get_dset(r, "state/cursor", H5T_NATIVE_INT64, 1, one, &cursor))) return rc;
+    if ((rc = check_shape(r, "state/cursor", 1, one, sizeof cursor)) ||
+        (rc = get_dset(r, "state/cursor", H5T_NATIVE_INT64, 1, one, &cursor)))
+        return rc;
     if ((rc = check(r, h5io_object_open(r->f, "state/cursor", &cur), "dataset", "state/cursor")))
         return rc;
     rc = get_i64(r, cur, "epoch", &epoch);
@@ -402,13 +568,24 @@ static int read_all(reader_t *r, ckpt_t *ck) {
     if ((rc = read_history(r, "metrics/train", 3, &ck->train_hist, &ck->n_train)) ||
         (rc = read_history(r, "metrics/val", 2, &ck->val_hist, &ck->n_val)))
         return rc;
-    return CHARLM_OK;
+    uint64_t stored = 0, got = 0;
+    if (r->version >= 3 && !(rc = get_hex(r, "digest", &stored, 1)) &&
+        (got = read_digest(ck)) != stored) {
+        char want[17], have[17];
+        digest_hex(want, stored);
+        digest_hex(have, got);
+        rc = err_set(CHARLM_EINPUT, "%s: what was read does not match the digest attribute (%s "
+                     "stored, %s read): the file is corrupt", r->path, want, have);
+    }
+    return rc;
 }
 
 /* Opens path read-only, with one clear message for a missing file or one that is not HDF5. */
 static int reader_open(reader_t *r, const char *path) {
     const char *why = "";
-    *r = (reader_t){.path = path, .f = h5io_open(path, &why)};
+    struct stat st;
+    *r = (reader_t){.path = path, .f = h5io_open(path, &why),
+                    .size = stat(path, &st) == 0 ? (double)st.st_size : 0};
     return r->f < 0 ? err_set(CHARLM_EINPUT, "%s: cannot open checkpoint: %s", path, why)
                     : CHARLM_OK;
 }
@@ -483,21 +660,40 @@ static int64_t *list_steps(const char *run_dir, int *n) {
     return steps;
 }
 
-int ckpt_find_latest(ckpt_t *ck, char *out, size_t n, const char *run_dir) {
-    int count = 0, found = 0;
+int ckpt_find_latest(ckpt_t *ck, char *out, size_t n, const char *run_dir, ckpt_accept_t accept,
+                     void *ctx) {
+    int count = 0, found = 0, nrefused = 0;
     memset(ck, 0, sizeof *ck);
     int64_t *steps = list_steps(run_dir, &count);
+    /* the refusals are told only when an older checkpoint is taken: when none is, the newest
+     * refusal is the error, and the others would repeat it */
+    char **refused = xcalloc((size_t)count + 1, sizeof(char *));
     for (int i = 0; i < count && !found; i++) {
         ckpt_path(out, n, run_dir, steps[i]);
-        if (ckpt_read(ck, out) == CHARLM_OK) {
-            found = 1;
-        } else {
+        if (ckpt_read(ck, out) != CHARLM_OK) {
             fprintf(stderr, "charlm: warning: skipping %s\n", err_message());
-            err_clear();
+        } else if (accept && accept(ck, out, ctx) != CHARLM_OK) {
+            refused[nrefused++] = xstrdup(err_message());
+            ckpt_free(ck);
+        } else {
+            found = 1;
         }
+        if (!found) err_clear();
     }
+    for (int i = 0; i < nrefused; i++) {
+        if (found) fprintf(stderr, "charlm: warning: skipping %s\n", refused[i]);
+        else if (i == 0) err_set(CHARLM_EINPUT, "%s", refused[0]);
+        free(refused[i]);
+    }
+    free(refused);
     free(steps);
-    return found;
+    return found ? 1 : nrefused ? -1 : 0;
+}
+
+int ckpt_count(const char *run_dir) {
+    int count = 0;
+    free(list_steps(run_dir, &count));
+    return count;
 }
 
 void ckpt_rotate(const char *run_dir, int keep) {
@@ -566,10 +762,21 @@ int ckpt_inspect(FILE *out, const char *path, int verify) {
                 optim_kind_name(in->optim), in->optim_step, in->lr);
         fprintf(out, "%-18s %d (written by %d ranks), window %d\n", "streams", in->streams,
                 in->world_size, in->seq);
+        if (r.version >= 3) {
+            char id[33], tfp[17], vfp[17];
+            run_id_hex(id, in->run_id);
+            digest_hex(tfp, in->train_fp);
+            digest_hex(vfp, in->val_fp);
+            fprintf(out, "%-18s %s\n", "run id", id);
+            fprintf(out, "%-18s training %s, validation %s\n", "data fingerprints", tfp,
+                    in->val_fp ? vfp : "none");
+        }
         print_loss(out, "train loss", in->last_train_loss);
         print_loss(out, "validation loss", in->last_val_loss);
         print_loss(out, "best validation", in->best_val_loss);
-        if (verify) fprintf(out, "%-18s every dataset read, checksums good\n", "verify");
+        if (verify)
+            fprintf(out, "%-18s every dataset read, checksums good%s\n", "verify",
+                    r.version >= 3 ? ", digest of the contents good" : "");
         fprintf(out, "config:\n%s", ck.config);
     }
     ckpt_free(&ck);

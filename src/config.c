@@ -56,12 +56,15 @@ typedef struct {
     {.section = s, .name = n, .type = T_STR, .off = OFF(f, char[CHARLM_PATH_MAX]), .def = d,    \
      .nonempty = ne}
 
+static const char *const bool_names[] = {"false", "true"};
+
 /* Every key, in the order of the canonical dump (sections data, model, train, optim, eval, log,
  * sample, checkpoint, run). The defaults here are the documented ones (README, configs/). */
 static const key_desc_t keys[] = {
     K_STR("data", "corpus", corpus, "", 0), /* required: checked by config_validate() */
     K_DBL("data", "val_frac", val_frac, "0.1", 0, B_INCL, 1, B_EXCL),
     K_STR("data", "val", val, "", 0),
+    K_ENUM("data", "allow_changed", allow_changed, "false", bool_names),
 
     K_ENUM("model", "cell", cell, "lstm", cell_kind_names),
     K_INT("model", "layers", layers, "2", 1),

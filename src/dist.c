@@ -149,6 +149,10 @@ void dist_gather_streams(float *all, const float *mine, int layers, int B, int H
                    MPI_FLOAT, 0, MPI_COMM_WORLD);
 }
 
+void dist_gather_u64(uint64_t *all, const uint64_t *mine, int n) {
+    MPI_Gather(mine, n, MPI_UINT64_T, all, n, MPI_UINT64_T, 0, MPI_COMM_WORLD);
+}
+
 void dist_sum_doubles(double *buf, int n) {
     MPI_Allreduce(MPI_IN_PLACE, buf, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
 }

@@ -64,10 +64,23 @@ const char *optim_moment_name(optim_kind_t k, int i) {
 
 float *optim_moment(const optim_t *o, int i) { return i == 0 ? o->m : i == 1 ? o->v : NULL; }
 
-void optim_step(float *params, optim_t *o, const float *grads, double lr) {
+/* Bit 31 set when x is an infinity or NaN (its exponent all ones: adding one to the exponent
+ * carries into the sign bit). ORed over a loop it vectorises, where isfinite() would not. */
+static inline uint32_t nonfinite(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return (u & 0x7f800000u) + 0x00800000u;
+}
+
+int optim_step(float *params, optim_t *o, const float *grads, double lr) {
     const int64_t n = o->n;
     const optim_params_t *op = &o->p;
     const float wd = (float)op->weight_decay, flr = (float)lr;
+    float *restrict p = params, *restrict m = o->m, *restrict v = o->v;
+    const float *restrict g = grads;
+    /* a moment that is infinite can leave the parameter finite (Adam's and RMSprop's
+     * denominators), so the moments are checked too */
+    uint32_t bad = 0;
     o->step++;
     switch (op->kind) {
     case OPTIM_ADAM:
@@ -82,22 +95,23 @@ void optim_step(float *params, optim_t *o, const float *grads, double lr) {
         /* L2 decay folds into the gradient (Adam), decoupled decay shrinks the weight (AdamW) */
         const float l2 = op->kind == OPTIM_ADAM ? wd : 0.0f;
         const float shrink = op->kind == OPTIM_ADAMW ? 1.0f - flr * wd : 1.0f;
-        float *restrict p = params, *restrict m = o->m, *restrict v = o->v;
-        const float *restrict g = grads;
         for (int64_t i = 0; i < n; i++) {
             float gi = g[i] + l2 * p[i];
             float mi = m[i] = b1 * m[i] + c1 * gi;
             float vi = v[i] = b2 * v[i] + c2 * gi * gi;
-            p[i] = shrink * p[i] - step_size * mi / (sqrtf(vi) * inv_sqrt_bc2 + eps);
+            float pi = p[i] = shrink * p[i] - step_size * mi / (sqrtf(vi) * inv_sqrt_bc2 + eps);
+            bad |= nonfinite(pi) | nonfinite(vi); /* an infinite mi makes pi so */
         }
         break;
     }
     case OPTIM_SGD: {
         const float mu = (float)op->momentum;
+        const int first = o->step == 1; /* the first buffer is the gradient itself */
         for (int64_t i = 0; i < n; i++) {
-            float g = grads[i] + wd * params[i];
-            if (o->m) g = o->m[i] = o->step == 1 ? g : mu * o->m[i] + g;
-            params[i] -= flr * g;
+            float gi = g[i] + wd * p[i];
+            if (m) gi = m[i] = first ? gi : mu * m[i] + gi;
+            float pi = p[i] -= flr * gi; /* an infinite buffer makes the parameter so */
+            bad |= nonfinite(pi);
         }
         break;
     }
@@ -105,23 +119,26 @@ void optim_step(float *params, optim_t *o, const float *grads, double lr) {
         /* PyTorch's alpha (smoothing constant) is optim.beta2 here */
         const float a = (float)op->beta2, ca = (float)(1.0 - op->beta2), eps = (float)op->eps;
         for (int64_t i = 0; i < n; i++) {
-            float g = grads[i] + wd * params[i];
-            float s = o->m[i] = a * o->m[i] + ca * g * g;
-            params[i] -= flr * g / (sqrtf(s) + eps);
+            float gi = g[i] + wd * p[i];
+            float s = m[i] = a * m[i] + ca * gi * gi;
+            float pi = p[i] -= flr * gi / (sqrtf(s) + eps);
+            bad |= nonfinite(pi) | nonfinite(s);
         }
         break;
     }
     case OPTIM_ADAGRAD: {
         const float eps = (float)op->eps;
         for (int64_t i = 0; i < n; i++) {
-            float g = grads[i] + wd * params[i];
-            float s = o->m[i] += g * g;
-            params[i] -= flr * g / (sqrtf(s) + eps);
+            float gi = g[i] + wd * p[i];
+            float s = m[i] += gi * gi;
+            float pi = p[i] -= flr * gi / (sqrtf(s) + eps);
+            bad |= nonfinite(pi) | nonfinite(s);
         }
         break;
     }
     case OPTIM_KINDS: err_abort(__FILE__, __LINE__, "unknown optimizer kind");
     }
+    return !(bad >> 31);
 }
 
 double optim_clip(float *grads, int64_t n, double clip) {

@@ -9,9 +9,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "charlm/checkpoint.h"
 #include "charlm/corpus.h"
+#include "charlm/digest.h"
 #include "charlm/err.h"
 #include "charlm/fileio.h"
 #include "charlm/log.h"
@@ -24,6 +28,13 @@
 typedef struct {
     double forward, backward, allreduce, optimizer, eval, checkpoint;
 } timers_t;
+
+/* Where the run is at the start of a window: what a checkpoint records besides the tensors, so
+ * that a divergence can go back to it. */
+typedef struct {
+    int64_t step, epoch, cursor, last_val_step, n_train, n_val;
+    double lr, last_train, last_val, best_val;
+} mark_t;
 
 /* Everything one rank holds during training, allocated once in trainer_open. */
 typedef struct {
@@ -41,6 +52,20 @@ typedef struct {
     size_t nstate;                /* layers * B * H */
     float *state_h, *state_c;     /* (layers, B, H) carried training state */
     float *prev_h, *prev_c;       /* (layers, B, H) the state before the current window */
+    /* The way back from a divergence (diverged): where the run was before the current window
+     * [0] and before the previous one [1], and a snapshot of the run before a recent window
+     * whose loss was finite, taken every SNAPSHOT_EVERY steps, from which replay_to trains the
+     * windows up to a later step again. */
+    mark_t mark[2];
+    struct {
+        int taken;                            /* 0 until the first window's loss is finite */
+        mark_t at;                            /* the position: before window at.step + 1 */
+        int64_t optim_step;
+        float *params;                        /* (nparams) */
+        float *moments[OPTIM_MAX_MOMENTS];    /* (nparams) each, nmoments of them */
+        float *h, *c;                         /* (layers, B, H) */
+    } snap;
+    int replaying;                /* replay_to is training windows again */
     float *eval_h, *eval_c;       /* (layers, B, H) validation state */
     int64_t step, cursor, epoch, total;
     double lr, last_train, last_val, best_val;
@@ -52,6 +77,8 @@ typedef struct {
     double rss_start;             /* peak RSS before any of the above: MPI and the libraries */
     char ckpt[CHARLM_PATH_MAX + 64]; /* the newest checkpoint written ("" = none yet) */
     /* rank 0 only */
+    uint64_t run_id[2];           /* the run's identity (checkpoint.h) */
+    uint64_t train_fp, val_fp;    /* fingerprints of the data (fingerprint_data) */
     log_t log;
     char *config_text;            /* canonical INI of cfg */
     float *all_h, *all_c;         /* (layers, S, H) gathered for checkpoints */
@@ -91,9 +118,41 @@ static void key_text(char *out, size_t n, const same_key_t *k, long long v) {
     else snprintf(out, n, "%lld", v);
 }
 
-/* Checks that checkpoint ck can continue this run: same model, vocabulary, streams, window,
- * training text and optimizer kind. */
-static int check_compatible(const trainer_t *tr, const ckpt_t *ck, const char *path) {
+/* A fingerprint as 16 hex digits, "none" for 0 (out: 17 bytes). */
+static void fp_text(char *out, uint64_t fp) {
+    if (fp) digest_hex(out, fp);
+    else snprintf(out, 17, "none");
+}
+
+/* "the training data differs from the checkpoint's: fingerprint X here, Y in the checkpoint". */
+static void data_differs(char *msg, size_t n, const char *what, uint64_t mine, uint64_t theirs) {
+    char a[17], b[17];
+    fp_text(a, mine);
+    fp_text(b, theirs);
+    snprintf(msg, n, "the %s data differs from the checkpoint's: fingerprint %s here, %s in the "
+             "checkpoint", what, a, b);
+}
+
+/* Rank 0: whether the data differs from what checkpoint ck was trained on (its length, or
+ * either fingerprint, which checkpoints of format 3 record); the difference in msg. */
+static int data_changed(const trainer_t *tr, const ckpt_t *ck, char *msg, size_t n) {
+    const ckpt_info_t *in = &ck->info;
+    if (in->train_chars != tr->corpus.ntrain)
+        snprintf(msg, n, "the training text has %lld characters, the checkpoint's %lld",
+                 (long long)tr->corpus.ntrain, (long long)in->train_chars);
+    else if (ck->version >= 3 && in->train_fp != tr->train_fp)
+        data_differs(msg, n, "training", tr->train_fp, in->train_fp);
+    else if (ck->version >= 3 && in->val_fp != tr->val_fp)
+        data_differs(msg, n, "validation", tr->val_fp, in->val_fp);
+    else
+        return 0;
+    return 1;
+}
+
+/* Whether checkpoint ck cannot continue this run: the first difference of model, vocabulary,
+ * streams, window, optimizer kind and data (unless data.allow_changed) in msg (n bytes) and 1,
+ * or 0 when there is none. */
+static int incompatible(const trainer_t *tr, const ckpt_t *ck, char *msg, size_t msg_size) {
     const config_t *cfg = tr->cfg;
     const corpus_t *c = &tr->corpus;
     const ckpt_info_t *in = &ck->info;
@@ -107,59 +166,130 @@ static int check_compatible(const trainer_t *tr, const ckpt_t *ck, const char *p
          .names = optim_kind_names, .nnames = OPTIM_KINDS},
         {.key = "train.seq", .mine = cfg->seq, .theirs = in->seq},
     };
-    char msg[300];
     size_t k = 0, n = sizeof same / sizeof *same;
     while (k < n && same[k].mine == same[k].theirs) k++;
     if (k < n) {
         char mine[64], theirs[64];
         key_text(mine, sizeof mine, &same[k], same[k].mine);
         key_text(theirs, sizeof theirs, &same[k], same[k].theirs);
-        snprintf(msg, sizeof msg, "%s = %s differs from the checkpoint's %s", same[k].key, mine,
+        snprintf(msg, msg_size, "%s = %s differs from the checkpoint's %s", same[k].key, mine,
                  theirs);
     } else if (in->streams != c->S) {
-        snprintf(msg, sizeof msg,
+        snprintf(msg, msg_size,
                  "the checkpoint has %d streams, this run %d rank(s) x train.batch %d = %d "
                  "(keep ranks x train.batch = %d)",
                  in->streams, tr->d->size, c->B, c->S, in->streams);
     } else if (ck->vocab.size != c->vocab.size ||
                memcmp(ck->vocab.cps, c->vocab.cps, sizeof(uint32_t) * (size_t)c->vocab.size)) {
-        snprintf(msg, sizeof msg, "the corpus vocabulary (%d characters) differs from the "
-                                  "checkpoint's (%d)", c->vocab.size, ck->vocab.size);
-    } else if (in->train_chars != c->ntrain) {
-        snprintf(msg, sizeof msg, "the training text has %lld characters, the checkpoint's %lld",
-                 (long long)c->ntrain, (long long)in->train_chars);
+        snprintf(msg, msg_size, "the corpus vocabulary (%d characters) differs from the "
+                                "checkpoint's (%d)", c->vocab.size, ck->vocab.size);
+    } else if (!cfg->allow_changed && data_changed(tr, ck, msg, msg_size)) {
+        size_t len = strlen(msg);
+        snprintf(msg + len, msg_size - len, " (set data.allow_changed=true to resume anyway)");
     } else if (ck->nmoments != tr->opt.nmoments) {
-        snprintf(msg, sizeof msg, "the optimizer keeps %d moment buffers, the checkpoint %d",
+        snprintf(msg, msg_size, "the optimizer keeps %d moment buffers, the checkpoint %d",
                  tr->opt.nmoments, ck->nmoments);
     } else if (in->cursor >= c->windows) {
-        snprintf(msg, sizeof msg, "cursor %lld is past the %lld windows of an epoch",
+        snprintf(msg, msg_size, "cursor %lld is past the %lld windows of an epoch",
                  (long long)in->cursor, (long long)c->windows);
     } else {
-        return CHARLM_OK;
+        return 0;
     }
-    return err_set(CHARLM_EINPUT, "cannot resume from %s: %s", path, msg);
+    return 1;
+}
+
+/* Checks that checkpoint ck can continue this run (incompatible). */
+static int check_compatible(const trainer_t *tr, const ckpt_t *ck, const char *path) {
+    char msg[400];
+    return incompatible(tr, ck, msg, sizeof msg)
+               ? err_set(CHARLM_EINPUT, "cannot resume from %s: %s", path, msg)
+               : CHARLM_OK;
+}
+
+/* ckpt_find_latest's test for --resume auto: "PATH: REASON" when ck cannot continue the run. */
+static int accept_compatible(const ckpt_t *ck, const char *path, void *tr) {
+    char msg[400];
+    return incompatible(tr, ck, msg, sizeof msg) ? err_set(CHARLM_EINPUT, "%s: %s", path, msg)
+                                                 : CHARLM_OK;
+}
+
+static int has_run_id(const ckpt_t *ck) { return ck->info.run_id[0] || ck->info.run_id[1]; }
+
+/* Whether the file at path is in the directory dir (the same directory, however named). */
+static int is_in_dir(const char *path, const char *dir) {
+    char parent[CHARLM_PATH_MAX];
+    fileio_dir_of(parent, sizeof parent, path);
+    struct stat a, b;
+    return stat(parent, &a) == 0 && stat(dir, &b) == 0 && a.st_dev == b.st_dev &&
+           a.st_ino == b.st_ino;
+}
+
+/* Rank 0, resuming from a checkpoint named on the command line: run.dir must hold no checkpoint
+ * or the same run's, since continuing there prunes its checkpoints, re-points best.h5 and cuts
+ * its metrics. The run is the same when the run ids agree; a checkpoint of format 1 or 2 has
+ * none, and is then of run.dir's run only when it lies in run.dir/checkpoints. */
+static int check_same_run(const trainer_t *tr, const ckpt_t *ck, const char *path) {
+    const char *run_dir = tr->cfg->run_dir;
+    char newest[CHARLM_PATH_MAX + 64], dir[CHARLM_PATH_MAX + 16], why[CHARLM_PATH_MAX + 200] = "";
+    snprintf(dir, sizeof dir, "%s/checkpoints", run_dir);
+    ckpt_t mine;
+    int rc = CHARLM_OK;
+    if (ckpt_find_latest(&mine, newest, sizeof newest, run_dir, NULL, NULL)) {
+        if (has_run_id(ck) && has_run_id(&mine)) {
+            if (memcmp(ck->info.run_id, mine.info.run_id, sizeof mine.info.run_id)) {
+                char a[33], b[33];
+                digest_hex(a, mine.info.run_id[0]), digest_hex(a + 16, mine.info.run_id[1]);
+                digest_hex(b, ck->info.run_id[0]), digest_hex(b + 16, ck->info.run_id[1]);
+                snprintf(why, sizeof why, "%s is of run %s, the checkpoint of run %s", newest, a,
+                         b);
+            }
+        } else if (!is_in_dir(path, dir)) {
+            snprintf(why, sizeof why, "%s and the checkpoint cannot be told to be of the same "
+                     "run (format_version 1 and 2 record no run id)", newest);
+        }
+    } else if (ckpt_count(run_dir) > 0) {
+        snprintf(why, sizeof why, "none of its checkpoints reads, so their run is unknown");
+    }
+    if (*why)
+        rc = err_set(CHARLM_EINPUT, "cannot resume from %s into run.dir %s: it holds another "
+                     "run (%s); continuing there would replace its checkpoints and metrics: "
+                     "choose an empty run.dir, or continue that run with --resume auto", path,
+                     run_dir, why);
+    ckpt_free(&mine);
+    return rc;
 }
 
 /* Rank 0: picks and reads the checkpoint to resume from into ck (path into path, n bytes), and
- * checks it. Returns CHARLM_OK with *found, or CHARLM_EINPUT. */
+ * checks it: with --resume auto the newest of run.dir that reads and is compatible, older ones
+ * standing in for newer ones that are not; a file named by --resume must read, be compatible
+ * and, when run.dir holds checkpoints, be of their run. Returns CHARLM_OK with *found, or
+ * CHARLM_EINPUT. */
 static int pick_checkpoint(ckpt_t *ck, char *path, size_t n, int *found, const trainer_t *tr,
                            const char *resume) {
     const char *run_dir = tr->cfg->run_dir;
     int rc = CHARLM_OK;
     *found = 0;
     if (!resume) {
-        if (ckpt_find_latest(ck, path, n, run_dir))
+        if (ckpt_find_latest(ck, path, n, run_dir, NULL, NULL))
             rc = err_set(CHARLM_EINPUT,
                          "run.dir %s already holds checkpoints: continue it with --resume auto "
                          "or choose another run.dir", run_dir);
     } else if (!strcmp(resume, "auto")) {
-        *found = ckpt_find_latest(ck, path, n, run_dir);
+        int got = ckpt_find_latest(ck, path, n, run_dir, accept_compatible, (void *)tr);
+        *found = got > 0;
+        if (got < 0) { /* every one that reads is refused: the newest's reason */
+            char why[2048];
+            snprintf(why, sizeof why, "%s", err_message());
+            err_clear();
+            rc = err_set(CHARLM_EINPUT, "cannot resume from %s", why);
+        }
     } else {
         snprintf(path, n, "%s", resume);
         *found = 1;
         rc = ckpt_read(ck, path);
+        if (!rc) rc = check_compatible(tr, ck, path);
+        if (!rc) rc = check_same_run(tr, ck, path);
     }
-    if (!rc && *found) rc = check_compatible(tr, ck, path);
     return rc;
 }
 
@@ -199,6 +329,11 @@ static int resume_from(trainer_t *tr, const char *resume, int *resumed) {
     dist_scatter_streams(tr->state_h, ck.h, L, B, H);
     if (m->ops->has_c) dist_scatter_streams(tr->state_c, ck.c, L, B, H);
     if (d->rank == 0) {
+        char msg[400];
+        if (data_changed(tr, &ck, msg, sizeof msg))
+            fprintf(stderr, "charlm: warning: resuming from %s with changed data "
+                    "(data.allow_changed): %s\n", path, msg);
+        if (has_run_id(&ck)) memcpy(tr->run_id, ck.info.run_id, sizeof tr->run_id);
         /* the history becomes ours: hand the buffers over instead of copying */
         tr->train_hist = ck.train_hist, tr->n_train = ck.n_train;
         tr->val_hist = ck.val_hist, tr->n_val = ck.n_val;
@@ -223,6 +358,9 @@ static void build_model(trainer_t *tr) {
     tr->sched = config_sched_params(cfg);
     tr->lr = cfg->lr;
     tr->grads = xcalloc((size_t)tr->model.nparams, sizeof(float));
+    tr->snap.params = xcalloc((size_t)tr->model.nparams, sizeof(float));
+    for (int i = 0; i < tr->opt.nmoments; i++)
+        tr->snap.moments[i] = xcalloc((size_t)tr->model.nparams, sizeof(float));
 }
 
 /* The activations of a training and a validation window and the carried states; on rank 0 the
@@ -237,6 +375,8 @@ static void alloc_buffers(trainer_t *tr) {
     tr->state_c = xcalloc(tr->nstate, sizeof(float));
     tr->prev_h = xcalloc(tr->nstate, sizeof(float));
     tr->prev_c = xcalloc(tr->nstate, sizeof(float));
+    tr->snap.h = xcalloc(tr->nstate, sizeof(float));
+    tr->snap.c = xcalloc(tr->nstate, sizeof(float));
     if (c->nval) {
         model_acts_alloc(&tr->eval, &tr->model, c->B, c->T, 0);
         tr->eval_h = xcalloc(tr->nstate, sizeof(float));
@@ -251,6 +391,51 @@ static void alloc_buffers(trainer_t *tr) {
         config_write(cfg, f);
         fclose(f);
     }
+}
+
+/* Collective: the fingerprints of the training and validation data — a digest of each global
+ * stream's ids, this rank's B of them gathered on rank 0 in stream order and combined there. They
+ * depend on the text and on the S streams, not on how the streams are dealt to the ranks. */
+static void fingerprint_data(trainer_t *tr) {
+    const corpus_t *c = &tr->corpus;
+    const int B = c->B;
+    const size_t wt = (size_t)c->train.width, wv = (size_t)c->val_ids.width;
+    uint64_t *mine = xcalloc(2 * (size_t)B, sizeof(uint64_t)); /* (2, B) train, validation */
+    uint64_t *all = tr->d->rank == 0 ? xcalloc(2 * (size_t)c->S, sizeof(uint64_t)) : NULL;
+    for (int b = 0; b < B; b++) {
+        mine[b] = digest_bytes((const char *)c->train.data + (size_t)(b * c->L) * wt,
+                               (size_t)(c->L + 1) * wt);
+        if (c->nval)
+            mine[B + b] = digest_bytes((const char *)c->val_ids.data + (size_t)c->val_off[b] * wv,
+                                       (size_t)(c->val_len[b] + 1) * wv);
+    }
+    dist_gather_u64(all, mine, 2 * B); /* (ranks, 2, B) */
+    if (all) {
+        digest_t dt, dv;
+        digest_init(&dt), digest_init(&dv);
+        for (int s = 0; s < c->S; s++) {
+            digest_u64(&dt, all[2 * (s / B) * B + s % B]);
+            digest_u64(&dv, all[(2 * (s / B) + 1) * B + s % B]);
+        }
+        tr->train_fp = digest_final(&dt);
+        tr->val_fp = c->nval ? digest_final(&dv) : 0;
+    }
+    free(mine), free(all);
+}
+
+/* A new run id: 128 random bits from the system, or, should it have none to give, a digest of
+ * the clock, the process and an address. */
+static void new_run_id(uint64_t id[2]) {
+    FILE *f = fopen("/dev/urandom", "rb");
+    size_t got = f ? fread(id, sizeof(uint64_t), 2, f) : 0;
+    if (f) fclose(f);
+    if (got == 2) return;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    const uint64_t seed[] = {(uint64_t)ts.tv_sec, (uint64_t)ts.tv_nsec, (uint64_t)getpid(),
+                             (uint64_t)(uintptr_t)&ts};
+    id[0] = digest_bytes(seed, sizeof seed);
+    id[1] = digest_bytes(id, sizeof id[0]);
 }
 
 /* Rank 0: creates run.dir, writes the resolved configuration to config.ini (a durable
@@ -279,6 +464,8 @@ static int trainer_open(trainer_t *tr, const config_t *cfg, const char *resume,
     if ((rc = dist_agree(d, rc ? rc : signals_check()))) return rc;
     build_model(tr);
     alloc_buffers(tr);
+    fingerprint_data(tr);
+    if (d->rank == 0) new_run_id(tr->run_id); /* a fresh start's; a resume keeps its own */
     /* train.steps, when given, is the length of the run; train.epochs sets it otherwise */
     tr->total = cfg->steps ? cfg->steps : cfg->epochs * tr->corpus.windows;
     tr->window_chars = (int64_t)tr->corpus.S * tr->corpus.T;
@@ -294,6 +481,8 @@ static void trainer_close(trainer_t *tr) {
     if (tr->d->rank == 0) log_close(&tr->log);
     free(tr->grads);
     free(tr->state_h), free(tr->state_c), free(tr->prev_h), free(tr->prev_c);
+    free(tr->snap.params), free(tr->snap.h), free(tr->snap.c);
+    for (int i = 0; i < OPTIM_MAX_MOMENTS; i++) free(tr->snap.moments[i]);
     free(tr->eval_h), free(tr->eval_c);
     free(tr->all_h), free(tr->all_c), free(tr->config_text);
     free(tr->train_hist), free(tr->val_hist);
@@ -326,7 +515,9 @@ static int save_checkpoint(trainer_t *tr) {
                      .world_size = tr->d->size, .streams = c->S, .seq = c->T, .lr = tr->lr,
                      .last_train_loss = tr->last_train, .last_val_loss = tr->last_val,
                      .best_val_loss = tr->best_val, .dims = tr->model.d,
-                     .optim = tr->opt.p.kind, .optim_step = tr->opt.step},
+                     .optim = tr->opt.p.kind, .optim_step = tr->opt.step,
+                     .run_id = {tr->run_id[0], tr->run_id[1]}, .train_fp = tr->train_fp,
+                     .val_fp = tr->val_fp},
             .config = tr->config_text, .vocab = &c->vocab, .params = tr->model.params,
             .nmoments = tr->opt.nmoments,
             .moments = {optim_moment(&tr->opt, 0), optim_moment(&tr->opt, 1)},
@@ -365,26 +556,115 @@ static double lap(double *t) {
     return d;
 }
 
-/* Collective, after a window whose loss or gradient is not finite: the parameters are still those
- * of the last good step, so they are checkpointed with the state from before the window. Returns
- * CHARLM_EDIVERGED (message printed once), or the checkpoint's failure. */
-static int diverged(trainer_t *tr, const window_t *w) {
-    memcpy(tr->state_h, tr->prev_h, tr->nstate * sizeof(float));
-    memcpy(tr->state_c, tr->prev_c, tr->nstate * sizeof(float));
-    int rc = save_checkpoint(tr);
-    if (rc) return rc;
-    rc = err_set(CHARLM_EDIVERGED,
-                 "training diverged at step %lld: loss %g, gradient norm %g; the last good state "
-                 "is in %s", (long long)tr->step + 1, w->loss, w->gnorm, tr->ckpt);
-    if (tr->d->rank == 0) fprintf(stderr, "charlm: error: %s\n", err_message());
+static mark_t mark_of(const trainer_t *tr) {
+    return (mark_t){.step = tr->step, .epoch = tr->epoch, .cursor = tr->cursor,
+                    .last_val_step = tr->last_val_step, .n_train = tr->n_train,
+                    .n_val = tr->n_val, .lr = tr->lr, .last_train = tr->last_train,
+                    .last_val = tr->last_val, .best_val = tr->best_val};
+}
+
+static void go_back_to(trainer_t *tr, const mark_t *m) {
+    tr->step = m->step, tr->epoch = m->epoch, tr->cursor = m->cursor;
+    tr->last_val_step = m->last_val_step, tr->n_train = m->n_train, tr->n_val = m->n_val;
+    tr->lr = m->lr, tr->last_train = m->last_train, tr->last_val = m->last_val;
+    tr->best_val = m->best_val;
+}
+
+/* Windows between snapshots of the run (take_snapshot): a divergence trains at most this many
+ * again (replay_to), and every step pays 1/SNAPSHOT_EVERY of a copy of the parameters and
+ * moments. */
+#define SNAPSHOT_EVERY 32
+
+/* Keeps the run as it was before the current window, whose loss and gradient are finite (so
+ * its parameters are good): parameters, moments, optimizer step, carried state and position. */
+static void take_snapshot(trainer_t *tr) {
+    const size_t np = (size_t)tr->model.nparams;
+    memcpy(tr->snap.params, tr->model.params, np * sizeof(float));
+    for (int i = 0; i < tr->opt.nmoments; i++)
+        memcpy(tr->snap.moments[i], optim_moment(&tr->opt, i), np * sizeof(float));
+    memcpy(tr->snap.h, tr->prev_h, tr->nstate * sizeof(float));
+    memcpy(tr->snap.c, tr->prev_c, tr->nstate * sizeof(float));
+    tr->snap.optim_step = tr->opt.step;
+    tr->snap.at = tr->mark[0];
+    tr->snap.taken = 1;
+}
+
+static int train_window(trainer_t *tr, window_t *w);
+
+/* Collective: the parameters, moments, optimizer step, carried state and position the run had
+ * after `step` (from the snapshot's step on): the snapshot, then its windows trained again —
+ * the same computation on the same data, so the same values, bit for bit. */
+static void replay_to(trainer_t *tr, int64_t step) {
+    const size_t np = (size_t)tr->model.nparams;
+    CHARLM_CHECK(tr->snap.taken && tr->snap.at.step <= step);
+    memcpy(tr->model.params, tr->snap.params, np * sizeof(float));
+    for (int i = 0; i < tr->opt.nmoments; i++)
+        memcpy(optim_moment(&tr->opt, i), tr->snap.moments[i], np * sizeof(float));
+    memcpy(tr->state_h, tr->snap.h, tr->nstate * sizeof(float));
+    memcpy(tr->state_c, tr->snap.c, tr->nstate * sizeof(float));
+    tr->opt.step = tr->snap.optim_step;
+    go_back_to(tr, &tr->snap.at);
+    tr->replaying = 1;
+    while (tr->step < step) {
+        window_t w;
+        CHARLM_CHECK(train_window(tr, &w) == CHARLM_OK); /* it did not diverge the first time */
+    }
+    tr->replaying = 0;
+}
+
+/* Collective, when a step went bad: its update made a parameter or optimizer moment non-finite
+ * (the update of this window: bad_window 0), or this window's loss or gradient is not finite,
+ * which condemns the parameters of the previous update (bad_window 1). The run goes back to
+ * where it was before the update that went bad — parameters, moments, carried state, position,
+ * losses, history — and checkpoints that state: the one a checkpoint of that step would have
+ * held, all finite, and its window's loss was finite. metrics.jsonl is cut back to it as a
+ * resume would. A bad first window of this process has no earlier state here: nothing is
+ * written. Returns CHARLM_EDIVERGED (message printed once), or the checkpoint's failure. */
+static int diverged(trainer_t *tr, const window_t *w, int bad_window) {
+    const int rank0 = tr->d->rank == 0;
+    int rc;
+    CHARLM_CHECK(!tr->replaying);
+    if (!tr->snap.taken) {
+        rc = err_set(CHARLM_EDIVERGED, "training diverged at step %lld: loss %g, gradient norm "
+                     "%g from the state it started from; no earlier state to keep",
+                     (long long)tr->step + 1, w->loss, w->gnorm);
+        if (rank0) fprintf(stderr, "charlm: error: %s\n", err_message());
+        return rc;
+    }
+    const mark_t to = tr->mark[bad_window];
+    const int64_t bad_step = to.step + 1;
+    /* a checkpoint of the condemned parameters would be the newest: --resume auto takes it */
+    char condemned[sizeof tr->ckpt];
+    ckpt_path(condemned, sizeof condemned, tr->cfg->run_dir, bad_step);
+    if (rank0 && bad_window && !strcmp(tr->ckpt, condemned)) remove(condemned);
+    replay_to(tr, to.step);
+    go_back_to(tr, &to);
+    if ((rc = save_checkpoint(tr))) return rc;
+    if (rank0) {
+        log_params_t lp = config_log_params(tr->cfg);
+        log_close(&tr->log);
+        rc = log_open(&tr->log, &lp, 1, tr->step);
+    }
+    if ((rc = dist_agree(tr->d, rc))) return rc;
+    if (bad_window)
+        rc = err_set(CHARLM_EDIVERGED, "training diverged at step %lld: after its update the loss "
+                     "of step %lld is %g, the gradient norm %g; the last good state is in %s",
+                     (long long)bad_step, (long long)bad_step + 1, w->loss, w->gnorm, tr->ckpt);
+    else
+        rc = err_set(CHARLM_EDIVERGED, "training diverged at step %lld: its update made "
+                     "parameters or optimizer moments non-finite (loss %g, gradient norm %g); the "
+                     "last good state is in %s", (long long)bad_step, w->loss, w->gnorm,
+                     tr->ckpt);
+    if (rank0) fprintf(stderr, "charlm: error: %s\n", err_message());
     return rc;
 }
 
 /* Collective: one optimizer step of truncated BPTT — the window at the cursor forward and
  * backward from the carried state, the gradients summed over the ranks while backward runs, the
  * loss summed and the stop decision taken together in one all-reduce, clipping, the divergence
- * check, the step, and the cursor moved on (at the epoch's end every stream restarts from zero
- * state). Fills *w; returns CHARLM_OK, or the status of diverged(). */
+ * checks (of the loss and gradient, and of what the update writes), the step, and the cursor
+ * moved on (at the epoch's end every stream restarts from zero state). Fills *w; returns
+ * CHARLM_OK, or the status of diverged(). */
 static int train_window(trainer_t *tr, window_t *w) {
     const config_t *cfg = tr->cfg;
     const corpus_t *c = &tr->corpus;
@@ -392,6 +672,8 @@ static int train_window(trainer_t *tr, window_t *w) {
     float *state_c = m->ops->has_c ? tr->state_c : NULL;
 
     load_window(tr);
+    tr->mark[1] = tr->mark[0];
+    tr->mark[0] = mark_of(tr);
     memcpy(tr->prev_h, tr->state_h, tr->nstate * sizeof(float));
     memcpy(tr->prev_c, tr->state_c, tr->nstate * sizeof(float));
     model_dropout_t drop = {.p = (float)cfg->dropout, .seed = cfg->seed, .step = tr->step,
@@ -417,9 +699,12 @@ static int train_window(trainer_t *tr, window_t *w) {
 
     *w = (window_t){.loss = loss / (double)tr->window_chars,
                     .gnorm = optim_clip(tr->grads, m->nparams, cfg->clip)};
-    if (!isfinite(w->loss) || !isfinite(w->gnorm)) return diverged(tr, w);
+    if (!isfinite(w->loss) || !isfinite(w->gnorm)) return diverged(tr, w, 1);
+    if (!tr->replaying && (!tr->snap.taken || tr->step % SNAPSHOT_EVERY == 0)) take_snapshot(tr);
     tr->lr = optim_lr(&tr->sched, tr->step, tr->total);
-    optim_step(m->params, &tr->opt, tr->grads, tr->lr);
+    /* every rank updates the same parameters with the same summed gradients: the verdict is
+     * the same everywhere without a message */
+    if (!optim_step(m->params, &tr->opt, tr->grads, tr->lr)) return diverged(tr, w, 0);
     tr->tm.optimizer += lap(&t);
 
     tr->step++;
@@ -587,7 +872,10 @@ static int maybe_stop(trainer_t *tr, const window_t *w, int *rc) {
  * activations (training and validation), the carried states and its corpus shard. */
 static double analytic_bytes(const trainer_t *tr) {
     const corpus_t *c = &tr->corpus;
-    double floats = (double)tr->model.nparams * (2 + tr->opt.nmoments) + 6.0 * (double)tr->nstate;
+    /* parameters, gradients, moments and their snapshot (the way back from a divergence); the
+     * carried, previous, snapshot and validation states, h and c */
+    double floats = (double)tr->model.nparams * (3 + 2 * tr->opt.nmoments) +
+                    8.0 * (double)tr->nstate;
     double shard = (double)(c->B * c->L + 1) * c->train.width;
     for (int b = 0; b < c->B && c->nval; b++)
         shard += (double)(c->val_len[b] + 1) * c->val_ids.width;

@@ -4,15 +4,23 @@
   from the /model attributes, /vocab the corpus characters, /state/h (layers, S, H), the history;
   the newest checkpoint.keep are kept and best.h5 is the one with the best validation; the h5py
   example of README.md runs against it and prints what it should.
-- The optimizer's buffers are named as PyTorch's state keys (format_version 2): Adam's
-  /optimizer/exp_avg and exp_avg_sq, RMSprop's /optimizer/square_avg. A checkpoint of format
-  version 1 (the same with the buffers named m and v, made here by renaming them with h5py) still
-  inspects and resumes, exactly, to the losses of the run that wrote it, for Adam and RMSprop.
+- Format version 3: the root holds run_id (32 hex digits, the same in every checkpoint of a
+  run), train_fingerprint, val_fingerprint and digest (16 hex digits each).
+- The optimizer's buffers are named as PyTorch's state keys (format_version 2 and 3): Adam's
+  /optimizer/exp_avg and exp_avg_sq, RMSprop's /optimizer/square_avg. Checkpoints of the older
+  formats — 2 (version 3 without the attributes above) and 1 (also the buffers named m and v),
+  made here with h5py — still inspect and resume, exactly, to the losses of the run that wrote
+  them, for Adam and RMSprop.
 - Bad files: truncated, a byte flipped inside a parameter dataset (caught by fletcher32), a
-  missing dataset, an HDF5 file that is not a charlm checkpoint, format_version 3. For each,
-  `charlm inspect --verify` and `charlm train --resume FILE` exit 1 with one line naming the file
-  and the dataset or attribute; `--resume auto` skips corrupt newest checkpoints with one warning
-  each and continues, exactly, from the newest good one.
+  missing dataset, an HDF5 file that is not a charlm checkpoint, format_version 4, an attribute
+  changed without the digest (last_train_loss), /model's hidden attribute 32 -> 4194336 (a
+  flipped bit; it asked for terabytes and aborted with "out of memory"), format_version 3 -> 2
+  (which would turn the digest off). For each, `charlm inspect --verify` and `charlm train
+  --resume FILE` exit 1 with one line naming the file and the dataset or attribute.
+  `--resume auto` skips corrupt newest checkpoints with one warning each and continues, exactly,
+  from the newest good one; it also skips, with one warning, a newest one that reads but cannot
+  continue the run (a format-2 file whose optimizer buffers are gone: it verifies, as format 2
+  has no digest).
 - Bad places: a run.dir (or its checkpoints/) without write permission (as nobody when root),
   and a full disk while writing (a file-size limit; also a small tmpfs when it can be mounted):
   exit 1, one line, no .tmp left, no earlier checkpoint replaced or damaged."""
@@ -36,7 +44,8 @@ README = os.path.join(HERE, "..", "README.md")
 LAYERS, HIDDEN, EMBED, B, T = 2, 32, 16, 2, 16
 S = 2 * B
 STEPS, EVERY = 20, 5
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+HEX_ATTRS = {"run_id": 32, "train_fingerprint": 16, "val_fingerprint": 16, "digest": 16}
 MOMENTS = {"adam": ("exp_avg", "exp_avg_sq"), "rmsprop": ("square_avg",)}  # PyTorch's keys
 
 problems = h.problems
@@ -107,6 +116,10 @@ def check_layout(path, text):
                     f"{a['format_version']} step={a['step']}")
         if a["streams"] != S or a["world_size"] != 2 or a["seq"] != T:
             problem(f"{path}: streams {a['streams']}, world_size {a['world_size']}, seq {a['seq']}")
+        for name, digits in HEX_ATTRS.items():
+            v = a.get(name, b"").decode()
+            if len(v) != digits or v.strip("0123456789abcdef"):
+                problem(f"{path}: attribute {name} = {v!r}, expected {digits} hex digits")
         m = f["model"].attrs
         V = int(m["vocab_size"])
         if (m["cell"], m["layers"], m["hidden"], m["embed"]) != (b"lstm", LAYERS, HIDDEN, EMBED):
@@ -155,6 +168,12 @@ def check_layout(path, text):
 def check_rotation_and_best(run_dir):
     d = os.path.join(run_dir, "checkpoints")
     names = sorted(os.listdir(d))
+    ids = set()
+    for n in names:
+        with h5py.File(os.path.join(d, n), "r") as f:
+            ids.add(f.attrs["run_id"])
+    if len(ids) != 1:
+        problem(f"the checkpoints of {run_dir} carry the run ids {ids}, expected one")
     kept = [ck(run_dir, s) for s in range(STEPS - 2 * EVERY, STEPS + 1, EVERY)]  # keep = 3
     if names != sorted([os.path.basename(p) for p in kept] + ["best.h5"]):
         problem(f"{d} holds {names}: expected the newest 3 checkpoints and best.h5")
@@ -200,30 +219,35 @@ def readme_example(path, want, vocab):
               + out.strip().replace("\n", "\n  "))
 
 
-# ---- the optimizer's buffers, and format version 1 -------------------------------------------
+# ---- the optimizer's buffers, and format versions 1 and 2 ------------------------------------
 
-def to_version1(path):
-    """Rewrites the checkpoint at path as format_version 1 had it: the buffers named m and v."""
+def to_version(path, version):
+    """Rewrites the checkpoint at path as format_version 2 had it (no run id, fingerprints or
+    digest) or 1 (also the buffers named m and v)."""
     with h5py.File(path, "r+") as f:
+        for name in HEX_ATTRS:
+            del f.attrs[name]
         opt = f["optimizer"]
-        for new, old in zip(MOMENTS[opt.attrs["kind"].decode()], ("m", "v")):
-            opt.move(new, old)
-        f.attrs["format_version"] = np.int64(1)
+        if version == 1:
+            for new, old in zip(MOMENTS[opt.attrs["kind"].decode()], ("m", "v")):
+                opt.move(new, old)
+        f.attrs["format_version"] = np.int64(version)
 
 
-def version1_resumes(corpus, ref_run, work, kind, steps, want):
-    """ref_run's checkpoint before the last, rewritten as format_version 1 and the last one
-    removed: `inspect --verify` reads it and `--resume auto` continues from it to ref_run's losses
-    exactly, writing format_version 2 again."""
-    run_dir = os.path.join(work, f"version1-{kind}")
+def old_version_resumes(corpus, ref_run, work, kind, steps, want, version):
+    """ref_run's checkpoint before the last, rewritten as format_version `version` and the last
+    one removed: `inspect --verify` reads it and `--resume auto` continues from it to ref_run's
+    losses exactly, writing format_version 3 again."""
+    what = f"format_version {version}, {kind}"
+    run_dir = os.path.join(work, f"version{version}-{kind}")
     shutil.copytree(ref_run, run_dir)  # copies: best.h5 is no longer a link into ref_run
     start = steps - EVERY
     old, last = ck(run_dir, start), ck(run_dir, steps)
     os.remove(last)
-    to_version1(old)
+    to_version(old, version)
     bad = []
     p = h.run(["inspect", "--verify", old])
-    if p.returncode != 0 or not re.search(r"^format_version\s+1$", p.stdout, re.M):
+    if p.returncode != 0 or not re.search(rf"^format_version\s+{version}$", p.stdout, re.M):
         bad.append(f"`inspect --verify {old}`: exit {p.returncode}\n{p.stdout}{p.stderr}")
     p = h.run(train_args(corpus, run_dir, steps=steps, extra=["--optim", kind, "--resume", "auto"]),
               np=2)
@@ -238,16 +262,16 @@ def version1_resumes(corpus, ref_run, work, kind, steps, want):
                 bad.append(f"{last} has format_version {f.attrs['format_version']}")
             check_moments(f, last, kind, want)
     if bad:
-        problem(f"[format_version 1, {kind}] " + "; ".join(bad))
+        problem(f"[{what}] " + "; ".join(bad))
     else:
         renamed = ", ".join(f"{new} -> {old}" for new, old in zip(MOMENTS[kind], "mv"))
-        print(f"ok   [format_version 1, {kind}] ({renamed}) inspected, resumed from step {start} "
-              "to the original losses")
+        print(f"ok   [{what}] ({renamed if version == 1 else 'no run id, fingerprints, digest'}) "
+              f"inspected, resumed from step {start} to the original losses")
 
 
 def moment_names(corpus, good_run, want, work):
     """RMSprop's one buffer is /optimizer/square_avg (not m); checkpoints of format_version 1,
-    Adam's and RMSprop's, still resume exactly."""
+    Adam's and RMSprop's, and of format_version 2 still resume exactly."""
     rms_run = os.path.join(work, "rmsprop")
     steps = 2 * EVERY
     h.run(train_args(corpus, rms_run, steps=steps, extra=["--optim", "rmsprop"]), np=2, check=True)
@@ -257,8 +281,9 @@ def moment_names(corpus, good_run, want, work):
     if len(problems) == n0:
         print(f"ok   buffers: adam's /optimizer/{' and '.join(MOMENTS['adam'])}, rmsprop's "
               f"/optimizer/{MOMENTS['rmsprop'][0]}, shaped like /model")
-    version1_resumes(corpus, good_run, work, "adam", STEPS, want)
-    version1_resumes(corpus, rms_run, work, "rmsprop", steps, want)
+    old_version_resumes(corpus, good_run, work, "adam", STEPS, want, 1)
+    old_version_resumes(corpus, rms_run, work, "rmsprop", steps, want, 1)
+    old_version_resumes(corpus, good_run, work, "adam", STEPS, want, 2)
 
 
 # ---- bad files -------------------------------------------------------------------------------
@@ -305,11 +330,28 @@ def make_bad_files(good, d):
     with h5py.File(p, "w") as f:
         f["data"] = np.arange(100, dtype=np.float32)
         f.attrs["step"] = 5
-    p = bad["format_version 3"] = os.path.join(d, "version3.h5")
+    p = bad["format_version 4"] = os.path.join(d, "version4.h5")
     shutil.copy(good, p)
     with h5py.File(p, "r+") as f:
         f.attrs["format_version"] = np.int64(FORMAT_VERSION + 1)
+    p = bad["attribute changed"] = os.path.join(d, "changed.h5")
+    shutil.copy(good, p)
+    with h5py.File(p, "r+") as f:
+        f.attrs["last_train_loss"] = f.attrs["last_train_loss"] * (1 + 2 ** -40)
+    p = bad["hidden 4194336"] = os.path.join(d, "hidden.h5")
+    shutil.copy(good, p)
+    set_hidden(p)
+    p = bad["format_version 2 with a digest"] = os.path.join(d, "downgraded.h5")
+    shutil.copy(good, p)
+    with h5py.File(p, "r+") as f:
+        f.attrs["format_version"] = np.int64(2)
     return bad
+
+
+def set_hidden(path):
+    """/model's hidden attribute 32 -> 4194336: bit 22 flipped, as a damaged disk would."""
+    with h5py.File(path, "r+") as f:
+        f["model"].attrs["hidden"] = np.int64(HIDDEN ^ (1 << 22))
 
 
 WANT = {  # what the error line must name besides the file
@@ -317,7 +359,10 @@ WANT = {  # what the error line must name besides the file
     "flipped byte": ["model/decoder.weight"],
     "missing dataset": ["model/decoder.bias"],
     "not a checkpoint": ["format"],
-    "format_version 3": ["format_version", "3"],
+    "format_version 4": ["format_version", "4"],
+    "attribute changed": ["digest", "corrupt"],
+    "hidden 4194336": ["hidden 4194336", "corrupt"],
+    "format_version 2 with a digest": ["format_version 2", "run_id", "corrupt"],
 }
 
 
@@ -342,40 +387,65 @@ def same_metrics(ref_run, run_dir, steps):
             for a, b in zip(t0, t1)) and v0[-1] == v1[-1]
 
 
-def resume_auto_skips(corpus, good_run, work):
-    """Newest checkpoint truncated, the one before it with a flipped byte: --resume auto warns
-    about both and continues from the third, reproducing the original run exactly."""
-    run_dir = os.path.join(work, "auto-skip")
+def truncate(path):
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+
+
+def version2_without_moments(path):
+    """A format-2 checkpoint whose optimizer buffers are gone (as a flipped bit in a group name
+    can do): it verifies, format 2 having no digest, and cannot continue an Adam run."""
+    to_version(path, 2)
+    with h5py.File(path, "r+") as f:
+        for name in MOMENTS["adam"]:
+            del f["optimizer"][name]
+
+
+AUTO_CASES = {  # the damage done to the newest checkpoints, newest first: (function, warning)
+    "corrupt checkpoints": [(truncate, "cannot open checkpoint"),
+                            (lambda p: flip_byte(p, "model/decoder.weight"),
+                             "model/decoder.weight")],
+    "hidden 4194336": [(set_hidden, "hidden 4194336")],
+    "a checkpoint that cannot continue the run": [
+        (version2_without_moments, "the optimizer keeps 2 moment buffers, the checkpoint 0")],
+}
+
+
+def resume_auto_skips(corpus, good_run, work, name):
+    """The newest checkpoints damaged as AUTO_CASES[name] says: --resume auto warns once about
+    each, naming what is wrong, and continues from the next, reproducing the original run
+    exactly; the damaged files are rewritten."""
+    damage = AUTO_CASES[name]
+    run_dir = os.path.join(work, "auto-" + name.replace(" ", "-"))
     shutil.copytree(good_run, run_dir)
-    newest, second, third = (ck(run_dir, STEPS - i * EVERY) for i in range(3))
-    with open(newest, "r+b") as f:
-        f.truncate(os.path.getsize(newest) // 2)
-    flip_byte(second, "model/decoder.weight")
+    paths = [ck(run_dir, STEPS - i * EVERY) for i in range(len(damage) + 1)]
+    for path, (hurt, _) in zip(paths, damage):
+        hurt(path)
     p = h.run(train_args(corpus, run_dir, extra=["--resume", "auto"]), np=2)
     warnings = [l for l in p.stderr.splitlines() if l.startswith("charlm: warning:")]
     bad = []
     if p.returncode != 0:
         bad.append(f"exit code {p.returncode}")
-    if len(warnings) != 2 or not warnings[0].startswith(f"charlm: warning: skipping {newest}") \
-            or not warnings[1].startswith(f"charlm: warning: skipping {second}") \
-            or "model/decoder.weight" not in warnings[1]:
-        bad.append(f"expected one warning for {newest} then one for {second} naming "
-                   f"model/decoder.weight, got {warnings}")
-    step3 = STEPS - 2 * EVERY
-    if f"charlm: resuming from {third} at step {step3}" not in p.stderr:
-        bad.append(f"it did not resume from {third}")
+    if len(warnings) != len(damage) or any(
+            not w.startswith(f"charlm: warning: skipping {path}") or want not in w
+            for w, path, (_, want) in zip(warnings, paths, damage)):
+        bad.append("expected one warning each for " + ", ".join(
+            f"{path} naming '{want}'" for path, (_, want) in zip(paths, damage)) +
+            f", got {warnings}")
+    start = STEPS - len(damage) * EVERY
+    if f"charlm: resuming from {paths[-1]} at step {start}" not in p.stderr:
+        bad.append(f"it did not resume from {paths[-1]}")
     if not same_metrics(good_run, run_dir, STEPS):
         bad.append("the continued run's metrics differ from the original run's")
-    for path in (newest, second):
+    for path in paths[:-1]:
         if not verifies(path):
             bad.append(f"{path} was not rewritten by the continued run")
     if bad:
-        problem("[--resume auto over corrupt checkpoints] " + "; ".join(bad) + "\n  stderr: "
+        problem(f"[--resume auto over {name}] " + "; ".join(bad) + "\n  stderr: "
                 + p.stderr.strip())
     else:
-        print(f"ok   [--resume auto over corrupt checkpoints] {warnings[0]}\n"
-              f"     {warnings[1]}\n"
-              f"     resumed from step {step3}, same losses as the original run")
+        print(f"ok   [--resume auto over {name}] " + "\n     ".join(warnings) +
+              f"\n     resumed from step {start}, same losses as the original run")
 
 
 # ---- bad places ------------------------------------------------------------------------------
@@ -495,7 +565,8 @@ def main():
     readme_example(good, want, vocab)
     moment_names(corpus, good_run, want, work)
     bad_files(corpus, good, work)
-    resume_auto_skips(corpus, good_run, work)
+    for name in AUTO_CASES:
+        resume_auto_skips(corpus, good_run, work, name)
     unwritable(corpus, work)
     file_size_limit(corpus, good_run, work)
     if os.geteuid() == 0:

@@ -5,7 +5,14 @@ the resume crosses an epoch wrap and a validation. Resuming the -np 2 checkpoint
 twice the batch (the same S = P*B streams) stays within 1e-4 relative. A resume that changes the
 model size, the number of streams or the cell is refused with exit code 1 and a line naming the
 key, and so are a missing --resume file and a fresh start in a run.dir that holds checkpoints;
-none of them touches the run directory. A learning rate changed at resume is used and recorded."""
+none of them touches the run directory. A learning rate changed at resume is used and recorded.
+
+Whose run and which data. `--resume OTHER/ckpt --run-dir RUN` is refused (exit 1, one line
+naming both runs' ids, RUN untouched) when RUN holds another run's checkpoints — it would prune
+them, re-point best.h5 and cut RUN's metrics — and accepted into an empty run.dir (which then
+continues OTHER's run: the same run id) and from an older checkpoint of RUN's own run. A training
+text of the same length and vocabulary but other content, or another validation text, is refused
+naming both data fingerprints, unless data.allow_changed=true, which resumes with one warning."""
 import os
 import re
 import shutil
@@ -130,6 +137,71 @@ def refused(what, args, np, want, run_dir):
         print(f"ok   refusal [{what}]: {errors[0]}")
 
 
+def run_id(path):
+    p = h.run(["inspect", path])
+    m = re.search(r"^run id\s+([0-9a-f]{32})$", p.stdout, re.M)
+    return m.group(1) if m else None
+
+
+def other_run(corpus, work, base):
+    """A checkpoint of run A resumed into run B's directory, an empty one, and B's own."""
+    a, b, empty = (os.path.join(work, x) for x in ("run-a", "run-b", "run-empty"))
+    shutil.copytree(os.path.join(work, "refusals"), a)
+    h.run(train_args(corpus, b, base + ["--set", "train.seed=99"], K + 2), np=2, check=True)
+    a8 = os.path.join(a, "checkpoints", ckpt_name(8))
+    ida, idb = run_id(a8), run_id(os.path.join(b, "checkpoints", ckpt_name(K + 2)))
+    if not ida or not idb or ida == idb:
+        problem(f"run ids: A {ida}, B {idb}: expected two different ones")
+    refused("a checkpoint of another run into run.dir B",
+            train_args(corpus, b, base + ["--resume", a8], N), 2,
+            ["cannot resume from", a8, b, "another run", str(ida), str(idb)], b)
+    p = h.run(train_args(corpus, empty, base + ["--resume", a8], K + 2), np=2)
+    got = os.path.join(empty, "checkpoints", ckpt_name(K + 2))
+    if p.returncode != 0 or not os.path.exists(got) or run_id(got) != ida:
+        problem(f"resume of A's {a8} into an empty run.dir: exit {p.returncode}, its checkpoint "
+                f"has run id {os.path.exists(got) and run_id(got)}, A's is {ida}\n{p.stderr}")
+    b8 = os.path.join(b, "checkpoints", ckpt_name(8))
+    p = h.run(train_args(corpus, b, base + ["--resume", b8], K + 2), np=2)
+    if p.returncode != 0 or f"resuming from {b8} at step 8" not in p.stderr:
+        problem(f"resume of B's own older {b8} into B: exit {p.returncode}\n{p.stderr}")
+    elif not [x for x in problems if "run" in x]:
+        print(f"ok   another run's checkpoint into an empty run.dir continues run {ida}; B's own "
+              "older checkpoint into B is taken")
+
+
+def changed_data(corpus, work, base):
+    """The same length and vocabulary, other content: refused unless data.allow_changed."""
+    with open(corpus, encoding="utf-8") as f:
+        text = f.read()
+    ntrain = len(text) - int(len(text) * 0.1)  # data.val_frac's default split
+    def swapped(i):  # two different neighbouring characters from position i on, exchanged
+        while text[i] == text[i + 1]:
+            i += 1
+        return text[:i] + text[i + 1] + text[i] + text[i + 2:]
+    cases = [("training", swapped(ntrain // 2)), ("validation", swapped(ntrain + 20))]
+    run_dir = os.path.join(work, "changed-data")
+    shutil.copytree(os.path.join(work, "refusals"), run_dir)
+    ck = os.path.join(run_dir, "checkpoints", ckpt_name(K))
+    for what, new in cases:
+        path = os.path.join(work, f"corpus-{what}.txt")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(new)
+        extra = base + ["--corpus", path, "--resume", "auto"]
+        refused(f"other {what} text of the same length and vocabulary",
+                train_args(corpus, run_dir, extra, N), 2,
+                ["cannot resume from", ck, f"the {what} data differs", "fingerprint",
+                 "data.allow_changed=true"], run_dir)
+    p = h.run(train_args(corpus, run_dir, extra + ["--set", "data.allow_changed=true"], K + 2),
+              np=2)
+    warn = [l for l in p.stderr.splitlines() if l.startswith("charlm: warning:")]
+    if p.returncode != 0 or len(warn) != 1 or "validation data differs" not in warn[0] or \
+            f"resuming from {ck}" not in p.stderr:
+        problem(f"data.allow_changed=true: exit {p.returncode}, expected 0, a resume from {ck} "
+                f"and one warning:\n{p.stderr}")
+    else:
+        print(f"ok   data.allow_changed=true resumes: {warn[0]}")
+
+
 def main():
     work = h.tmpdir()
     corpus = os.path.join(work, "corpus.txt")
@@ -208,6 +280,8 @@ def main():
                                           re.M) or not re.search(r"^lr = 0\.001$", p.stdout, re.M):
         problem(f"--lr at resume: `charlm inspect {last}` does not show lr 0.001:\n"
                 + p.stdout + p.stderr)
+    other_run(corpus, work, base)
+    changed_data(corpus, work, base)
     if problems:
         h.fail(f"{len(problems)} problem(s)")
     print("all resume checks passed")

@@ -2,10 +2,12 @@
  * verified, rotation, best.h5, finding the newest valid one, and `inspect`. All HDF5 access goes
  * through h5io, the atomic replace through fileio.
  *
- * Layout of ckpt-<step>.h5, format_version 2:
- *   /                 attrs format="charlm", format_version=2, charlm_version, step, epoch,
+ * Layout of ckpt-<step>.h5, format_version 3:
+ *   /                 attrs format="charlm", format_version=3, charlm_version, step, epoch,
  *                     cursor, tokens_seen, world_size, streams, seq, train_chars, lr,
- *                     last_train_loss, last_val_loss, best_val_loss, config (canonical INI)
+ *                     last_train_loss, last_val_loss, best_val_loss, config (canonical INI),
+ *                     run_id (32 hex digits), train_fingerprint, val_fingerprint and digest
+ *                     (16 hex digits each)
  *   /vocab            uint32 (V) code points in id order
  *   /model            attrs cell, layers, hidden, embed, vocab_size
  *   /model/NAME       float32, one per tensor, PyTorch names (model.h)
@@ -18,11 +20,22 @@
  *   /state/cursor     int64 (1) window index inside the epoch; attr epoch
  *   /metrics/train    float64 (n, 3) step, train_loss, grad_norm of every log line
  *   /metrics/val      float64 (n, 2) step, val_loss
- * Every dataset is chunked with the fletcher32 checksum filter.
+ * Every dataset is chunked with the fletcher32 checksum filter. fletcher32 covers the chunks of
+ * the datasets only, not HDF5's metadata (object headers, heaps, chunk indexes): a flipped bit
+ * there can change what is read — an attribute's value, a dataset's shape, where its chunks are.
+ * So the digest attribute is a digest (digest.h) of everything ckpt_read hands back, in a fixed
+ * order (content_digest in checkpoint.c): every attribute value above but charlm_version, the
+ * vocabulary, every tensor, moment buffer, state and history row and their counts. ckpt_read
+ * recomputes it from what it read and refuses the file when the two differ; before allocating
+ * anything it checks the sizes the attributes and dataset shapes give against each other and
+ * against the file's size.
  *
- * Format version 1 (charlm 0.1.0 before the names above) differs only in M: "m" for the first
- * buffer of every kind and "v" for Adam's second. The version says which names a file uses;
- * ckpt_read reads both versions, ckpt_write writes version 2. */
+ * Formats 1 and 2 have no run_id, fingerprints or digest: their integrity is what fletcher32
+ * gives. Version 2 is version 3 without those attributes; version 1 (charlm 0.1.0 before the
+ * names above) also differs in M: "m" for the first buffer of every kind and "v" for Adam's
+ * second. The version says which names a file uses; ckpt_read reads all three, ckpt_write writes
+ * version 3. A file claiming version 1 or 2 that has any of the version-3 attributes is refused
+ * as corrupt (a flipped bit in format_version would otherwise turn the digest off). */
 #ifndef CHARLM_CHECKPOINT_H
 #define CHARLM_CHECKPOINT_H
 
@@ -33,7 +46,7 @@
 #include "charlm/optim.h"
 #include "charlm/vocab.h"
 
-#define CKPT_FORMAT_VERSION 2 /* written; 1 and 2 are read */
+#define CKPT_FORMAT_VERSION 3 /* written; 1 to 3 are read */
 
 /* The scalar facts of a checkpoint (root and group attributes): what is written is what is
  * read back. */
@@ -44,6 +57,12 @@ typedef struct {
     model_dims_t dims;       /* the architecture and vocabulary size (/model attributes) */
     optim_kind_t optim;      /* /optimizer attributes */
     int64_t optim_step;
+    /* The run's identity: random at its fresh start, kept across resumes; {0, 0} = none (a
+     * checkpoint of format 1 or 2). */
+    uint64_t run_id[2];
+    /* Fingerprints of the training and validation data the run saw: a digest of each global
+     * stream's ids, combined in stream order; 0 = none (format 1 or 2; no validation split). */
+    uint64_t train_fp, val_fp;
 } ckpt_info_t;
 
 /* What ckpt_write stores; nothing is owned. The tensors follow model_layout(&info.dims). */
@@ -63,6 +82,7 @@ typedef struct {
 /* A checkpoint read back; every array owned (ckpt_free). */
 typedef struct {
     ckpt_info_t info;
+    int version;              /* format_version of the file */
     char *config;
     vocab_t vocab;            /* (info.dims.V) */
     float *params;            /* (nparams = model_layout(&info.dims)) parameter layout */
@@ -81,9 +101,10 @@ typedef struct {
  * space left on device") and, for a failure inside HDF5, the dataset or attribute. */
 int ckpt_write(const char *path, const ckpt_write_t *w);
 
-/* Reads every dataset of path (so every fletcher32 checksum is verified) into ck. Returns
- * CHARLM_OK, or CHARLM_EINPUT naming the file and the dataset or attribute that is missing,
- * corrupt or of a newer format; ck is then freed. */
+/* Reads every dataset of path (so every fletcher32 checksum is verified) into ck and, for format
+ * 3, checks the digest of all of it. Returns CHARLM_OK, or CHARLM_EINPUT naming the file and the
+ * dataset or attribute that is missing, corrupt, out of proportion to the file or of a newer
+ * format, or saying that the contents do not match the digest; ck is then freed. */
 int ckpt_read(ckpt_t *ck, const char *path);
 void ckpt_free(ckpt_t *ck);
 
@@ -93,11 +114,21 @@ void ckpt_model(model_t *m, const ckpt_t *ck);
 /* The path of checkpoint `step` in run_dir: run_dir/checkpoints/ckpt-<step, 8 digits>.h5. */
 void ckpt_path(char *out, size_t n, const char *run_dir, int64_t step);
 
-/* Finds the newest checkpoint of run_dir/checkpoints that reads back whole, printing one
- * "charlm: warning: skipping PATH: REASON" line for each newer one that does not. Returns 1 with
- * it read into ck (owned by the caller: ckpt_free) and its path copied to out (n bytes); returns
- * 0 when there is none (ck empty). */
-int ckpt_find_latest(ckpt_t *ck, char *out, size_t n, const char *run_dir);
+/* Whether a checkpoint read back whole can be used: CHARLM_OK, or CHARLM_EINPUT with the reason
+ * recorded (err_set). */
+typedef int (*ckpt_accept_t)(const ckpt_t *ck, const char *path, void *ctx);
+
+/* Finds the newest checkpoint of run_dir/checkpoints that reads back whole and that accept takes
+ * (every one that reads, when accept is NULL). Prints one "charlm: warning: skipping PATH:
+ * REASON" line for each newer one that does not read, and for each newer one accept refused once
+ * an older one is taken. Returns 1 with it read into ck (owned by the caller: ckpt_free) and its
+ * path copied to out (n bytes); 0 when none reads (ck empty); -1 when some read but accept
+ * refused every one: the refusal of the newest is then the recorded error (ck empty). */
+int ckpt_find_latest(ckpt_t *ck, char *out, size_t n, const char *run_dir, ckpt_accept_t accept,
+                     void *ctx);
+
+/* The number of ckpt-*.h5 files in run_dir/checkpoints, whether they read or not. */
+int ckpt_count(const char *run_dir);
 
 /* Deletes all but the newest `keep` ckpt-*.h5 of run_dir/checkpoints (best.h5 is separate). */
 void ckpt_rotate(const char *run_dir, int keep);

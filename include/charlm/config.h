@@ -19,6 +19,7 @@ typedef struct {
     char corpus[CHARLM_PATH_MAX]; /* file, directory or glob (required) */
     double val_frac;              /* last fraction of the corpus used for validation, [0, 1) */
     char val[CHARLM_PATH_MAX];    /* separate validation file/dir/glob; "" = use val_frac */
+    int allow_changed;            /* 1: a resume may continue on other data than the checkpoint's */
     /* [model] */
     cell_kind_t cell;
     int layers, hidden, embed; /* >= 1 each */

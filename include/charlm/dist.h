@@ -81,6 +81,10 @@ void dist_bcast_position(dist_position_t *p);
 void dist_scatter_streams(float *mine, const float *all, int layers, int B, int H);
 void dist_gather_streams(float *all, const float *mine, int layers, int B, int H);
 
+/* Gathers n values from every rank on rank 0: all (ranks x n, rank 0 only; NULL elsewhere)
+ * holds rank r's mine at all[r * n]. */
+void dist_gather_u64(uint64_t *all, const uint64_t *mine, int n);
+
 /* In-place sum of buf (n doubles) over all ranks. */
 void dist_sum_doubles(double *buf, int n);
 

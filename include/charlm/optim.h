@@ -61,8 +61,10 @@ const char *optim_moment_name(optim_kind_t k, int i);
 /* Moment buffer i of o (n floats, parameter layout), NULL past o->nmoments. */
 float *optim_moment(const optim_t *o, int i);
 
-/* One update of params (n) from grads (n) at learning rate lr; increments o->step. */
-void optim_step(float *params, optim_t *o, const float *grads, double lr);
+/* One update of params (n) from grads (n) at learning rate lr; increments o->step. Returns 1
+ * when every parameter and moment it wrote is finite, 0 when one is an infinity or NaN: the
+ * check is folded into the update's one pass over the buffers, so it reads nothing more. */
+int optim_step(float *params, optim_t *o, const float *grads, double lr);
 
 /* Returns the global L2 norm of grads (n) (accumulated in double); when clip > 0 and the norm
  * exceeds it, scales grads by clip / norm. */
