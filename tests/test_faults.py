@@ -336,9 +336,11 @@ def run_chains(corpus, work, np, ref, timing, rnd, counts):
         name = f"np{np}-chain{c + 1}"
         ch = Chain(corpus, os.path.join(work, name), np, timing, rnd, name)
         counts["legs"][name] = 0
-        while counts["legs"][name] < STOPS[np]:
-            phase = rnd.choices(["start-up", "window", "validation", "checkpoint"],
-                                weights=[3, 3, 3, 3])[0]
+        # every phase once, the rest drawn, in a drawn order
+        phases = ["start-up", "window", "validation", "checkpoint"]
+        plan = phases + rnd.choices(phases, k=STOPS[np] - len(phases))
+        rnd.shuffle(plan)
+        for phase in plan:
             if not inject(ch, phase, counts):
                 break
         if ch.at < N:

@@ -3,14 +3,16 @@
  * that stay installed (no SA_RESETHAND) and restart interrupted calls; SIGPIPE and SIGXFSZ are
  * ignored; signals_check turns a pending stop into CHARLM_EINTERRUPTED with one line naming the
  * signal. And the corpus loader polls it between blocks: SIGTERM arriving once the loader has
- * read 2 MiB of a 24 MiB corpus makes corpus_load return CHARLM_EINTERRUPTED instead of reading
- * on to the end (until corpus.c polls signals_check(), this part fails). */
+ * read 2 MiB of a 24 MiB corpus — a text, and the same prepared by `charlm prepare` — makes
+ * corpus_load return CHARLM_EINTERRUPTED instead of reading on to the end. */
 #include "charlm/corpus.h"
 #include "charlm/err.h"
+#include "charlm/prepare.h"
 #include "charlm/signals.h"
 
 #include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,8 +69,8 @@ static void *stop_while_loading(void *arg) {
     return NULL;
 }
 
-/* In a child process (the stop flag cannot be taken back): corpus_load of a 24 MiB text with
- * SIGTERM arriving while it reads. Exit status 0 when it returned CHARLM_EINTERRUPTED. */
+/* In a child process (the stop flag cannot be taken back): corpus_load of the 24 MiB corpus at
+ * path with SIGTERM arriving while it reads. Exit status 0 when it returned CHARLM_EINTERRUPTED. */
 static int load_stopped(const char *path) {
     signals_install();
     corpus_params_t p = {.corpus = path, .val = "", .val_frac = 0.1, .batch = 2, .seq = 16};
@@ -79,29 +81,44 @@ static int load_stopped(const char *path) {
     int rc = corpus_load(&c, &p, 0, 1, 0);
     pthread_join(t, NULL);
     if (rc == CHARLM_OK) corpus_free(&c);
-    fprintf(stderr, "corpus_load with SIGTERM after 2 MiB read: status %d (%s), %lld bytes read\n",
-            rc, err_message(), bytes_read() - read_before);
+    fprintf(stderr, "corpus_load of %s with SIGTERM after 2 MiB read: status %d (%s), %lld bytes "
+            "read\n", path, rc, err_message(), bytes_read() - read_before);
     return rc == CHARLM_EINTERRUPTED && strstr(err_message(), "stopped by SIGTERM") ? 0 : 1;
 }
 
-static void test_corpus_polls(void) {
-    char path[] = "/tmp/charlm-test-stop-XXXXXX";
-    int fd = mkstemp(path);
-    CHARLM_CHECK(fd >= 0);
-    FILE *f = fdopen(fd, "w");
-    CHARLM_CHECK(f != NULL);
-    static const char line[] = "The stop flag is read between the blocks of a corpus.\n";
-    for (size_t n = 0; n < (24u << 20); n += sizeof line - 1) fputs(line, f);
-    CHARLM_CHECK(fclose(f) == 0);
+static void expect_stopped(const char *path) {
     pid_t pid = fork();
     CHARLM_CHECK(pid >= 0);
     if (pid == 0) _exit(load_stopped(path));
     int status = 0;
     waitpid(pid, &status, 0);
     EXPECT_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0,
-               "corpus_load read on after SIGTERM: it must return signals_check() between blocks "
-               "(child status %d)", status);
-    remove(path);
+               "corpus_load of %s read on after SIGTERM: it must return signals_check() between "
+               "blocks (child status %d)", path, status);
+}
+
+static void test_corpus_polls(void) {
+    char text[] = "/tmp/charlm-test-stop-XXXXXX", prepared[sizeof text + 3];
+    int fd = mkstemp(text);
+    CHARLM_CHECK(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    CHARLM_CHECK(f != NULL);
+    /* random letters: a prepared corpus is compressed, and a repeated line would shrink to
+     * nothing */
+    static const char letters[] = "abcdefghijklmnopqrstuvwxyz \n";
+    uint64_t x = 1;
+    for (size_t n = 0; n < (24u << 20); n++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        fputc(letters[(x >> 33) % (sizeof letters - 1)], f);
+    }
+    CHARLM_CHECK(fclose(f) == 0);
+    expect_stopped(text);
+    snprintf(prepared, sizeof prepared, "%s.h5", text);
+    const char *inputs[] = {text};
+    EXPECT_MSG(prepare_run(prepared, inputs, 1, 0) == CHARLM_OK, "%s", err_message());
+    expect_stopped(prepared);
+    remove(text);
+    remove(prepared);
 }
 
 int main(void) {
