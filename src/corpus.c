@@ -7,6 +7,7 @@
 
 #include "charlm/err.h"
 #include "charlm/fileio.h"
+#include "charlm/signals.h"
 
 /* ---- corpus_src ---- */
 
@@ -107,7 +108,8 @@ static int read_packed(corpus_ids_t *out, corpus_src_t *src, const vocab_t *voca
     for (int64_t done = 0; done < n; done += CHUNK) {
         int64_t k = n - done < CHUNK ? n - done : CHUNK;
         int32_t *ids = out->width == 4 ? (int32_t *)out->data + done : buf; /* (k) */
-        rc = corpus_src_read(ids, src, first + done, k);
+        rc = signals_check(); /* a stop asked for in start-up ends the read between chunks */
+        if (rc == CHARLM_OK) rc = corpus_src_read(ids, src, first + done, k);
         if (rc != CHARLM_OK) break;
         /* one loop per width, so that each vectorises */
         if (out->width == 1)
