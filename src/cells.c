@@ -1,20 +1,14 @@
 #include "charlm/cells.h"
 
-#include <string.h>
-
 #include "charlm/err.h"
 
 const char *const cell_kind_names[CELL_KINDS] = {"rnn", "lstm", "gru"};
 
 const char *cell_kind_name(cell_kind_t k) {
-    return (int)k >= 0 && k < CELL_KINDS ? cell_kind_names[k] : "?";
+    return err_enum_name(cell_kind_names, CELL_KINDS, (int)k);
 }
 
-int cell_kind_value(const char *s) {
-    for (int k = 0; k < CELL_KINDS; k++)
-        if (!strcmp(cell_kind_names[k], s)) return k;
-    return -1;
-}
+int cell_kind_value(const char *s) { return err_enum_value(cell_kind_names, CELL_KINDS, s); }
 
 const cell_ops_t *cell_ops(cell_kind_t k) {
     switch (k) {

@@ -27,6 +27,16 @@ void err_clear(void) {
     err_buf[0] = '\0';
 }
 
+const char *err_enum_name(const char *const *names, int n, int k) {
+    return k >= 0 && k < n ? names[k] : "?";
+}
+
+int err_enum_value(const char *const *names, int n, const char *s) {
+    for (int k = 0; k < n; k++)
+        if (!strcmp(names[k], s)) return k;
+    return -1;
+}
+
 _Noreturn void err_abort(const char *file, int line, const char *msg) {
     fprintf(stderr, "charlm: internal error at %s:%d: %s\n", file, line, msg);
     fflush(stderr);

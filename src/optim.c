@@ -10,18 +10,14 @@ const char *const optim_kind_names[OPTIM_KINDS] = {"adam", "adamw", "sgd", "rmsp
 const char *const sched_kind_names[SCHED_KINDS] = {"constant", "step", "cosine"};
 
 const char *optim_kind_name(optim_kind_t k) {
-    return (int)k >= 0 && k < OPTIM_KINDS ? optim_kind_names[k] : "?";
+    return err_enum_name(optim_kind_names, OPTIM_KINDS, (int)k);
 }
 
 const char *sched_kind_name(sched_kind_t k) {
-    return (int)k >= 0 && k < SCHED_KINDS ? sched_kind_names[k] : "?";
+    return err_enum_name(sched_kind_names, SCHED_KINDS, (int)k);
 }
 
-int optim_kind_value(const char *s) {
-    for (int k = 0; k < OPTIM_KINDS; k++)
-        if (!strcmp(optim_kind_names[k], s)) return k;
-    return -1;
-}
+int optim_kind_value(const char *s) { return err_enum_value(optim_kind_names, OPTIM_KINDS, s); }
 
 int optim_nmoments(const optim_params_t *p) {
     switch (p->kind) {

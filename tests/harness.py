@@ -81,6 +81,14 @@ def synthetic_text(nchars, seed=1):
     return "".join(out)[:nchars]
 
 
+def write_text(directory, nchars, name="corpus.txt", seed=1):
+    """Writes synthetic_text(nchars, seed) to directory/name (UTF-8); returns its path."""
+    path = os.path.join(directory, name)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(synthetic_text(nchars, seed))
+    return path
+
+
 _tmpdirs = []    # made by tmpdir(): removed at exit unless the test failed
 _failed = False  # set by fail() and by an uncaught exception
 problems = []    # the failed checks recorded by problem()

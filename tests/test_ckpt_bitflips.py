@@ -44,9 +44,7 @@ def flips(path, work, seed, count):
 
 def main():
     work = h.tmpdir()
-    corpus = os.path.join(work, "corpus.txt")
-    with open(corpus, "w", encoding="utf-8") as f:
-        f.write(h.synthetic_text(600))
+    corpus = h.write_text(work, 600)
     run_dir = os.path.join(work, "run")
     h.run(["train", "--corpus", corpus, "--cell", "lstm", "--layers", "1", "--hidden", "4",
            "--embed", "2", "--batch", "2", "--seq", "4", "--steps", "6", "--epochs", "0",

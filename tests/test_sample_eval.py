@@ -10,9 +10,7 @@ import harness as h
 
 def main():
     w = h.tmpdir()
-    corpus = os.path.join(w, "corpus.txt")
-    with open(corpus, "w", encoding="utf-8") as f:
-        f.write(h.synthetic_text(40000))
+    corpus = h.write_text(w, 40000)
     run = os.path.join(w, "run")
     p = h.run(["train", "--corpus", corpus, "--cell", "gru", "--layers", "2", "--hidden", "48",
                "--embed", "16", "--batch", "8", "--seq", "32", "--steps", "60", "--lr", "0.01",

@@ -272,9 +272,7 @@ def divergence(corpus, work):
 
 def main():
     work = h.tmpdir()
-    corpus = os.path.join(work, "corpus.txt")
-    with open(corpus, "w", encoding="utf-8") as f:
-        f.write(h.synthetic_text(50000))
+    corpus = h.write_text(work, 50000)
     full = os.path.join(work, "full")
     t0 = time.time()
     h.run(long_args(corpus, full), np=2, check=True)

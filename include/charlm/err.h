@@ -33,6 +33,11 @@ const char *err_message(void);
 /* Forgets the recorded message. */
 void err_clear(void);
 
+/* The names of an enum's values (cell, optimizer and schedule kinds): names[k] for 0 <= k < n,
+ * else "?"; and the value named s, or -1 when none is. */
+const char *err_enum_name(const char *const *names, int n, int k);
+int err_enum_value(const char *const *names, int n, const char *s);
+
 /* Aborts the process (the MPI job, when MPI is initialised) after printing file, line and msg. */
 _Noreturn void err_abort(const char *file, int line, const char *msg);
 
