@@ -25,7 +25,7 @@ static void usage(FILE *f) {
           "                    [--temperature T] [--top-k K] [--top-p P] [--seed S] [--count N]\n"
           "                    [--unknown skip|error]\n"
           "       charlm eval CKPT TEXT... [--json] [--unknown skip|error] [--batch B]\n"
-          "       charlm prepare CORPUS... -o OUT.h5\n"
+          "       charlm prepare CORPUS... -o OUT.h5 [--force]\n"
           "       charlm --version | --help\n"
           "\n"
           "train options (each is a shorthand for --set KEY=VALUE):\n"

@@ -8,6 +8,7 @@
 
 #include "charlm/err.h"
 #include "charlm/fileio.h"
+#include "charlm/h5io.h"
 #include "charlm/textsrc.h"
 #include "charlm/tokens.h"
 #include "charlm/vocab.h"
@@ -38,6 +39,37 @@ static int refuse_prepared(const char *input) {
     return err_set(CHARLM_EINPUT, "prepare: %s is already a prepared corpus", input);
 }
 
+/* Refuses an output that is one of the n files at paths (the same file, by device and inode,
+ * whatever its name): replacing it would destroy the only copy of the text. */
+static int refuse_input_as_output(const char *out, const struct stat *so,
+                                  const char *const *paths, int n) {
+    for (int i = 0; i < n; i++) {
+        struct stat si;
+        if (stat(paths[i], &si) == 0 && si.st_dev == so->st_dev && si.st_ino == so->st_ino)
+            return err_set(CHARLM_EINPUT,
+                           "prepare: the output %s is the input %s: refusing to replace it "
+                           "(choose another -o)", out, paths[i]);
+    }
+    return CHARLM_OK;
+}
+
+/* An existing output may be replaced only when it is a prepared corpus, or with PREPARE_FORCE. */
+static int check_output(const char *out, const char *const *inputs, int n, int flags) {
+    struct stat so;
+    if (stat(out, &so) != 0) return CHARLM_OK; /* a new file */
+    int rc = refuse_input_as_output(out, &so, inputs, n);
+    if (rc != CHARLM_OK || (flags & PREPARE_FORCE)) return rc;
+    tokens_reader_t r;
+    int prepared = h5io_is_hdf5(out) && tokens_open(&r, out, "prepare") == CHARLM_OK;
+    if (prepared) tokens_close(&r);
+    err_clear();
+    if (!prepared)
+        return err_set(CHARLM_EINPUT,
+                       "prepare: %s exists and is not a prepared corpus: refusing to replace it "
+                       "(give --force to replace it)", out);
+    return CHARLM_OK;
+}
+
 /* The second pass: every character of ts, in order, into /tokens of w. */
 static int encode(tokens_writer_t *w, textsrc_t *ts) {
     int32_t *ids = xcalloc(TOKENS_CHUNK, sizeof *ids); /* (TOKENS_CHUNK) */
@@ -53,15 +85,17 @@ static int encode(tokens_writer_t *w, textsrc_t *ts) {
     return rc;
 }
 
-int prepare_run(const char *out, const char *const *inputs, int n, int verbose) {
+int prepare_run(const char *out, const char *const *inputs, int n, int flags) {
     CHARLM_CHECK(n >= 1);
+    const int verbose = flags & PREPARE_VERBOSE;
     double t0 = seconds();
     /* the output first, so that an unwritable one fails before the corpus is read */
     size_t len = strlen(out);
     char *tmp = xcalloc(len + 5, 1);
     snprintf(tmp, len + 5, "%s.tmp", out);
     tokens_writer_t w;
-    int rc = as_prepare(tokens_create(&w, tmp));
+    int rc = check_output(out, inputs, n, flags);
+    if (rc == CHARLM_OK) rc = as_prepare(tokens_create(&w, tmp));
     int created = rc == CHARLM_OK;
 
     for (int i = 0; i < n && rc == CHARLM_OK; i++) rc = refuse_prepared(inputs[i]);
@@ -71,6 +105,10 @@ int prepare_run(const char *out, const char *const *inputs, int n, int verbose) 
     if (rc == CHARLM_OK)
         rc = textsrc_open(&ts, bitmap, inputs, n, "prepare",
                           TEXTSRC_DIGEST | (verbose ? TEXTSRC_NOTE_SKIPS : 0));
+    struct stat so;
+    /* a directory or glob input may hold the output: compare with every file it gave */
+    if (rc == CHARLM_OK && stat(out, &so) == 0)
+        rc = refuse_input_as_output(out, &so, (const char *const *)ts.paths, ts.nfiles);
     vocab_t v = {0};
     if (rc == CHARLM_OK) {
         vocab_from_bitmap(&v, bitmap);
@@ -120,10 +158,12 @@ int prepare_run(const char *out, const char *const *inputs, int n, int verbose) 
 int prepare_main(int argc, char **argv, const dist_t *d) {
     const char **inputs = xcalloc((size_t)argc + 1, sizeof *inputs);
     const char *out = NULL;
-    int n = 0, rc = CHARLM_OK;
+    int n = 0, rc = CHARLM_OK, flags = PREPARE_VERBOSE;
     for (int i = 0; i < argc && rc == CHARLM_OK; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
+        if (!strcmp(a, "--force")) {
+            flags |= PREPARE_FORCE;
+        } else if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
             if (i + 1 < argc) out = argv[++i];
             else rc = err_set(CHARLM_EUSAGE, "prepare: option %s needs a value", a);
         } else if (a[0] == '-') {
@@ -133,9 +173,9 @@ int prepare_main(int argc, char **argv, const dist_t *d) {
         }
     }
     if (rc == CHARLM_OK && (n == 0 || !out))
-        rc = err_set(CHARLM_EUSAGE, "prepare: %s (usage: charlm prepare CORPUS... -o OUT.h5)",
+        rc = err_set(CHARLM_EUSAGE, "prepare: %s (usage: charlm prepare CORPUS... -o OUT.h5 [--force])",
                      n == 0 ? "no corpus given" : "missing -o OUT.h5");
-    if (rc == CHARLM_OK && d->rank == 0) rc = prepare_run(out, inputs, n, 1);
+    if (rc == CHARLM_OK && d->rank == 0) rc = prepare_run(out, inputs, n, flags);
     free(inputs);
     return dist_agree(d, rc);
 }
