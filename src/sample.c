@@ -88,18 +88,12 @@ void sample_text(FILE *out, const model_t *m, const vocab_t *v, const int32_t *p
 static int read_file(char **out, size_t *len, const char *path) {
     FILE *f = fopen(path, "rb");
     if (!f) return err_set(CHARLM_EINPUT, "--prime-file %s: %s", path, strerror(errno));
-    size_t cap = 4096, n = 0;
-    char *buf = xcalloc(cap, 1);
-    size_t k;
-    while ((k = fread(buf + n, 1, cap - n - 1, f)) > 0) {
-        n += k;
-        if (n + 1 == cap) {
-            char *bigger = xcalloc(cap * 2, 1);
-            memcpy(bigger, buf, n);
-            free(buf);
-            buf = bigger, cap *= 2;
-        }
-    }
+    size_t cap = 0, n = 0, k;
+    char *buf = NULL;
+    do { /* xgrow zero-extends: the text stays NUL-terminated */
+        buf = xgrow(buf, &cap, n + 4096 + 1, 1);
+        n += k = fread(buf + n, 1, cap - n - 1, f);
+    } while (k > 0);
     int bad = ferror(f);
     fclose(f);
     if (bad) {
