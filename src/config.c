@@ -114,7 +114,7 @@ _Static_assert(sizeof(sched_kind_t) == sizeof(int), "enum fields are stored as i
 /* ---- messages ---------------------------------------------------------------------------- */
 
 typedef struct {
-    char text[2048];
+    char text[16384]; /* as err's buffer: room for a path of CHARLM_PATH_MAX and the reason */
 } msg_t;
 
 static int msg_fail(msg_t *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -132,11 +132,27 @@ static void append(char *buf, size_t n, const char *s) {
     if (len + 1 < n) snprintf(buf + len, n - len, "%s", s);
 }
 
+/* The longest text (bytes) that a message echoes whole: longer values are cut, so that the reason
+ * after them is never lost. */
+#define ECHO_MAX 60
+
+/* text as a message shows it, in buf (n bytes, at least ECHO_MAX + 32): whole when short, else
+ * its first ECHO_MAX bytes (never half a UTF-8 character) and "…(N bytes)"; '' when empty. */
+static const char *shown(char *buf, size_t n, const char *text) {
+    size_t len = strlen(text), cut = ECHO_MAX;
+    if (!len) return "''";
+    if (len <= ECHO_MAX) return text;
+    while (cut > 0 && ((unsigned char)text[cut] & 0xC0) == 0x80) cut--;
+    snprintf(buf, n, "%.*s\u2026(%zu bytes)", (int)cut, text, len);
+    return buf;
+}
+
 /* "ORIGIN: section.key = value: must be ..." */
 static int bad_value(msg_t *m, const char *origin, const key_desc_t *k, const char *value,
                      const char *reason) {
+    char v[ECHO_MAX + 32];
     return msg_fail(m, "%s: %s.%s = %s: %s", origin, k->section, k->name,
-                    *value ? value : "''", reason);
+                    shown(v, sizeof v, value), reason);
 }
 
 static void describe_range(char *buf, size_t n, const key_desc_t *k) {
@@ -210,9 +226,11 @@ static int parse_u64(const char *s, uint64_t *out) {
     return 0;
 }
 
-/* Strict finite double: the whole text. Underflow to 0 or a denormal is accepted as the value. */
+/* Strict finite decimal double: the whole text, digits, '.', an exponent and signs only (strtod
+ * would also take hexadecimal, "inf" and "nan"). Underflow to 0 or a denormal is accepted as the
+ * value. */
 static int parse_double(const char *s, double *out) {
-    if (!*s) return -1;
+    if (!*s || s[strspn(s, "0123456789.eE+-")]) return -1;
     char *end;
     errno = 0;
     double v = strtod(s, &end);
@@ -303,23 +321,34 @@ static int set_value(config_t *cfg, const key_desc_t *k, const char *value, cons
     return bad_value(m, origin, k, value, range);
 }
 
+/* The index in keys[] of section.name, or -1. */
+static int find_key(const char *section, const char *name) {
+    for (int i = 0; i < COUNT(keys); i++)
+        if (!strcmp(keys[i].section, section) && !strcmp(keys[i].name, name)) return i;
+    return -1;
+}
+
+/* The index in keys[] of the first key of section, or -1. */
+static int find_section(const char *section) {
+    for (int i = 0; i < COUNT(keys); i++)
+        if (!strcmp(keys[i].section, section)) return i;
+    return -1;
+}
+
 /* Applies section/name = value, or explains why not. */
 static int set_kv(config_t *cfg, const char *section, const char *name, const char *value,
                   const char *origin, msg_t *m) {
-    int section_known = 0;
-    for (int i = 0; i < COUNT(keys); i++) {
-        if (strcmp(keys[i].section, section) != 0) continue;
-        section_known = 1;
-        if (strcmp(keys[i].name, name) == 0) return set_value(cfg, &keys[i], value, origin, m);
-    }
-    char list[512] = "";
-    if (section_known) {
+    int k = find_key(section, name);
+    if (k >= 0) return set_value(cfg, &keys[k], value, origin, m);
+    char list[512] = "", sbuf[ECHO_MAX + 32], nbuf[ECHO_MAX + 32];
+    const char *sec = shown(sbuf, sizeof sbuf, section), *nam = shown(nbuf, sizeof nbuf, name);
+    if (find_section(section) >= 0) {
         for (int i = 0; i < COUNT(keys); i++) {
             if (strcmp(keys[i].section, section) != 0) continue;
             if (list[0]) append(list, sizeof list, ", ");
             append(list, sizeof list, keys[i].name);
         }
-        return msg_fail(m, "%s: unknown key '%s.%s' (keys of [%s]: %s)", origin, section, name,
+        return msg_fail(m, "%s: unknown key '%s.%s' (keys of [%s]: %s)", origin, section, nam,
                         section, list);
     }
     for (int i = 0; i < COUNT(keys); i++) {
@@ -328,10 +357,10 @@ static int set_kv(config_t *cfg, const char *section, const char *name, const ch
         append(list, sizeof list, keys[i].section);
     }
     if (!*section)
-        return msg_fail(m, "%s: key '%s' is not inside a [section] (sections: %s)", origin, name,
+        return msg_fail(m, "%s: key '%s' is not inside a [section] (sections: %s)", origin, nam,
                         list);
-    return msg_fail(m, "%s: unknown section [%s] in key '%s.%s' (sections: %s)", origin, section,
-                    section, name, list);
+    return msg_fail(m, "%s: unknown section [%s] in key '%s.%s' (sections: %s)", origin, sec, sec,
+                    nam, list);
 }
 
 /* ---- public API -------------------------------------------------------------------------- */
@@ -348,14 +377,14 @@ void config_default(config_t *cfg) {
 int config_set(config_t *cfg, const char *key, const char *value, const char *origin) {
     msg_t m;
     const char *dot = strchr(key, '.');
+    char buf[ECHO_MAX + 32];
     if (!dot)
-        return err_set(CHARLM_EINPUT, "%s: unknown key '%s' (expected section.key)", origin, key);
-    char section[128];
-    size_t slen = (size_t)(dot - key);
-    if (slen >= sizeof section) slen = sizeof section - 1;
-    memcpy(section, key, slen);
-    section[slen] = '\0';
+        return err_set(CHARLM_EINPUT, "%s: unknown key '%s' (expected section.key)", origin,
+                       shown(buf, sizeof buf, key));
+    char *section = xstrdup(key);
+    section[dot - key] = '\0';
     int rc = set_kv(cfg, section, dot + 1, value, origin, &m);
+    free(section);
     return rc ? err_set(rc, "%s", m.text) : CHARLM_OK;
 }
 
@@ -371,6 +400,8 @@ typedef struct {
     int err_line;   /* line of the first error we found (bad key/value, unparsable long line) */
     msg_t msg;      /* its message */
     const char *long_value; /* value of the current over-long line, handed around inih */
+    int key_line[COUNT(keys)];     /* the line that set keys[i], 0 = none yet */
+    int section_line[COUNT(keys)]; /* at a section's first key: the line of its [header] */
 } load_t;
 
 /* inih's value cleanup: skip leading space, cut an inline "; comment", strip trailing space. */
@@ -385,6 +416,26 @@ static char *clean_value(char *v) {
     size_t len = strlen(v);
     while (len > 0 && is_space(v[len - 1])) v[--len] = '\0';
     return v;
+}
+
+/* Whether line s, when it is a [section] header, is its section's first in the file; else records
+ * the error naming both lines. A header of an unknown section is left to on_key's message. */
+static int section_once(load_t *ld, const char *s) {
+    const char *end = *s == '[' ? strchr(s, ']') : NULL;
+    if (!end) return 1;
+    char *name = xstrdup(s + 1);
+    name[end - s - 1] = '\0';
+    int k = find_section(name);
+    free(name);
+    if (k < 0) return 1;
+    if (ld->section_line[k]) {
+        ld->err_line = ld->line;
+        msg_fail(&ld->msg, "%s:%d: section [%s] again (it began at line %d): write each section "
+                 "once", ld->path, ld->line, keys[k].section, ld->section_line[k]);
+        return 0;
+    }
+    ld->section_line[k] = ld->line;
+    return 1;
 }
 
 /* fgets-style reader for ini_parse_stream(): one whole line per call. Leading whitespace is
@@ -409,6 +460,7 @@ static char *read_line(char *str, int num, void *stream) {
     }
     char *s = ld->buf;
     while (*s == ' ' || *s == '\t') s++;
+    if (!section_once(ld, s)) return NULL;
     size_t len = strlen(s);
     if (num > 0 && len + 1 <= (size_t)num) {
         memcpy(str, s, len + 1);
@@ -438,6 +490,14 @@ static int on_key(void *user, const char *section, const char *name, const char 
     if (ld->long_value && strcmp(value, "\1") == 0) value = ld->long_value;
     char origin[CHARLM_PATH_MAX + 32];
     snprintf(origin, sizeof origin, "%s:%d", ld->path, ld->line);
+    int k = find_key(section, name);
+    if (k >= 0 && ld->key_line[k]) {
+        ld->err_line = ld->line;
+        msg_fail(&ld->msg, "%s: %s.%s is set again (first at line %d): set each key once",
+                 origin, section, name, ld->key_line[k]);
+        return 0;
+    }
+    if (k >= 0) ld->key_line[k] = ld->line;
     if (set_kv(ld->cfg, section, name, value, origin, &ld->msg) != CHARLM_OK) {
         ld->err_line = ld->line;
         return 0;

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static char err_buf[2048];
+static char err_buf[16384]; /* a message may name a path of CHARLM_PATH_MAX bytes and more */
 static int err_have;
 
 int err_set(int rc, const char *fmt, ...) {

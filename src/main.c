@@ -29,7 +29,9 @@ static void usage(FILE *f) {
           "       charlm --version | --help\n"
           "\n"
           "train options (each is a shorthand for --set KEY=VALUE):\n"
-          "  -c, --config FILE     INI configuration (applied before every override)\n"
+          "  -c, --config FILE     INI configuration, applied before every override; several\n"
+          "                        are applied in order, a later file's keys replacing an\n"
+          "                        earlier one's\n"
           "  --resume auto|CKPT    continue from the newest valid checkpoint of run.dir (a fresh\n"
           "                        start when there is none), or from the checkpoint CKPT\n"
           "  --corpus PATH         data.corpus: text file, directory, glob or prepared .h5\n"
@@ -70,47 +72,46 @@ static const struct {
     {"--log-every", NULL, "log.every"},  {"--run-dir", "-o", "run.dir"},
 };
 
-/* Parses `train` arguments into cfg: the config file first, then every override in command-line
- * order. Returns CHARLM_OK, CHARLM_EUSAGE (with err_set) or CHARLM_EINPUT. */
+/* The configuration key of shorthand option a, or NULL. */
+static const char *shorthand_key(const char *a) {
+    for (size_t k = 0; k < sizeof shorthands / sizeof *shorthands; k++)
+        if (!strcmp(a, shorthands[k].flag) ||
+            (shorthands[k].alias && !strcmp(a, shorthands[k].alias)))
+            return shorthands[k].key;
+    return NULL;
+}
+
+/* Parses `train` arguments into cfg: the config files first, in command-line order (a later
+ * file's keys replace an earlier one's), then every override in command-line order. Returns
+ * CHARLM_OK, CHARLM_EUSAGE (with err_set) or CHARLM_EINPUT. */
 static int parse_train(config_t *cfg, const char **resume, int argc, char **argv) {
-    const char *file = NULL;
     *resume = NULL;
     config_default(cfg);
-    for (int pass = 0; pass < 2; pass++) {
-        if (pass == 1 && file) {
-            int rc = config_load_file(cfg, file);
-            if (rc) return rc;
-        }
+    for (int pass = 0; pass < 3; pass++) {
         for (int i = 0; i < argc; i++) {
-            const char *a = argv[i];
-            const char *key = NULL, *val = NULL;
-            char kv[CHARLM_PATH_MAX + 64];
-            if (i + 1 >= argc && a[0] == '-')
-                return err_set(CHARLM_EUSAGE, "option %s needs a value", a);
-            if (!strcmp(a, "-c") || !strcmp(a, "--config")) {
-                file = argv[++i];
-                continue;
-            }
-            if (!strcmp(a, "--resume")) {
-                *resume = argv[++i];
-                continue;
-            }
-            if (!strcmp(a, "--set")) {
-                snprintf(kv, sizeof kv, "%s", argv[++i]);
-                char *eq = strchr(kv, '=');
-                if (!eq) return err_set(CHARLM_EUSAGE, "--set %s: expected section.key=value", kv);
+            const char *a = argv[i], *key = shorthand_key(a);
+            int config = !strcmp(a, "-c") || !strcmp(a, "--config"), set = !strcmp(a, "--set");
+            if (!key && !config && !set && strcmp(a, "--resume"))
+                return err_set(CHARLM_EUSAGE, "unknown option '%.60s%s' (see charlm --help)", a,
+                               strlen(a) > 60 ? "\u2026" : "");
+            if (i + 1 >= argc) return err_set(CHARLM_EUSAGE, "option %s needs a value", a);
+            const char *val = argv[++i];
+            if (pass == 0 && !strcmp(a, "--resume")) *resume = val;
+            if (pass == 0 && set && !strchr(val, '='))
+                return err_set(CHARLM_EUSAGE, "--set %.60s%s: expected section.key=value", val,
+                               strlen(val) > 60 ? "\u2026" : "");
+            int rc = CHARLM_OK;
+            if (pass == 1 && config) {
+                rc = config_load_file(cfg, val);
+            } else if (pass == 2 && set) {
+                char *kv = xstrdup(val), *eq = strchr(kv, '=');
                 *eq = '\0';
-                key = kv, val = eq + 1;
+                rc = config_set(cfg, kv, eq + 1, a);
+                free(kv);
+            } else if (pass == 2 && key) {
+                rc = config_set(cfg, key, val, a);
             }
-            for (size_t k = 0; !key && k < sizeof shorthands / sizeof *shorthands; k++)
-                if (!strcmp(a, shorthands[k].flag) ||
-                    (shorthands[k].alias && !strcmp(a, shorthands[k].alias)))
-                    key = shorthands[k].key, val = argv[++i];
-            if (!key) return err_set(CHARLM_EUSAGE, "unknown option '%s' (see charlm --help)", a);
-            if (pass == 1) {
-                int rc = config_set(cfg, key, val, a);
-                if (rc) return rc;
-            }
+            if (rc) return rc;
         }
     }
     return config_validate(cfg);

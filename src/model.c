@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "charlm/err.h"
+#include "charlm/fileio.h"
 #include "charlm/loss.h"
 #include "charlm/rng.h"
 
@@ -130,9 +131,25 @@ void model_free(model_t *m) {
     memset(m, 0, sizeof *m);
 }
 
-static void *acts_calloc(model_acts_t *a, size_t n, size_t size) {
-    a->bytes += n * size;
-    return xcalloc(n, size);
+double model_nparams(const model_dims_t *d) {
+    const double GH = (double)d->G * d->H;
+    double n = (double)d->V * d->E + (double)d->V * d->H + d->V;
+    for (int l = 0; l < d->layers; l++) n += GH * ((double)layer_in(d, l) + d->H + 2);
+    return n;
+}
+
+/* The buffers of a window are laid out once, by acts_plan: without alloc it only adds up their
+ * bytes (counts in double, so that a configuration too large for size_t is measured instead of
+ * wrapped around), with alloc it also allocates them (after model_acts_bytes said they fit, so
+ * every count is exact). */
+typedef struct {
+    int alloc;
+    double bytes;
+} acts_plan_t;
+
+static void *acts_calloc(acts_plan_t *p, double n, size_t size) {
+    p->bytes += n * (double)size;
+    return p->alloc ? xcalloc((size_t)n, size) : NULL;
 }
 
 /* ---- kernels ---- */
@@ -230,12 +247,13 @@ static void scatter_add_rows(float *table /* (V, cols) */, const float *src /* (
     }
 }
 
-static void embed_alloc(model_acts_t *a, const model_dims_t *d, size_t TB, int flags) {
-    const size_t V = (size_t)d->V;
+static void embed_alloc(model_acts_t *a, acts_plan_t *p, const model_dims_t *d, double TB,
+                        int flags) {
+    const double V = d->V;
     if (!(flags & MODEL_ACTS_UNFOLDED) && 2 * V <= TB)
-        a->proj = acts_calloc(a, V * (size_t)d->G * (size_t)d->H, sizeof(float));
+        a->proj = acts_calloc(p, V * d->G * d->H, sizeof(float));
     else
-        a->x = acts_calloc(a, TB * (size_t)d->E, sizeof(float));
+        a->x = acts_calloc(p, TB * d->E, sizeof(float));
 }
 
 /* The nominal FLOPs per character `nominal` as the embedding of a executes them. */
@@ -283,35 +301,67 @@ double model_flops_executed_per_char(const model_t *m, const model_acts_t *a) {
     return embed_flops_executed(model_flops_per_char(m), &m->d, a);
 }
 
-void model_acts_alloc(model_acts_t *a, const model_t *m, int B, int T, int flags) {
-    const model_dims_t *d = &m->d;
-    size_t TB = (size_t)T * B, H = (size_t)d->H, GH = (size_t)d->G * H, V = (size_t)d->V;
-    size_t wide = (size_t)(d->E > d->H ? d->E : d->H);
+/* Lays out the buffers of a (see acts_plan_t). */
+static void acts_plan(model_acts_t *a, acts_plan_t *p, const model_dims_t *d, int B, int T,
+                      int flags) {
+    const cell_ops_t *ops = cell_ops(d->cell);
+    const double TB = (double)T * B, H = d->H, GH = (double)d->G * H, V = d->V;
+    const double wide = d->E > d->H ? d->E : d->H;
     memset(a, 0, sizeof *a);
     a->B = B;
     a->T = T;
-    a->inputs = acts_calloc(a, TB, sizeof(int32_t));
-    a->targets = acts_calloc(a, TB, sizeof(int32_t));
-    embed_alloc(a, d, TB, flags);
+    a->inputs = acts_calloc(p, TB, sizeof(int32_t));
+    a->targets = acts_calloc(p, TB, sizeof(int32_t));
+    embed_alloc(a, p, d, TB, flags);
     for (int l = 0; l < d->layers; l++) {
-        a->gates[l] = acts_calloc(a, TB * GH, sizeof(float));
-        a->h[l] = acts_calloc(a, TB * H + (size_t)B * H, sizeof(float));
-        if (m->ops->has_c) a->c[l] = acts_calloc(a, TB * H + (size_t)B * H, sizeof(float));
-        if (m->ops->has_aux) a->aux[l] = acts_calloc(a, TB * H, sizeof(float));
+        a->gates[l] = acts_calloc(p, TB * GH, sizeof(float));
+        a->h[l] = acts_calloc(p, TB * H + B * H, sizeof(float));
+        if (ops->has_c) a->c[l] = acts_calloc(p, TB * H + B * H, sizeof(float));
+        if (ops->has_aux) a->aux[l] = acts_calloc(p, TB * H, sizeof(float));
         if (flags & MODEL_ACTS_DROPOUT) {
-            a->mask[l] = acts_calloc(a, TB * H, sizeof(float));
-            a->dropped[l] = acts_calloc(a, TB * H, sizeof(float));
+            a->mask[l] = acts_calloc(p, TB * H, sizeof(float));
+            a->dropped[l] = acts_calloc(p, TB * H, sizeof(float));
         }
     }
-    a->logits = acts_calloc(a, TB * V, sizeof(float));
-    a->gh = acts_calloc(a, (size_t)B * GH, sizeof(float));
-    a->dgates = acts_calloc(a, TB * GH, sizeof(float));
-    a->dgh = m->ops->has_aux ? acts_calloc(a, TB * GH, sizeof(float)) : a->dgates;
-    a->dout_a = acts_calloc(a, TB * wide, sizeof(float));
-    a->dout_b = acts_calloc(a, TB * wide, sizeof(float));
-    a->dh = acts_calloc(a, (size_t)B * H, sizeof(float));
-    a->dh_prev = acts_calloc(a, (size_t)B * H, sizeof(float));
-    a->dc = acts_calloc(a, (size_t)B * H, sizeof(float));
+    a->logits = acts_calloc(p, TB * V, sizeof(float));
+    a->gh = acts_calloc(p, B * GH, sizeof(float));
+    a->dgates = acts_calloc(p, TB * GH, sizeof(float));
+    a->dgh = ops->has_aux ? acts_calloc(p, TB * GH, sizeof(float)) : a->dgates;
+    a->dout_a = acts_calloc(p, TB * wide, sizeof(float));
+    a->dout_b = acts_calloc(p, TB * wide, sizeof(float));
+    a->dh = acts_calloc(p, B * H, sizeof(float));
+    a->dh_prev = acts_calloc(p, B * H, sizeof(float));
+    a->dc = acts_calloc(p, B * H, sizeof(float));
+}
+
+double model_acts_bytes(const model_dims_t *d, int B, int T, int flags) {
+    model_acts_t scratch;
+    acts_plan_t p = {.alloc = 0};
+    acts_plan(&scratch, &p, d, B, T, flags);
+    return p.bytes;
+}
+
+int model_window_fits(const model_dims_t *d, int B, int T, double extra, int sharers,
+                      const char *option) {
+    const double acts = model_acts_bytes(d, B, T, 0), state = 2.0 * 4 * d->layers * B * d->H,
+                 total = acts + state + extra;
+    fileio_mem_t m = fileio_mem_available(sharers, MODEL_LIB_VM);
+    if (total <= m.bytes) return CHARLM_OK;
+    char t[4][32], avail[300];
+    fileio_bytes_text(t[0], sizeof t[0], total);
+    fileio_bytes_text(t[1], sizeof t[1], acts);
+    fileio_bytes_text(t[2], sizeof t[2], state);
+    fileio_bytes_text(t[3], sizeof t[3], extra);
+    fileio_mem_text(avail, sizeof avail, &m);
+    return err_set(CHARLM_EINPUT, "%s %d: not enough memory: windows of %d streams x %d steps "
+                   "need %s (activations %s, carried state %s, and %s more), %s", option, B, B, T,
+                   t[0], t[1], t[2], t[3], avail);
+}
+
+void model_acts_alloc(model_acts_t *a, const model_t *m, int B, int T, int flags) {
+    acts_plan_t p = {.alloc = 1};
+    acts_plan(a, &p, &m->d, B, T, flags);
+    a->bytes = (size_t)p.bytes;
 }
 
 void model_acts_free(model_acts_t *a) {

@@ -195,7 +195,11 @@ static int run(const sample_args_t *a) {
     else if (a->prime) text = xstrdup(a->prime), len = strlen(a->prime);
     int32_t *prime = xcalloc(len + 1, sizeof(int32_t));
     int64_t n = 0;
-    if (!rc && text) rc = vocab_encode(prime, &n, &ck.vocab, text, len, a->skip_unknown, "prime");
+    /* messages name the option, and the file with its byte offset */
+    char *what = a->prime_file ? xcalloc(strlen(a->prime_file) + 16, 1) : xstrdup("--prime");
+    if (a->prime_file) sprintf(what, "--prime-file %s", a->prime_file);
+    if (!rc && text) rc = vocab_encode(prime, &n, &ck.vocab, text, len, a->skip_unknown, what);
+    free(what);
     if (!rc) {
         model_t m;
         ckpt_model(&m, &ck);

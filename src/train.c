@@ -4,6 +4,7 @@
  * maybe_stop. Every MPI exchange goes through dist. */
 #include "charlm/train.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +36,18 @@ typedef struct {
     int64_t step, epoch, cursor, last_val_step, n_train, n_val;
     double lr, last_train, last_val, best_val;
 } mark_t;
+
+/* What one rank holds by design, in bytes, by part: computed before anything is allocated (in
+ * double, so that no configuration overflows it) for the memory check, and shown by the
+ * end-of-run report next to the peak RSS. */
+typedef struct {
+    double params; /* parameters, gradients, optimizer moments and their snapshot; rank 0,
+                      resuming: the checkpoint's copy of parameters and moments too */
+    double acts;   /* the activations of a training window and of a validation window */
+    double states; /* carried, previous, snapshot and validation states; rank 0: every stream's, for
+                      checkpoints (twice when resuming: the checkpoint's) */
+    double shard;  /* this rank's corpus ids */
+} need_t;
 
 /* Everything one rank holds during training, allocated once in trainer_open. */
 typedef struct {
@@ -75,10 +88,12 @@ typedef struct {
     double t0, t_log;
     timers_t tm;
     double rss_start;             /* peak RSS before any of the above: MPI and the libraries */
+    need_t need;                  /* what this rank holds by design (train_need) */
     char ckpt[CHARLM_PATH_MAX + 64]; /* the newest checkpoint written ("" = none yet) */
     /* rank 0 only */
     uint64_t run_id[2];           /* the run's identity (checkpoint.h) */
     uint64_t train_fp, val_fp;    /* fingerprints of the data (fingerprint_data) */
+    fileio_lock_t lock;           /* run.dir/lock, held from the start to trainer_close */
     log_t log;
     char *config_text;            /* canonical INI of cfg */
     float *all_h, *all_c;         /* (layers, S, H) gathered for checkpoints */
@@ -149,6 +164,17 @@ static int data_changed(const trainer_t *tr, const ckpt_t *ck, char *msg, size_t
     return 1;
 }
 
+/* Where vocabularies a and b differ: 0 when they are the same, else 1 or 2 with *cp the first
+ * code point (in increasing order) that only a, or only b, has. */
+static int vocab_difference(uint32_t *cp, const vocab_t *a, const vocab_t *b) {
+    int i = 0, j = 0;
+    while (i < a->size && j < b->size && a->cps[i] == b->cps[j]) i++, j++;
+    if (i == a->size && j == b->size) return 0;
+    int only_a = j == b->size || (i < a->size && a->cps[i] < b->cps[j]);
+    *cp = only_a ? a->cps[i] : b->cps[j];
+    return only_a ? 1 : 2;
+}
+
 /* Whether checkpoint ck cannot continue this run: the first difference of model, vocabulary,
  * streams, window, optimizer kind and data (unless data.allow_changed) in msg (n bytes) and 1,
  * or 0 when there is none. */
@@ -166,6 +192,8 @@ static int incompatible(const trainer_t *tr, const ckpt_t *ck, char *msg, size_t
          .names = optim_kind_names, .nnames = OPTIM_KINDS},
         {.key = "train.seq", .mine = cfg->seq, .theirs = in->seq},
     };
+    uint32_t cp = 0;
+    int only = 0;
     size_t k = 0, n = sizeof same / sizeof *same;
     while (k < n && same[k].mine == same[k].theirs) k++;
     if (k < n) {
@@ -179,10 +207,12 @@ static int incompatible(const trainer_t *tr, const ckpt_t *ck, char *msg, size_t
                  "the checkpoint has %d streams, this run %d rank(s) x train.batch %d = %d "
                  "(keep ranks x train.batch = %d)",
                  in->streams, tr->d->size, c->B, c->S, in->streams);
-    } else if (ck->vocab.size != c->vocab.size ||
-               memcmp(ck->vocab.cps, c->vocab.cps, sizeof(uint32_t) * (size_t)c->vocab.size)) {
+    } else if ((only = vocab_difference(&cp, &c->vocab, &ck->vocab))) {
+        char ch[5];
+        vocab_char_name(ch, cp);
         snprintf(msg, msg_size, "the corpus vocabulary (%d characters) differs from the "
-                                "checkpoint's (%d)", c->vocab.size, ck->vocab.size);
+                 "checkpoint's (%d): '%s' (U+%04X) is in the %s only", c->vocab.size,
+                 ck->vocab.size, ch, (unsigned)cp, only == 1 ? "corpus" : "checkpoint");
     } else if (!cfg->allow_changed && data_changed(tr, ck, msg, msg_size)) {
         size_t len = strlen(msg);
         snprintf(msg + len, msg_size - len, " (set data.allow_changed=true to resume anyway)");
@@ -438,30 +468,127 @@ static void new_run_id(uint64_t id[2]) {
     id[1] = digest_bytes(id, sizeof id[0]);
 }
 
-/* Rank 0: creates run.dir, writes the resolved configuration to config.ini (a durable
- * replacement) and opens metrics.jsonl (log keeps an earlier run's file aside on a fresh start,
- * drops its lines past the checkpoint on resume). */
-static int prepare_run_dir(trainer_t *tr, int resumed) {
+/* Rank 0, before anything in run.dir is read or written: takes its lock (creating the
+ * directory), so that no second training can share the directory; it is held until
+ * trainer_close. A lock that a dead run left is taken over, with a note. */
+static int lock_run_dir(trainer_t *tr) {
     const char *dir = tr->cfg->run_dir;
-    int e = fileio_make_dirs(dir);
-    if (e) return err_set(CHARLM_EINPUT, "run.dir: cannot create %s: %s", dir, strerror(e));
+    fileio_lock_t *l = &tr->lock;
+    fileio_holder_t prev;
+    int e = fileio_lock(l, &prev, dir);
+    if (e == EWOULDBLOCK) {
+        char who[300] = "a process that has not written its name yet";
+        if (prev.pid) snprintf(who, sizeof who, "host %s, pid %ld", prev.host, prev.pid);
+        return err_set(CHARLM_EINPUT, "run.dir %s is in use by another training (%s, holding %s)"
+                       ": wait for it to end or choose another run.dir%s", dir, who, l->path,
+                       l->advisory ? "" : " (this file system has no locks: if that run is "
+                                          "gone, remove the file)");
+    }
+    if (e)
+        return err_set(CHARLM_EINPUT, "run.dir: cannot create %s: %s",
+                       l->have_dir ? l->path : dir, strerror(e));
+    if (prev.pid) {
+        char host[256];
+        fileio_host(host, sizeof host);
+        fprintf(stderr, "charlm: note: took over %s from pid %ld on host %s, %s\n", l->path,
+                prev.pid, prev.host, strcmp(host, prev.host) ? "whose lock was released"
+                                                             : "which is gone");
+    }
+    return CHARLM_OK;
+}
+
+/* What this rank needs by design (need_t), from the configuration and the corpus shard, before
+ * the model exists; rank 0 holds the gathered states, and when resuming the checkpoint's copy. */
+static need_t train_need(const trainer_t *tr, int resuming) {
+    const config_t *cfg = tr->cfg;
+    const corpus_t *c = &tr->corpus;
+    model_params_t mp = config_model_params(cfg);
+    optim_params_t op = config_optim_params(cfg);
+    model_dims_t d;
+    model_dims(&d, &mp, c->vocab.size);
+    const int rank0 = tr->d->rank == 0, moments = optim_nmoments(&op);
+    const double P = model_nparams(&d), state = (double)d.layers * c->B * d.H,
+                 all = (double)d.layers * c->S * d.H;
+    const int drop = cfg->dropout > 0 ? MODEL_ACTS_DROPOUT : 0;
+    /* parameters, gradients, moments and the snapshot of parameters and moments (the way back
+     * from a divergence); carried, previous, snapshot and validation states, h and c */
+    need_t n = {.params = 4.0 * P * (3 + 2 * moments),
+                .acts = model_acts_bytes(&d, c->B, c->T, drop),
+                .states = 4.0 * state * (c->nval ? 8 : 6),
+                .shard = (double)(c->B * c->L + 1) * c->train.width};
+    if (c->nval) n.acts += model_acts_bytes(&d, c->B, c->T, 0);
+    for (int b = 0; b < c->B && c->nval; b++)
+        n.shard += (double)(c->val_len[b] + 1) * c->val_ids.width;
+    if (rank0) n.states += 4.0 * 2 * all * (resuming ? 2 : 1);
+    if (rank0 && resuming) n.params += 4.0 * P * (1 + moments);
+    return n;
+}
+
+static double need_total(const need_t *n) { return n->params + n->acts + n->states + n->shard; }
+
+/* Before any buffer of the model is allocated: whether what this rank needs (need_t) fits what it
+ * may still allocate; CHARLM_EINPUT naming the keys of the largest part and the bytes otherwise.
+ * The shard is allocated already, so it is counted on both sides. */
+static int check_memory(const trainer_t *tr, int resuming) {
+    const config_t *cfg = tr->cfg;
+    const corpus_t *c = &tr->corpus;
+    need_t n = train_need(tr, resuming);
+    fileio_mem_t m = fileio_mem_available(tr->d->local_size, MODEL_LIB_VM);
+    double total = need_total(&n);
+    m.bytes += n.shard;
+    if (total <= m.bytes) return CHARLM_OK;
+    char keys[400], t[5][32], avail[300];
+    const double part[4] = {n.params, n.acts, n.states, n.shard};
+    int big = 0;
+    for (int i = 1; i < 4; i++) big = part[i] > part[big] ? i : big;
+    if (big == 0)
+        snprintf(keys, sizeof keys, "model.layers = %d, model.hidden = %d, model.embed = %d with "
+                 "%d characters and optim.kind = %s: parameters, gradients and optimizer moments",
+                 cfg->layers, cfg->hidden, cfg->embed, c->vocab.size, optim_kind_name(cfg->optim));
+    else if (big == 1)
+        snprintf(keys, sizeof keys, "train.batch = %d x train.seq = %d with model.layers = %d, "
+                 "model.hidden = %d, model.embed = %d and %d characters: the activations of a "
+                 "window", c->B, c->T, cfg->layers, cfg->hidden, cfg->embed, c->vocab.size);
+    else if (big == 2)
+        snprintf(keys, sizeof keys, "train.batch = %d with model.layers = %d, model.hidden = %d: "
+                 "the carried states", c->B, cfg->layers, cfg->hidden);
+    else
+        snprintf(keys, sizeof keys, "data.corpus (%lld training characters): this rank's shard",
+                 (long long)c->ntrain);
+    fileio_bytes_text(t[0], sizeof t[0], total);
+    for (int i = 0; i < 4; i++) fileio_bytes_text(t[i + 1], sizeof t[i + 1], part[i]);
+    fileio_mem_text(avail, sizeof avail, &m);
+    return err_set(CHARLM_EINPUT, "not enough memory: %s take %s; in all %s per rank (parameters "
+                   "%s, activations %s, states %s, corpus shard %s), %s", keys, t[big + 1], t[0],
+                   t[1], t[2], t[3], t[4], avail);
+}
+
+/* Rank 0: writes the resolved configuration to run.dir/config.ini (a durable replacement) and
+ * opens metrics.jsonl (log keeps an earlier run's file aside on a fresh start, drops its lines
+ * past the checkpoint on resume). run.dir exists: its lock is in it. */
+static int prepare_run_dir(trainer_t *tr, int resumed) {
     char path[CHARLM_PATH_MAX + 32];
-    snprintf(path, sizeof path, "%s/config.ini", dir);
-    if ((e = fileio_write_atomic(path, tr->config_text, strlen(tr->config_text))))
-        return err_set(CHARLM_EINPUT, "%s: cannot write: %s", path, strerror(e));
+    snprintf(path, sizeof path, "%s/config.ini", tr->cfg->run_dir);
+    int e = fileio_write_atomic(path, tr->config_text, strlen(tr->config_text));
+    if (e) return err_set(CHARLM_EINPUT, "%s: cannot write: %s", path, strerror(e));
     log_params_t lp = config_log_params(tr->cfg);
     return log_open(&tr->log, &lp, resumed, tr->step);
 }
 
-/* Collective: everything a rank needs to train, resumed from a checkpoint when resume says so.
- * On failure (the same status on every rank) trainer_close still frees what was allocated. */
+/* Collective: everything a rank needs to train, resumed from a checkpoint when resume says so:
+ * the corpus shard, the memory check, run.dir locked (nothing in it is read or written before),
+ * then the model and its buffers, the checkpoint and run.dir's files. On failure (the same
+ * status on every rank) trainer_close still frees what was allocated and releases the lock. */
 static int trainer_open(trainer_t *tr, const config_t *cfg, const char *resume,
                         const dist_t *d) {
     *tr = (trainer_t){.cfg = cfg, .d = d, .rss_start = peak_rss(), .last_train = NAN,
                       .last_val = NAN, .best_val = NAN, .last_val_step = -1};
     corpus_params_t cp = config_corpus_params(cfg);
     int rc = corpus_load(&tr->corpus, &cp, d->rank, d->size, d->rank == 0);
-    if ((rc = dist_agree(d, rc ? rc : signals_check()))) return rc;
+    if ((rc = dist_agree(d, rc ? rc : signals_check())) ||
+        (rc = dist_agree(d, check_memory(tr, resume != NULL))) ||
+        (rc = dist_agree(d, d->rank == 0 ? lock_run_dir(tr) : CHARLM_OK)))
+        return rc;
     build_model(tr);
     alloc_buffers(tr);
     fingerprint_data(tr);
@@ -473,6 +600,7 @@ static int trainer_open(trainer_t *tr, const config_t *cfg, const char *resume,
     if ((rc = resume_from(tr, resume, &resumed))) return rc;
     /* a stop signal from here on is taken at the end of the first window, with a checkpoint */
     if ((rc = dist_agree(d, signals_check()))) return rc;
+    tr->need = train_need(tr, resumed);
     if (d->rank == 0) rc = prepare_run_dir(tr, resumed);
     return dist_agree(d, rc);
 }
@@ -491,6 +619,7 @@ static void trainer_close(trainer_t *tr) {
     optim_free(&tr->opt);
     model_free(&tr->model);
     corpus_free(&tr->corpus);
+    fileio_unlock(&tr->lock);
 }
 
 /* ---- checkpoints --------------------------------------------------------------------------- */
@@ -868,20 +997,6 @@ static int maybe_stop(trainer_t *tr, const window_t *w, int *rc) {
 
 /* ---- the end of a run -------------------------------------------------------------------- */
 
-/* Bytes this rank needs by design: parameters, gradients and optimizer moments, the window's
- * activations (training and validation), the carried states and its corpus shard. */
-static double analytic_bytes(const trainer_t *tr) {
-    const corpus_t *c = &tr->corpus;
-    /* parameters, gradients, moments and their snapshot (the way back from a divergence); the
-     * carried, previous, snapshot and validation states, h and c */
-    double floats = (double)tr->model.nparams * (3 + 2 * tr->opt.nmoments) +
-                    8.0 * (double)tr->nstate;
-    double shard = (double)(c->B * c->L + 1) * c->train.width;
-    for (int b = 0; b < c->B && c->nval; b++)
-        shard += (double)(c->val_len[b] + 1) * c->val_ids.width;
-    return 4.0 * floats + shard + (double)tr->acts.bytes + (double)tr->eval.bytes;
-}
-
 /* Collective: the end-of-run report — throughput, GFLOP/s, where the time went, peak memory —
  * on stderr and as the summary record of metrics.jsonl. */
 static void report(trainer_t *tr, double secs) {
@@ -903,7 +1018,7 @@ static void report(trainer_t *tr, double secs) {
     double chars = (double)steps * tr->corpus.S * tr->corpus.T;
     double cps = chars / train_s,
            gflops = cps * model_flops_executed_per_char(&tr->model, &tr->acts) * 1e-9;
-    double need = analytic_bytes(tr), mib = 1024.0 * 1024.0;
+    double need = need_total(&tr->need), mib = 1024.0 * 1024.0;
     log_msg(&tr->log, "charlm: %lld steps in %.1f s: %.0f chars/s, %.2f GFLOP/s", (long long)steps,
             secs, cps, gflops);
     log_msg(&tr->log,

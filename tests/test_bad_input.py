@@ -1,7 +1,9 @@
 """Every bad input of `charlm train` gets one clear line on stderr naming the file, key, value or
 byte offset, exit code 1 (2 for a bad command line), and leaves no run directory behind (nor one
 made on the way to it) — run directly and under `mpiexec -np 2`, where the message must still
-appear exactly once."""
+appear exactly once. A configuration too large for the memory is bad input too: refused before
+anything is allocated, naming the keys and the bytes needed and available (under an address-space
+limit, so that the refusal does not depend on the machine)."""
 import os
 import shutil
 
@@ -29,6 +31,12 @@ def main():
     blocker = write(os.path.join(w, "blocker"), b"a file, not a directory")
     unknown_section = write(os.path.join(w, "section.ini"), "[data]\ncorpus = %s\n[foo]\nbar = 1\n" % good)
     syntax = write(os.path.join(w, "syntax.ini"), "[model]\nhidden = 8\nthis line is broken\n")
+    twice = write(os.path.join(w, "twice.ini"), "[model]\nhidden = 8\n\n[train]\nseq = 8\n"
+                  "[model]\nlayers = 1\n")
+    again = write(os.path.join(w, "again.ini"), "[optim]\nlr = 0.01\nclip = 1\nlr = 0.02\n")
+    long_path = os.path.join(w, "x" * 5000)
+    # an address-space limit (ulimit -v) of 2 GiB for the memory cases
+    limited = ["prlimit", f"--as={2 << 30}", "--"]
     base = ["--corpus", good, "--steps", "2", "--batch", "2", "--seq", "8", "--hidden", "8",
             "--embed", "4", "--layers", "1"]
     # (name, extra args, expected exit code, substrings the one error line must contain)
@@ -56,7 +64,26 @@ def main():
         ("config syntax error", ["--config", syntax], 1, ["syntax.ini", "3"]),
         ("missing config file", ["--config", os.path.join(w, "none.ini")], 1, ["none.ini"]),
         ("unknown option", ["--frobnicate", "1"], 2, ["--frobnicate"]),
+        # the last argument: not "needs a value"
+        ("unknown option at the end", ["--frobnicate"], 2, ["unknown option '--frobnicate'"]),
+        ("section twice", ["--config", twice], 1, ["twice.ini:6", "[model]", "line 1"]),
+        ("key twice", ["--config", again], 1, ["again.ini:4", "optim.lr", "line 2"]),
+        ("hexadecimal lr", ["--lr", "0x10"], 1, ["optim.lr", "0x10"]),
+        ("5000-byte value", ["--corpus", long_path], 1,
+         ["data.corpus", f"({len(long_path)} bytes): is too long"]),
+        ("hidden too large for the memory", ["--hidden", "32768"], 1,
+         ["not enough memory", "model.hidden = 32768", "GiB", "available", "RLIMIT_AS"]),
+        ("embed too large for the memory", ["--embed", "2000000000"], 1,
+         ["not enough memory", "model.embed = 2000000000", "TiB", "RLIMIT_AS"]),
+        ("16 layers of 3000 under ulimit -v", ["--layers", "16", "--hidden", "3000"], 1,
+         ["not enough memory", "model.layers = 16", "model.hidden = 3000", "RLIMIT_AS"]),
+        # no limit: too large for any machine's memory
+        ("hidden 2^31-1", ["--hidden", "2147483647"], 1,
+         ["not enough memory", "model.hidden = 2147483647", "available"]),
     ]
+    prefixes = {"unreadable corpus": as_user, "hidden too large for the memory": limited,
+                "embed too large for the memory": limited,
+                "16 layers of 3000 under ulimit -v": limited}
     bad = 0
     for np in (None, 2):
         for name, extra, code, want in cases:
@@ -67,7 +94,7 @@ def main():
                 run_dir = os.path.join(w, "run-" + name.replace(" ", "-"))
                 args = ["train"] + base + ["--run-dir", run_dir] + extra
             before = set(os.listdir(w))
-            prefix = as_user if name == "unreadable corpus" else []
+            prefix = prefixes.get(name, [])
             if prefix and not shutil.which(prefix[0]):
                 h.fail("setpriv (util-linux) is needed to test an unreadable file as root")
             p = h.run(args, np=np, timeout=120, prefix=prefix)

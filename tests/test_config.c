@@ -188,6 +188,14 @@ static void test_bad_values(void) {
     expect_bad_set("data.corpus", "a\nb", NULL);
     expect_bad_set("data.corpus", " lead", NULL);
     expect_bad_set("data.corpus", "x ;y", NULL);
+    /* numbers are decimal: strtod's hexadecimal and its infinities and NaNs are refused */
+    expect_bad_set("optim.lr", "0x10", "> 0");
+    expect_bad_set("optim.lr", "0x1p-4", NULL);
+    expect_bad_set("optim.clip", "0X5", NULL);
+    expect_bad_set("optim.lr", "infinity", NULL);
+    expect_bad_set("optim.lr", "-INF", NULL);
+    expect_bad_set("optim.lr", "nan(1)", NULL);
+    expect_bad_set("train.time_limit", "1,5", NULL);
 
     /* edge values that are valid */
     config_t c;
@@ -200,6 +208,9 @@ static void test_bad_values(void) {
     EXPECT(config_set(&c, "model.hidden", "+7", "--set") == CHARLM_OK && c.hidden == 7);
     EXPECT(config_set(&c, "model.hidden", "2147483647", "--set") == CHARLM_OK);
     EXPECT(config_set(&c, "data.val", "", "--set") == CHARLM_OK);
+    EXPECT(config_set(&c, "optim.lr", "1E-3", "--set") == CHARLM_OK && c.lr == 1e-3);
+    EXPECT(config_set(&c, "optim.lr", "+.5", "--set") == CHARLM_OK && c.lr == 0.5);
+    EXPECT(config_set(&c, "optim.clip", "2.", "--set") == CHARLM_OK && c.clip == 2.0);
     EXPECT_MSG(err_message()[0] == '\0', "%s", err_message());
 
     /* unknown keys and sections */
@@ -372,6 +383,78 @@ static void test_validate(void) {
     err_clear();
 }
 
+/* A key or a section given twice in one file is an error naming both lines (it was last-wins). */
+static void test_duplicates(void) {
+    expect_bad_file("[model]\nhidden = 8\nlayers = 1\nhidden = 16\n",
+                    ":4: model.hidden is set again (first at line 2)", NULL);
+    expect_bad_file("[data]\ncorpus = a\n[model]\nhidden = 8\n[data]\nval = b\n",
+                    ":5: section [data] again (it began at line 1)", NULL);
+    /* the same key name in two sections is two keys */
+    const char *p = write_tmp("[eval]\nevery = 5\n[log]\nevery = 7\n[checkpoint]\nevery = 9\n");
+    config_t c;
+    config_default(&c);
+    err_clear();
+    EXPECT_MSG(config_load_file(&c, p) == CHARLM_OK, "%s", err_message());
+    EXPECT(c.eval_every == 5 && c.log_every == 7 && c.ckpt_every == 9);
+    /* across files (several --config) a later file replaces a key: that is not a duplicate */
+    p = write_tmp("[model]\nhidden = 32\n");
+    EXPECT_MSG(config_load_file(&c, p) == CHARLM_OK && c.hidden == 32, "%s", err_message());
+    err_clear();
+}
+
+/* A message about a long value or key shows its start and its length, and keeps the reason. */
+static void test_long_values(void) {
+    char value[5001];
+    memset(value, 'a', 5000);
+    value[0] = '/';
+    value[5000] = '\0';
+    config_t c;
+    config_default(&c);
+    err_clear();
+    EXPECT(config_set(&c, "data.corpus", value, "--set") == CHARLM_EINPUT);
+    const char *m = err_message();
+    EXPECT_MSG(contains(m, "--set: data.corpus = /aaa") && contains(m, "\u2026(5000 bytes)") &&
+                   contains(m, "is too long (at most 4095 bytes)") && strlen(m) < 200,
+               "%s", m);
+    err_clear();
+    /* cut before a character, not inside it: 'é' is 2 bytes, 61 of them do not fit in 60 */
+    char wide[2 * 61 + 1] = "";
+    for (int i = 0; i < 61; i++) strcat(wide, "\xc3\xa9");
+    EXPECT(config_set(&c, "model.hidden", wide, "--set") == CHARLM_EINPUT);
+    EXPECT_MSG(contains(err_message(), "= \xc3\xa9") &&
+                   contains(err_message(), "\xc3\xa9\u2026(122 bytes): must be an integer"),
+               "%s", err_message());
+    err_clear();
+    memset(value, 'k', 5000);
+    memcpy(value, "model.", 6);
+    EXPECT(config_set(&c, value, "1", "--set") == CHARLM_EINPUT);
+    EXPECT_MSG(contains(err_message(), "unknown key 'model.kkk") &&
+                   contains(err_message(), "(4994 bytes)' (keys of [model]: cell"),
+               "%s", err_message());
+    err_clear();
+    /* a file's value: origin with line, the start of the value, the reason */
+    char *text = malloc(6000);
+    snprintf(text, 6000, "[optim]\nlr = 1%s\n", value + 6);
+    const char *p = write_tmp(text);
+    free(text);
+    EXPECT(config_load_file(&c, p) == CHARLM_EINPUT);
+    EXPECT_MSG(contains(err_message(), ":2: optim.lr = 1kkk") &&
+                   contains(err_message(), "(4995 bytes): must be a number > 0"),
+               "%s", err_message());
+    err_clear();
+    /* err keeps a message that names a path of CHARLM_PATH_MAX bytes, and its reason */
+    char path[CHARLM_PATH_MAX];
+    size_t dirlen = strlen(tmpdir);
+    memcpy(path, tmpdir, dirlen);
+    path[dirlen] = '/';
+    memset(path + dirlen + 1, 'x', sizeof path - dirlen - 2);
+    path[sizeof path - 1] = '\0';
+    EXPECT(config_load_file(&c, path) == CHARLM_EINPUT);
+    EXPECT_MSG(contains(err_message(), path) && contains(err_message(), "cannot read: "),
+               "the reason is lost: ...%s", err_message() + strlen(err_message()) - 40);
+    err_clear();
+}
+
 /* The shipped configs load and validate. */
 static void test_shipped(void) {
     char dir[4096];
@@ -444,6 +527,8 @@ int main(void) {
     test_long_lines();
     test_round_trip();
     test_validate();
+    test_duplicates();
+    test_long_values();
     test_shipped();
     test_log();
     return check_report("test_config");

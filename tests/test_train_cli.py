@@ -4,7 +4,10 @@ from the last checkpoint); `charlm sample --seed` takes an integer exactly (2^53
 the whole uint64 range is accepted) and refuses a fraction, an exponent or a sign with exit 2 and
 one line; metrics.jsonl is kept aside as metrics.jsonl.N by a fresh start and cut back to the
 checkpoint's step by a resume from an earlier checkpoint; a resume with another optimizer names
-optim.kind with both kinds."""
+optim.kind with both kinds, one on a corpus whose vocabulary has as many characters as the
+checkpoint's but not the same names the first that differs with its code point; `charlm sample`
+refuses a fractional --top-k, --length or --count, and an invalid UTF-8 --prime-file is named with
+its byte offset; several --config files are applied in order, a later one's keys winning."""
 import os
 
 import harness as h
@@ -62,6 +65,55 @@ def seeds(ck):
                     f"--seed and an integer: {r.stderr!r}")
 
 
+def one_error(p, what, code, want):
+    errors = [l for l in p.stderr.splitlines() if l.startswith("charlm: error:")]
+    if p.returncode != code or len(errors) != 1 or any(x not in errors[0] for x in want):
+        problem(f"{what}: exit {p.returncode}, expected {code} with one line naming {want}: "
+                f"{p.stderr!r}")
+
+
+def sample_options(ck, w):
+    for opt in ("--top-k", "--length", "--count"):
+        for bad in ("1.5", "2e1"):
+            one_error(h.run(["sample", ck, opt, bad]), f"sample {opt} {bad}", 2,
+                      [opt, bad, "integer"])
+    prime = os.path.join(w, "prime.txt")
+    with open(prime, "wb") as f:
+        f.write(b"the \xc3 cat")
+    one_error(h.run(["sample", ck, "--prime-file", prime]), "an invalid UTF-8 --prime-file", 1,
+              ["--prime-file " + prime, "invalid UTF-8 at byte 4"])
+
+
+def vocabulary(corpus, ck, w):
+    # as many distinct characters as the checkpoint's corpus, one of them another
+    text = open(corpus, encoding="utf-8").read()
+    other = os.path.join(w, "other.txt")
+    with open(other, "w", encoding="utf-8") as f:
+        f.write(text.replace("w", "@"))
+    p = h.run(train_args(other, os.path.join(w, "vocab-run"), "--resume", ck))
+    one_error(p, "a resume on a vocabulary of the same size", 1,
+              ["differs from the checkpoint's", "'@' (U+0040) is in the corpus only"])
+    with open(other, "w", encoding="utf-8") as f:
+        f.write(text.replace("w", "a"))
+    p = h.run(train_args(other, os.path.join(w, "vocab-run"), "--resume", ck))
+    one_error(p, "a resume on a smaller vocabulary", 1, ["'w' (U+0077) is in the checkpoint only"])
+
+
+def configs(corpus, w):
+    a, b = os.path.join(w, "a.ini"), os.path.join(w, "b.ini")
+    with open(a, "w") as f:
+        f.write("[model]\nhidden = 20\nembed = 6\n[train]\nseq = 12\n")
+    with open(b, "w") as f:
+        f.write("[model]\nhidden = 28\n")
+    run_dir = os.path.join(w, "configs-run")
+    h.run(["train", "--corpus", corpus, "--config", a, "-c", b, "--set", "train.seq=10",
+           "--steps", "2", "--layers", "1", "--batch", "2", "--run-dir", run_dir], check=True)
+    text = open(os.path.join(run_dir, "config.ini")).read()
+    for want in ("hidden = 28\n", "embed = 6\n", "seq = 10\n"):
+        if want not in text:
+            problem(f"--config a.ini -c b.ini --set train.seq=10: config.ini lacks {want!r}")
+
+
 def metrics_file(corpus, w):
     run_dir = os.path.join(w, "metrics-run")
     os.makedirs(run_dir)
@@ -112,6 +164,9 @@ def main():
     seeds(ckpt(run_dir, 20))
     metrics_file(corpus, w)
     optim_kind(corpus, ckpt(run_dir, 20), w)
+    sample_options(ckpt(run_dir, 20), w)
+    vocabulary(corpus, ckpt(run_dir, 20), w)
+    configs(corpus, w)
     if problems:
         h.fail("\n".join(problems))
     print("ok")

@@ -15,6 +15,11 @@
 /* the embedding, 4 per layer, the decoder's 2 */
 #define MODEL_MAX_TENSORS (3 + 4 * MODEL_MAX_LAYERS)
 
+/* Address space that the libraries map once the passes run, against the limits of address space
+ * (ulimit -v, -d) of a memory check: OpenBLAS's buffer of 128 MiB at its first call on a thread,
+ * touched only in part (it retries forever when the mapping fails), MPI's and HDF5's. */
+#define MODEL_LIB_VM (160.0 * 1024 * 1024)
+
 /* The kinds of tensor of the parameter layout, in layout order: the embedding, the four of each
  * layer l in turn, the decoder's two. */
 typedef enum {
@@ -120,6 +125,10 @@ int model_tensor_index(const model_dims_t *d, model_tensor_kind_t k, int l);
 int64_t model_layout(const model_dims_t *d, model_tensor_t *t /* (MODEL_MAX_TENSORS) */,
                      int *ntensors);
 
+/* The floats of the parameter layout of d, as model_layout counts them, computed in double so
+ * that no configuration overflows it: for the memory check before anything is allocated. */
+double model_nparams(const model_dims_t *d);
+
 /* Builds views of buf (a buffer of the parameter layout). */
 void model_views(model_views_t *v, const model_t *m, float *buf);
 
@@ -143,6 +152,19 @@ enum {
  * gradient instead of W_ih0's over every row; this "folds" the embedding into layer 0. */
 void model_acts_alloc(model_acts_t *a, const model_t *m, int B, int T, int flags);
 void model_acts_free(model_acts_t *a);
+
+/* The bytes that model_acts_alloc allocates for a model of dims d (its a->bytes), computed
+ * without allocating and in double, so that no configuration overflows it. */
+double model_acts_bytes(const model_dims_t *d, int B, int T, int flags);
+
+/* Before a forward-only pass over windows of B streams x T steps is allocated (eval): whether its
+ * activations (model_acts_bytes, no dropout), its carried state h and c (layers, B, H) and `extra`
+ * bytes more that the caller allocates fit what this process may still allocate (its share of the
+ * node's memory among `sharers` processes; fileio_mem_available). Returns CHARLM_OK, or
+ * CHARLM_EINPUT with err_set: "OPTION B: not enough memory: windows of B streams x T steps need
+ * X (...), Y available (WHAT)". */
+int model_window_fits(const model_dims_t *d, int B, int T, double extra, int sharers,
+                      const char *option);
 
 /* Forward over a->inputs (T, B) for T <= a->T steps, from the carried state (layers, B, H)
  * state_h / state_c (state_c NULL unless lstm), which it replaces with the state after step T.
