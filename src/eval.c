@@ -33,9 +33,9 @@ static int parse_args(eval_args_t *a, int argc, char **argv) {
         } else if (!strcmp(k, "--batch") && i + 1 < argc) {
             char *end;
             long b = strtol(argv[++i], &end, 10);
-            if (*end || b < 1 || b > 1 << 20)
-                return err_set(CHARLM_EUSAGE, "eval: --batch %s: expected an integer >= 1",
-                               argv[i]);
+            if (*end || end == argv[i] || b < 1 || b > 1 << 20)
+                return err_set(CHARLM_EUSAGE, "eval: --batch %s: expected an integer in [1, %d]",
+                               argv[i], 1 << 20);
             a->batch = (int)b;
         } else if (k[0] == '-') {
             return err_set(CHARLM_EUSAGE, "eval: unknown option '%s'", k);
@@ -171,6 +171,15 @@ static int run(const eval_args_t *a, const dist_t *d) {
     int64_t preds = t.total - 1;
     int64_t lo = preds * d->rank / d->size, hi = preds * (d->rank + 1) / d->size;
     int64_t n = hi - lo + 1, kept = 0;
+    /* the windows of --batch streams, the model's copy and the ids, before any is allocated */
+    rc = dist_agree(d, model_window_fits(&ck.info.dims, a->batch, EVAL_T,
+                                         4.0 * (model_nparams(&ck.info.dims) + (double)n),
+                                         d->local_size, "eval: --batch"));
+    if (rc) {
+        text_free(&t);
+        ckpt_free(&ck);
+        return rc;
+    }
     int32_t *ids = xcalloc((size_t)n, sizeof(int32_t));
     rc = dist_agree(d, text_read(ids, &kept, &t, lo, n));
     if (!rc) {
