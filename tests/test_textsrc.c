@@ -217,8 +217,8 @@ static void poke_unnoticed(const char *rel, int64_t at, unsigned char byte) {
 static void test_errors(void) {
     const int64_t B = (int64_t)TEXTSRC_BLOCK;
     size_t n = (size_t)(3 * B);
-    char *s = malloc(n);
-    memset(s, 'a', n);
+    char *s = malloc(n + 1); /* n + 1: one case writes a byte more */
+    memset(s, 'a', n + 1);
     memcpy(s + 2 * B + 100, "\xC3\xA9", 2); /* one 'é' in the third block */
     write_bytes("errors.txt", s, n);
     textsrc_t ts;
