@@ -108,9 +108,7 @@ def second_runs(corpus, run_dir, first, label):
 
 def main():
     w = h.tmpdir()
-    corpus = os.path.join(w, "corpus.txt")
-    with open(corpus, "w", encoding="utf-8") as f:
-        f.write(h.synthetic_text(30000))
+    corpus = h.write_text(w, 30000)
     myhost = socket.gethostname()
 
     # a first run, killed with SIGKILL after the second runs were refused

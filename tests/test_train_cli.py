@@ -157,9 +157,7 @@ def optim_kind(corpus, ck, w):
 
 def main():
     w = h.tmpdir()
-    corpus = os.path.join(w, "corpus.txt")
-    with open(corpus, "w", encoding="utf-8") as f:
-        f.write(h.synthetic_text(20000))
+    corpus = h.write_text(w, 20000)
     run_dir = end_sample(corpus, w)
     seeds(ckpt(run_dir, 20))
     metrics_file(corpus, w)
