@@ -32,6 +32,7 @@ void digest_init(digest_t *d) {
 }
 
 void digest_update(digest_t *d, const void *data, size_t n) {
+    if (n == 0) return; /* data may then be NULL (an empty history): memcpy must not see it */
     const unsigned char *p = data;
     size_t have = (size_t)(d->total % DIGEST_BLOCK);
     d->total += n;
