@@ -109,25 +109,45 @@ int fileio_fsync(const char *path, int directory) {
     return rc;
 }
 
-int fileio_reserve(const char *path, off_t bytes) {
+/* Allocates the blocks [from, end) of fd's file with fallocate mode (0 or FALLOC_FL_KEEP_SIZE),
+ * after the file-size limit allows end; a file system without fallocate is checked by its free
+ * space instead. Returns 0 or an errno. */
+static int allocate(int fd, off_t from, off_t end, int mode) {
     struct rlimit lim;
     if (getrlimit(RLIMIT_FSIZE, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY &&
-        (rlim_t)bytes > lim.rlim_cur)
+        (rlim_t)end > lim.rlim_cur)
         return EFBIG;
+    if (end <= from || fallocate(fd, mode, from, end - from) == 0) return 0;
+    int e = errno;
+    struct statvfs fs;
+    if (e == EOPNOTSUPP || e == ENOSYS)
+        e = fstatvfs(fd, &fs) == 0 && (double)fs.f_bavail * fs.f_frsize < (double)(end - from)
+                ? ENOSPC
+                : 0;
+    return e;
+}
+
+int fileio_reserve(const char *path, off_t bytes) {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0666);
     if (fd < 0) return errno;
-    int e = 0;
-    if (bytes > 0 && fallocate(fd, 0, 0, bytes) != 0) {
-        e = errno;
-        struct statvfs fs;
-        if (e == EOPNOTSUPP || e == ENOSYS)
-            e = fstatvfs(fd, &fs) == 0 && (double)fs.f_bavail * fs.f_frsize < (double)bytes ? ENOSPC
-                                                                                          : 0;
-    }
+    int e = allocate(fd, 0, bytes, 0);
     /* hand the blocks back: the writer recreates the file at once */
     if (ftruncate(fd, 0) != 0 && !e) e = errno;
     close(fd);
     return e;
+}
+
+int fileio_room(int fd, off_t end) {
+    struct stat st;
+    if (fstat(fd, &st) != 0) return errno;
+    return allocate(fd, st.st_size, end, FALLOC_FL_KEEP_SIZE);
+}
+
+void fileio_trim(int fd) {
+    struct stat st;
+    /* a truncation to the present size frees the blocks past it (ext4, xfs, tmpfs); where it does
+     * not, they stay until the file goes: no harm */
+    if (fstat(fd, &st) == 0) (void)!ftruncate(fd, st.st_size);
 }
 
 /* ---- the lock of a run directory ---- */

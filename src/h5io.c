@@ -20,7 +20,9 @@ const char *h5io_status_text(h5io_status_t st) {
 
 void h5io_quiet(void) {
     static int done;
-    if (!done) H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    if (done) return;
+    H5dont_atexit(); /* fails, harmlessly, when HDF5 is already initialised */
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     done = 1;
 }
 

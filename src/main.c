@@ -2,7 +2,6 @@
  * hands the arguments after the command's name to it — train's are the configuration file and
  * overrides, loaded and validated here on every rank; the others parse their own — and exits
  * with the status every rank agreed on (README "Exit codes"). */
-#include <hdf5.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +11,7 @@
 #include "charlm/dist.h"
 #include "charlm/err.h"
 #include "charlm/eval.h"
+#include "charlm/h5io.h"
 #include "charlm/prepare.h"
 #include "charlm/sample.h"
 #include "charlm/signals.h"
@@ -155,12 +155,13 @@ static const struct {
 };
 
 int main(int argc, char **argv) {
-    /* a training run takes its stop signals from the first instruction on (MPI_Init included);
-     * the other commands keep the default actions: they hold no state that a kill would lose */
-    if (argc > 1 && !strcmp(argv[1], "train")) signals_install();
+    /* a training run takes its stop signals from the first instruction on (MPI_Init included),
+     * and so does prepare, which must remove its temporary file; the other commands keep the
+     * default actions: they write nothing that a kill would leave half done */
+    if (argc > 1 && (!strcmp(argv[1], "train") || !strcmp(argv[1], "prepare"))) signals_install();
     dist_t d;
     dist_init(&d, &argc, &argv);
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* our messages name the file and dataset instead */
+    h5io_quiet(); /* our messages name the file and dataset instead */
     int rc = CHARLM_OK;
     const char *cmd = argc > 1 ? argv[1] : "";
     size_t i = 0, n = sizeof commands / sizeof *commands;

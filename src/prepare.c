@@ -1,5 +1,6 @@
 #include "charlm/prepare.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 #include "charlm/err.h"
 #include "charlm/fileio.h"
 #include "charlm/h5io.h"
+#include "charlm/signals.h"
 #include "charlm/textsrc.h"
 #include "charlm/tokens.h"
 #include "charlm/vocab.h"
@@ -77,7 +79,8 @@ static int encode(tokens_writer_t *w, textsrc_t *ts) {
     for (int64_t done = 0; done < ts->total && rc == CHARLM_OK;) {
         int64_t k = ts->total - done < (int64_t)TOKENS_CHUNK ? ts->total - done
                                                              : (int64_t)TOKENS_CHUNK;
-        rc = textsrc_read(ids, ts, done, k);
+        rc = signals_check(); /* a stop between chunks: the caller removes the file */
+        if (rc == CHARLM_OK) rc = textsrc_read(ids, ts, done, k);
         if (rc == CHARLM_OK) rc = as_prepare(tokens_append(w, ids, (size_t)k));
         done += k;
     }
@@ -85,18 +88,33 @@ static int encode(tokens_writer_t *w, textsrc_t *ts) {
     return rc;
 }
 
+/* The message of a failed prepare_run: a stop signal is named as such, and any failure after
+ * the temporary file was made says that the output was left as it was. */
+static int failed(int rc, const char *out, int made_tmp) {
+    if (rc == CHARLM_EINTERRUPTED) {
+        err_clear();
+        return err_set(rc, "prepare: stopped by %s: %s was not written (run the same command "
+                       "again)", signals_name(signals_pending()), out);
+    }
+    if (!made_tmp) return rc;
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", err_message());
+    err_clear();
+    return err_set(rc, "%s; %s was not written (its temporary file is removed)", msg, out);
+}
+
 int prepare_run(const char *out, const char *const *inputs, int n, int flags) {
     CHARLM_CHECK(n >= 1);
     const int verbose = flags & PREPARE_VERBOSE;
     double t0 = seconds();
-    /* the output first, so that an unwritable one fails before the corpus is read */
     size_t len = strlen(out);
     char *tmp = xcalloc(len + 5, 1);
     snprintf(tmp, len + 5, "%s.tmp", out);
     tokens_writer_t w;
     int rc = check_output(out, inputs, n, flags);
-    if (rc == CHARLM_OK) rc = as_prepare(tokens_create(&w, tmp));
-    int created = rc == CHARLM_OK;
+    /* the output first, so that an unwritable one fails before the corpus is read; from here on
+     * every way out but success removes the temporary file */
+    const int writing = rc == CHARLM_OK && (rc = as_prepare(tokens_create(&w, tmp))) == CHARLM_OK;
 
     for (int i = 0; i < n && rc == CHARLM_OK; i++) rc = refuse_prepared(inputs[i]);
     /* first pass: resolve, validate, collect the vocabulary, hash */
@@ -124,14 +142,16 @@ int prepare_run(const char *out, const char *const *inputs, int n, int flags) {
         .sha256 = ts.sha256,
         .sha256_all = ts.sha256_all,
     };
-    if (created) {
+    if (writing) {
         int closed = as_prepare(tokens_finish(&w, rc == CHARLM_OK ? &sources : NULL));
         if (rc == CHARLM_OK) rc = closed;
-        int e = 0;
-        if (rc != CHARLM_OK) remove(tmp);
-        else if ((e = fileio_commit(tmp, out)) != 0)
-            rc = err_set(CHARLM_EINPUT, "prepare: cannot rename %s to %s: %s", tmp, out,
-                         strerror(e));
+    }
+    int e = 0;
+    if (rc == CHARLM_OK && (e = fileio_commit(tmp, out)) != 0)
+        rc = err_set(CHARLM_EINPUT, "prepare: cannot rename %s to %s: %s", tmp, out, strerror(e));
+    if (rc != CHARLM_OK) {
+        if (writing) remove(tmp);
+        rc = failed(rc, out, writing);
     }
 
     if (rc == CHARLM_OK && verbose) {

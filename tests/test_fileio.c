@@ -1,8 +1,11 @@
-/* test_fileio: the lock of a run directory — taken on a directory it creates (with its parents),
+/* test_fileio: room for a writer (fileio_room allocates blocks past the end without changing
+ * the size, refuses an end past the file-size limit with EFBIG; fileio_trim gives the blocks
+ * back), and the lock of a run directory — taken on a directory it creates (with its parents),
  * refused while held (naming the holder), released by removing the file and the levels it
  * created that are empty; a lock file that names a dead process, or another host, without an
  * advisory lock on it is taken over and its holder handed back. */
 
+#include "charlm/err.h"
 #include "charlm/fileio.h"
 
 #include "check.h"
@@ -11,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -113,8 +118,40 @@ static void test_lock(void) {
     rmdir(top);
 }
 
+static void test_room(void) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/room", tmpdir);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    CHARLM_CHECK(fd >= 0);
+    CHARLM_CHECK(write(fd, "x", 1) == 1);
+    struct stat st;
+    EXPECT(fileio_room(fd, 8 << 20) == 0);
+    fstat(fd, &st);
+    EXPECT_MSG(st.st_size == 1, "fileio_room changed the size to %lld", (long long)st.st_size);
+    /* a file system without fallocate passes on its free space instead: no blocks to see */
+    int allocated = (long long)st.st_blocks * 512 >= (8 << 20) - 4096;
+    fileio_trim(fd);
+    fstat(fd, &st);
+    if (allocated)
+        EXPECT_MSG((long long)st.st_blocks * 512 <= 65536, "fileio_trim left %lld bytes",
+                   (long long)st.st_blocks * 512);
+    else
+        fprintf(stderr, "test_fileio: no fallocate on %s: the blocks are not checked\n", tmpdir);
+    struct rlimit old, lim;
+    getrlimit(RLIMIT_FSIZE, &old);
+    lim = old;
+    lim.rlim_cur = 1 << 20;
+    CHARLM_CHECK(setrlimit(RLIMIT_FSIZE, &lim) == 0);
+    EXPECT(fileio_room(fd, 1 << 20) == 0);
+    EXPECT(fileio_room(fd, (1 << 20) + 1) == EFBIG);
+    setrlimit(RLIMIT_FSIZE, &old);
+    close(fd);
+    remove(path);
+}
+
 int main(void) {
     tmpdir_make("fileio");
+    test_room();
     test_lock();
     DIR *d = opendir(tmpdir); /* every level the locks created is gone again */
     int entries = 0;

@@ -43,6 +43,17 @@ int fileio_fsync(const char *path, int directory);
  * system without fallocate is checked by its free space instead. */
 int fileio_reserve(const char *path, off_t bytes);
 
+/* Makes sure that the file open at fd can grow to `end` bytes without a write failing: the
+ * blocks from its present size up to end are allocated now, its size unchanged (fallocate with
+ * FALLOC_FL_KEEP_SIZE: counts free space and quotas), and end is within the file-size limit. For
+ * a writer whose library does not survive a failed write (HDF5 1.10): it asks for the room of
+ * each piece before writing it, and stops cleanly on a full disk. Returns 0 or an errno (ENOSPC,
+ * EDQUOT, EFBIG, ...); a file system without fallocate is checked by its free space. */
+int fileio_room(int fd, off_t end);
+
+/* Gives back the blocks fileio_room allocated past the end of fd's file (best effort). */
+void fileio_trim(int fd);
+
 /* ---- the lock of a run directory ---- */
 
 /* Who holds (or held) a lock, as its file names them. */

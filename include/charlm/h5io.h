@@ -24,8 +24,11 @@ typedef enum {
 /* "is missing", "has the wrong type or shape", "is corrupt (checksum or read error)". */
 const char *h5io_status_text(h5io_status_t st);
 
-/* Turns off HDF5's printing of its error stack for this process (idempotent; every h5io entry
- * point calls it, so callers need not). */
+/* Turns off HDF5's printing of its error stack for this process, and its clean-up at exit
+ * (idempotent; every h5io entry point calls it, so callers need not). Call it before any other
+ * HDF5 call — main does, first of all — so that the clean-up is off: after a write failed (a full
+ * disk), HDF5 1.10's clean-up at exit flushes the failed file again and crashes in
+ * H5F__close_cb; every file charlm writes is closed (or given up and removed) by its writer. */
 void h5io_quiet(void);
 
 /* The innermost cause of the last HDF5 failure, e.g. "No space left on device" when HDF5 saw a

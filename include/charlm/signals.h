@@ -1,8 +1,9 @@
-/* signals: the stop signals of `charlm train` (README "Signals and exit codes"). SIGTERM, SIGINT,
- * SIGUSR1 and SIGHUP only record that a stop was asked for — any number of them, at any moment —
- * and the run acts on the request where it can stop cleanly: at the end of a training window (all
- * ranks agree on it there), at the agreements between the stages of start-up, and between the
- * blocks of a corpus being read. SIGPIPE and SIGXFSZ are ignored: a closed log pipe or a file-size
+/* signals: the stop signals of `charlm train` and `charlm prepare` (README "Signals"). SIGTERM,
+ * SIGINT, SIGUSR1 and SIGHUP only record that a stop was asked for — any number of them, at any
+ * moment — and the command acts on the request where it can stop cleanly: at the end of a
+ * training window (all ranks agree on it there), at the agreements between the stages of
+ * start-up, between the blocks of a corpus being read, and between the chunks prepare writes
+ * (it removes its temporary file). SIGPIPE and SIGXFSZ are ignored: a closed log pipe or a file-size
  * limit then fails the write, which its writer handles, instead of killing the run. Layer 1, so
  * that any loop of start-up may poll. */
 #ifndef CHARLM_SIGNALS_H

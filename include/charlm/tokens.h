@@ -67,6 +67,7 @@ typedef struct {
     int64_t written;
     uint32_t *buf;  /* (TOKENS_CHUNK) ids not yet written */
     size_t nbuf;
+    int room;       /* a second descriptor of the file, for fileio_room; -1 when closed */
 } tokens_writer_t;
 
 /* What the attributes record of the sources, in concatenation order (all borrowed, as a
@@ -81,7 +82,10 @@ typedef struct {
 } tokens_sources_t;
 
 /* Creates (truncates) path for a prepared corpus; the caller commits it (fileio_commit) after
- * tokens_finish. Errors (CHARLM_EINPUT): "cannot create PATH: CAUSE". */
+ * tokens_finish. Errors (CHARLM_EINPUT): "cannot create PATH: CAUSE". The writer asks the file
+ * system for the room of every piece before HDF5 writes it (fileio_room), so that a full disk, a
+ * quota or a file-size limit fails the call that would pass it ("cannot write PATH: No space
+ * left on device") and never a write inside HDF5. */
 int tokens_create(tokens_writer_t *w, const char *path);
 
 /* Writes /vocab (v) and creates /tokens for n >= 1 ids of v. */
