@@ -97,12 +97,23 @@ static int split_and_check(corpus_t *c, const corpus_params_t *cfg, const corpus
 }
 
 /* Reads ids [first, first+n) of src into out, packed to the width the vocabulary needs, through
- * a bounded int32 buffer (4-byte ids go straight in). */
+ * a bounded int32 buffer (4-byte ids go straight in). A shard that cannot be allocated is bad
+ * input (too large a corpus for the ranks given), not a broken invariant: CHARLM_EINPUT naming
+ * `what`, the bytes and what this process may allocate. */
 static int read_packed(corpus_ids_t *out, corpus_src_t *src, const vocab_t *vocab, int64_t first,
-                       int64_t n) {
+                       int64_t n, const char *what) {
     enum { CHUNK = 1 << 20 };
     out->width = vocab->size <= 256 ? 1 : vocab->size <= 65536 ? 2 : 4;
-    out->data = xcalloc((size_t)n, (size_t)out->width);
+    out->data = calloc((size_t)n, (size_t)out->width);
+    if (!out->data) {
+        char need[32], avail[300];
+        fileio_bytes_text(need, sizeof need, (double)n * out->width);
+        fileio_mem_t m = fileio_mem_available(1, 0);
+        fileio_mem_text(avail, sizeof avail, &m);
+        return err_set(CHARLM_EINPUT, "not enough memory: %s: this rank's %lld characters take "
+                       "%s (%d byte%s each), %s; run more ranks or on more nodes", what,
+                       (long long)n, need, out->width, out->width == 1 ? "" : "s", avail);
+    }
     int32_t *buf = xcalloc(CHUNK, sizeof(int32_t));
     int rc = CHARLM_OK;
     for (int64_t done = 0; done < n; done += CHUNK) {
@@ -124,7 +135,9 @@ static int read_packed(corpus_ids_t *out, corpus_src_t *src, const vocab_t *voca
 /* Reads this rank's train ids and validation streams. */
 static int read_shard(corpus_t *c, corpus_src_t *train, corpus_src_t *val) {
     int64_t B = c->B, S = c->S, s0 = c->first_stream;
-    int rc = read_packed(&c->train, train, &c->vocab, s0 * c->L, B * c->L + 1);
+    char what[CHARLM_PATH_MAX + 64];
+    snprintf(what, sizeof what, "data.corpus (%lld training characters)", (long long)c->ntrain);
+    int rc = read_packed(&c->train, train, &c->vocab, s0 * c->L, B * c->L + 1, what);
     if (rc != CHARLM_OK || c->nval == 0) return rc;
 
     int64_t pred = c->nval - 1;
@@ -141,7 +154,9 @@ static int read_shard(corpus_t *c, corpus_src_t *train, corpus_src_t *val) {
     /* without data.val, the validation split is the tail of the corpus after the train split */
     corpus_src_t *vsrc = val ? val : train;
     int64_t offset = val ? 0 : c->ntrain;
-    return read_packed(&c->val_ids, vsrc, &c->vocab, offset + lo, hi - lo + 1);
+    snprintf(what, sizeof what, "the validation split of %s (%lld characters)",
+             val ? "data.val" : "data.corpus", (long long)c->nval);
+    return read_packed(&c->val_ids, vsrc, &c->vocab, offset + lo, hi - lo + 1, what);
 }
 
 int corpus_load(corpus_t *c, const corpus_params_t *cfg, int rank, int P, int note_skips) {
