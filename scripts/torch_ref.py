@@ -23,9 +23,22 @@ The same model and data layout as `charlm train`:
 Timing: --warmup windows run first (not timed), then all processes meet in a barrier and
 --windows windows are timed up to a final barrier. Process 0 prints one machine-readable line:
     RESULT chars_per_s=<float> windows=<n> seconds=<float> chars=<n> loss=<float> ...
+
+Quality mode (--time-limit SECONDS): the time-to-quality reference. The last --val-frac of the
+corpus is held out (as charlm's data.val_frac) and scored whole, as charlm scores it: its
+predictions dealt to the same S streams, each from a zero state, in windows of T. Training runs
+until the time limit by process 0's clock (agreed by all after every window), validating every
+--eval-every-s seconds and at the end, with what PyTorch offers for regularisation and schedules:
+--dropout (nn.LSTM's between layers, and on the embedding and the top layer's output), a
+cosine schedule over the time budget with --warmup-frac (--schedule cosine), or the
+word-language-model's lr / 4 on a plateau of the validation loss (--schedule plateau). Process 0
+writes one JSON line per validation to --curve FILE ({"seconds", "step", "val_loss", "lr"}) and
+prints RESULT val_loss=<float> steps=<n> seconds=<float> chars_per_s=<float> at the end.
 """
 
 import argparse
+import json
+import math
 import os
 import sys
 import tempfile
@@ -77,18 +90,21 @@ def load_ids(path):
 
 
 class CharRNN(nn.Module):
-    def __init__(self, cell, vocab, embed, hidden, layers):
+    def __init__(self, cell, vocab, embed, hidden, layers, dropout=0.0):
         super().__init__()
         self.embedding = nn.Embedding(vocab, embed)
         kinds = {"lstm": nn.LSTM, "gru": nn.GRU}
+        inner = dropout if layers > 1 else 0.0
         if cell == "rnn":
-            self.rnn = nn.RNN(embed, hidden, layers, nonlinearity="tanh")
+            self.rnn = nn.RNN(embed, hidden, layers, nonlinearity="tanh", dropout=inner)
         else:
-            self.rnn = kinds[cell](embed, hidden, layers)
+            self.rnn = kinds[cell](embed, hidden, layers, dropout=inner)
+        self.drop = nn.Dropout(dropout)
         self.decoder = nn.Linear(hidden, vocab)
 
     def forward(self, x, state):  # x (T, B) -> logits (T*B, V)
-        out, state = self.rnn(self.embedding(x), state)
+        out, state = self.rnn(self.drop(self.embedding(x)), state)
+        out = self.drop(out)
         return self.decoder(out.reshape(-1, out.shape[-1])), state
 
 
@@ -103,6 +119,124 @@ def detach(state):
     return state.detach()
 
 
+def train_window(ddp, opt, shard, state, cursor, T, clip):
+    """One window of truncated BPTT on the (B, L+1) shard at window index cursor: forward from
+    state, mean cross-entropy, backward (DDP averages the gradients), clip, step. Returns the
+    loss (a tensor) and the detached state to carry."""
+    chunk = shard[:, cursor * T:cursor * T + T + 1].t()  # (T+1, B)
+    x, y = chunk[:-1].contiguous(), chunk[1:].reshape(-1)
+    logits, new_state = ddp(x, state)
+    loss = F.cross_entropy(logits, y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip > 0:
+        nn.utils.clip_grad_norm_(ddp.parameters(), clip)
+    opt.step()
+    return loss, detach(new_state)
+
+
+def val_streams(n_val, S):
+    """charlm's dealing of the n_val - 1 validation predictions to S streams: (start, length)."""
+    pred = n_val - 1
+    q, rho = divmod(pred, S)
+    return [(s * q + min(s, rho), q + (s < rho)) for s in range(S)]
+
+
+def validate(model, cell, args, val, streams):
+    """The summed loss of this process's validation streams (a list of (start, length) into the
+    val ids) and their prediction count, each stream from a zero state, windows of T, padding not
+    scored."""
+    T, B = args.seq, len(streams)
+    longest = max(n for _, n in streams)
+    x = torch.zeros(longest, B, dtype=torch.long)
+    y = torch.full((longest, B), -100, dtype=torch.long)
+    for b, (st, n) in enumerate(streams):
+        x[:n, b] = val[st:st + n]
+        y[:n, b] = val[st + 1:st + n + 1]
+    model.eval()
+    total, state = 0.0, zero_state(cell, args.layers, B, args.hidden)
+    with torch.no_grad():
+        for t0 in range(0, longest, T):
+            logits, state = model(x[t0:t0 + T], state)
+            total += F.cross_entropy(logits, y[t0:t0 + T].reshape(-1), ignore_index=-100,
+                                     reduction="sum").item()
+    model.train()
+    return total, sum(n for _, n in streams)
+
+
+def quality(rank, args, ids, V):
+    """Trains until --time-limit, validating on the held-out tail (see the module's docstring)."""
+    P, S, T = args.nproc, args.streams, args.seq
+    B = S // P
+    n_train = int(len(ids) * (1 - args.val_frac))
+    train, val = ids[:n_train], ids[n_train:]
+    L = (len(train) - 1) // S
+    nwin = L // T
+    s0 = rank * B
+    shard = torch.stack([train[(s0 + b) * L:(s0 + b) * L + L + 1] for b in range(B)])
+    mine = val_streams(len(val), S)[s0:s0 + B]
+    torch.manual_seed(args.seed)
+    model = CharRNN(args.cell, V, args.embed, args.hidden, args.layers, args.dropout)
+    ddp = DDP(model)
+    opt = torch.optim.Adam(ddp.parameters(), lr=args.lr)
+    state = zero_state(args.cell, args.layers, B, args.hidden)
+    cursor = step = bad = 0
+    best = float("inf")
+    scale = 1.0
+    curve = open(args.curve, "w") if args.curve and rank == 0 else None
+
+    def val_loss():
+        total, n = validate(model, args.cell, args, val, mine)
+        t = torch.tensor([total, float(n)], dtype=torch.float64)
+        dist.all_reduce(t)
+        return (t[0] / t[1]).item()
+
+    def record(seconds, loss, lr):
+        if curve:
+            curve.write(json.dumps({"seconds": round(seconds, 2), "step": step,
+                                    "val_loss": loss, "lr": lr}) + "\n")
+            curve.flush()
+
+    t0 = time.perf_counter()
+    next_eval = args.eval_every_s
+    while True:
+        elapsed = time.perf_counter() - t0
+        flag = torch.tensor([elapsed], dtype=torch.float64)
+        dist.broadcast(flag, 0)  # process 0's clock decides, for every process
+        elapsed = flag.item()
+        if elapsed >= args.time_limit:
+            break
+        if elapsed >= next_eval:
+            loss = val_loss()
+            if args.schedule == "plateau":
+                if loss < best - 1e-4:
+                    best, bad = loss, 0
+                else:
+                    bad += 1
+                    if bad >= args.patience:
+                        scale, bad = scale / 4, 0
+            record(elapsed, loss, args.lr * scale)
+            next_eval += args.eval_every_s
+        frac = elapsed / args.time_limit
+        if args.schedule == "cosine":
+            w = args.warmup_frac
+            scale = frac / w if frac < w else 0.5 * (1 + math.cos(math.pi * (frac - w) / (1 - w)))
+        for g in opt.param_groups:
+            g["lr"] = args.lr * scale
+        loss, state = train_window(ddp, opt, shard, state, cursor, T, args.clip)
+        step += 1
+        cursor += 1
+        if cursor == nwin:
+            cursor, state = 0, zero_state(args.cell, args.layers, B, args.hidden)
+    train_seconds = time.perf_counter() - t0
+    loss = val_loss()
+    record(time.perf_counter() - t0, loss, args.lr * scale)
+    if rank == 0:
+        print(f"RESULT val_loss={loss:.4f} steps={step} seconds={train_seconds:.1f} "
+              f"chars_per_s={step * S * T / train_seconds:.1f} vocab={V} nproc={P} "
+              f"torch={torch.__version__}", flush=True)
+
+
 def worker(rank, args, init_method):
     torch.set_num_threads(1)
     if not args.no_pin and hasattr(os, "sched_setaffinity"):
@@ -113,6 +247,10 @@ def worker(rank, args, init_method):
     B = S // P
 
     ids, V = load_ids(args.corpus)
+    if args.time_limit:
+        quality(rank, args, ids, V)
+        dist.destroy_process_group()
+        return
     L = (len(ids) - 1) // S
     nwin = L // T
     if nwin < 1:
@@ -131,16 +269,7 @@ def worker(rank, args, init_method):
 
     def window():
         nonlocal state, cursor, loss_val
-        chunk = shard[:, cursor * T:cursor * T + T + 1].t()  # (T+1, B)
-        x, y = chunk[:-1].contiguous(), chunk[1:].reshape(-1)
-        logits, new_state = ddp(x, state)
-        loss = F.cross_entropy(logits, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if args.clip > 0:
-            nn.utils.clip_grad_norm_(ddp.parameters(), args.clip)
-        opt.step()
-        state = detach(new_state)
+        loss, state = train_window(ddp, opt, shard, state, cursor, T, args.clip)
         cursor += 1
         if cursor == nwin:  # epoch wrap
             cursor = 0
@@ -181,6 +310,15 @@ def main():
     ap.add_argument("--clip", type=float, default=5.0)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--no-pin", action="store_true", help="do not pin process r to CPU r")
+    q = ap.add_argument_group("quality mode (time to quality)")
+    q.add_argument("--time-limit", type=float, default=0, help="train for SECONDS, then validate")
+    q.add_argument("--val-frac", type=float, default=0.1, help="held-out tail of the corpus")
+    q.add_argument("--eval-every-s", type=float, default=60, help="validation interval")
+    q.add_argument("--dropout", type=float, default=0.0)
+    q.add_argument("--schedule", choices=["constant", "cosine", "plateau"], default="constant")
+    q.add_argument("--warmup-frac", type=float, default=0.02, help="cosine: warm-up share")
+    q.add_argument("--patience", type=int, default=1, help="plateau: validations without gain")
+    q.add_argument("--curve", help="JSON lines of the validations (process 0)")
     args = ap.parse_args()
     if args.embed is None:
         args.embed = args.hidden
