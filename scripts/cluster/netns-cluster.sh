@@ -115,7 +115,9 @@ up() {
         ip -n "$switch" link set "p$k" master br0 up
         ip -n "$ns" addr add "$net.$k/24" dev eth0
         ip -n "$ns" link set eth0 up
-        ip netns exec "$ns" unshare --uts --mount --ipc --propagation private -- \
+        # nsenter, not `ip netns exec`, which would mount a new /sys without the cgroup file
+        # systems under it (slurmd needs them)
+        nsenter --net="/run/netns/$ns" unshare --uts --mount --ipc --propagation private -- \
             "$self" _setup "$node" </dev/null >"$dir/nodes/$node/holder.log" 2>&1 &
         echo $! >"$dir/nodes/$node/holder.pid"
     done
@@ -137,7 +139,8 @@ EOF
     say "$nodes node(s) up: $(seq -s, -f "node%g" 1 "$nodes") on $net.0/24, shared directory $dir/shared"
 }
 
-# Runs CMD in NODE's namespaces with a fresh login environment (as sshd would give: PATH, HOME,
+# Runs CMD in NODE's namespaces (with login set: in the caller's environment, as on a login
+# node; else with a fresh login environment (as sshd would give: PATH, HOME,
 # USER, plus the cluster's own variables), in the caller's working directory when it exists
 # there. With JOIN set, the words of CMD are joined into one shell command line, as ssh does:
 # Open MPI's rsh launcher calls its agent as `AGENT HOST orted -mca key "value" ...`, quoted
@@ -147,6 +150,10 @@ node_exec() {
     shift
     local pid
     pid=$(holder "$node") || die "node $node is not up (CHARLM_CLUSTER_DIR=$dir)"
+    if [[ -n "${login:-}" ]]; then
+        exec nsenter -t "$pid" --net --uts --mount --ipc -- \
+            bash -c 'cd "$1" 2>/dev/null || cd /; exec "${@:2}"' _ "$PWD" "$@"
+    fi
     exec nsenter -t "$pid" --net --uts --mount --ipc -- \
         env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME="${HOME:-/root}" \
         USER="$(id -un)" LOGNAME="$(id -un)" CHARLM_CLUSTER_DIR="$dir" \
@@ -208,9 +215,13 @@ MinJobAge=5
 KillWait=5
 InactiveLimit=0
 ReturnToService=2
-NodeName=node[1-$nodes] NodeAddr=$net.[1-$nodes] CPUs=$cpus Boards=1 SocketsPerBoard=1 CoresPerSocket=$cpus ThreadsPerCore=1 RealMemory=1000 State=UNKNOWN
 PartitionName=debug Nodes=node[1-$nodes] Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 EOF
+    local k
+    for ((k = 1; k <= nodes; k++)); do
+        echo "NodeName=node$k NodeAddr=$net.$k CPUs=$cpus Boards=1 SocketsPerBoard=1" \
+            "CoresPerSocket=$cpus ThreadsPerCore=1 RealMemory=1000 State=UNKNOWN"
+    done
 }
 
 slurm_up() {
@@ -221,10 +232,7 @@ slurm_up() {
     done
     [[ -f "$dir/cluster.env" ]] || die "the cluster is not up: $0 up first"
     mkdir -p "$dir/slurm/state" "$dir/slurm/log"
-    # NodeAddr ranges need as many addresses as names: written out one per node
-    slurm_conf "${CHARLM_CLUSTER_CPUS:-2}" |
-        sed "s|NodeAddr=$net\.\[1-$nodes\]|NodeAddr=$(seq -s, -f "$net.%g" 1 "$nodes")|" \
-            >"$dir/slurm/slurm.conf"
+    slurm_conf "${CHARLM_CLUSTER_CPUS:-$(nproc)}" >"$dir/slurm/slurm.conf"
     dd if=/dev/urandom of="$dir/slurm/munge.key" bs=1024 count=1 status=none
     chmod 400 "$dir/slurm/munge.key"
     export SLURM_CONF="$dir/slurm/slurm.conf"
@@ -250,7 +258,22 @@ slurm_up() {
     (node_exec node1 sinfo -N) || true
     [[ $( (node_exec node1 sinfo -h -N -o %t 2>/dev/null) | grep -cE '^(idle|mix|alloc)') -eq $nodes ]] ||
         die "not all nodes became idle (see $dir/slurm/log/)"
-    say "SLURM up: slurmctld on node1, slurmd on node1..node$nodes; SLURM_CONF=$SLURM_CONF"
+    # the SLURM commands for the host: they run on node1 (the host has no route to the nodes),
+    # in the caller's environment, which sbatch passes to the job; on a node they are SLURM's own
+    mkdir -p "$dir/bin"
+    local c
+    for c in sbatch squeue scancel scontrol sinfo srun salloc; do
+        cat >"$dir/bin/$c" <<EOF
+#!/bin/sh
+# $c on node1 of the emulated cluster (written by netns-cluster.sh slurm-up)
+case "\$(ip netns identify 2>/dev/null)" in $name-node*) exec "$(command -v "$c")" "\$@" ;; esac
+CHARLM_CLUSTER_DIR='$dir' CHARLM_CLUSTER_NAME='$name' CHARLM_CLUSTER_NODES='$nodes' \\
+    CHARLM_CLUSTER_NET='$net' exec '$self' login node1 "$(command -v "$c")" "\$@"
+EOF
+        chmod +x "$dir/bin/$c"
+    done
+    say "SLURM up: slurmctld on node1, slurmd on node1..node$nodes; use it from here with"
+    echo "  export SLURM_CONF=$SLURM_CONF PATH=$dir/bin:\$PATH"
 }
 
 status() {
@@ -291,7 +314,7 @@ down_quiet() {
     done
     for ns in $nss; do ip netns del "$ns" 2>/dev/null || true; done
     if [[ -d "$dir" ]]; then
-        rm -rf "$dir/nodes" "$dir/slurm" "$dir/hosts" "$dir/cluster.env"
+        rm -rf "$dir/nodes" "$dir/slurm" "$dir/bin" "$dir/hosts" "$dir/cluster.env"
         rmdir "$dir/shared" "$dir" 2>/dev/null || true
     fi
 }
@@ -304,6 +327,7 @@ case "${1:-}" in
         "CHARLM_CLUSTER_NET=$net${SLURM_CONF:+ SLURM_CONF=$SLURM_CONF}" ;;
     exec) shift; [[ $# -ge 2 ]] || die "usage: $0 exec NODE CMD..."; node_exec "$@" ;;
     agent) shift; join=1 node_exec "$@" ;;
+    login) shift; [[ $# -ge 2 ]] || die "usage: $0 login NODE CMD..."; login=1 node_exec "$@" ;;
     mpirun) shift; node_mpirun "$@" ;;
     slurm-up) slurm_up ;;
     run)
