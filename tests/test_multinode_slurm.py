@@ -2,7 +2,8 @@
 munged on each node with one key, slurmctld on node1, one slurmd per node with its own
 NodeName, NodeAddr and spool): `sbatch --nodes=2 --ntasks-per-node=1 scripts/slurm/charlm.sbatch`
 with the ranks launched by srun (--mpi=pmix, Debian's Open MPI and slurm-wlm) and by mpirun
-inside the allocation. Each job is stopped mid-run by `scancel --signal=USR1 --batch`, requeues
+inside the allocation, which the batch script chooses by itself when srun lacks the PMI plugin
+(CHARLM_SRUN_MPI naming one that does not exist). Each job is stopped mid-run by `scancel --signal=USR1 --batch`, requeues
 itself and resumes from its checkpoint on the shared directory, and must end with exactly the
 validation losses of the same run uninterrupted (-np 2 on one host); the step's tasks must have
 run on node1 and node2.
@@ -63,13 +64,13 @@ def main():
         print(f"uninterrupted -np 2 on one host: {time.time() - t:.0f} s, final validation "
               f"loss {ref[-1][1]}")
 
-        for launcher in ("srun", "mpirun"):
+        # srun by default; mpirun chosen by the script itself when srun lacks the PMI plugin
+        for launcher, env in (("srun", {}), ("mpirun", {"CHARLM_SRUN_MPI": "nosuchpmi"})):
             run_dir = os.path.join(cl.shared, f"run-{launcher}")
             t = time.time()
             job, out = ts.submit(cl.shared, launcher, ["--nodes=2", ts.SBATCH, ini,
                                                        "--run-dir", run_dir] + SMALLER,
-                                 {"CHARLM_BIN": charlm, "CHARLM_LAUNCHER": launcher,
-                                  "CHARLM_MAX_REQUEUES": "5"})
+                                 dict(env, CHARLM_BIN=charlm, CHARLM_MAX_REQUEUES="5"))
             deadline = time.time() + ts.JOB_TIMEOUT
             while ts.last_train_step(run_dir) < STEPS // 4:
                 if time.time() > deadline or ts.job_state(job) in ts.FINAL:
@@ -83,6 +84,9 @@ def main():
             print(f"{launcher}: job {job} ended ({st}) after {time.time() - t:.0f} s")
             ts.check_job(launcher, out, run_dir, STEPS, ref, True)
             text = ts.read(out)
+            launched = re.findall(r"launcher (\w+)$", text, re.M)
+            if not launched or any(x != launcher for x in launched):
+                h.problem(f"{launcher}: the job's starts used the launchers {launched}")
             nodes = re.findall(r"on (\S+): 2 rank\(s\) x 1 CPU", text)
             if not nodes or any(n != "node[1-2]" for n in nodes):
                 h.problem(f"{launcher}: the job's starts ran on {nodes}, expected node[1-2]")
