@@ -335,7 +335,11 @@ case "${1:-}" in
         trap 'down_quiet' EXIT
         trap 'exit 130' INT TERM
         up
-        CHARLM_CLUSTER_DIR="$dir" "$@"
+        # in the background, so that a signal to this script tears down at once
+        CHARLM_CLUSTER_DIR="$dir" "$@" &
+        child=$!
+        trap 'kill -TERM "$child" 2>/dev/null; exit 130' INT TERM
+        wait "$child"
         ;;
     _setup) node_setup "$2" ;;
     *) echo "usage: $0 up|down|status|env|exec NODE CMD...|mpirun ARGS...|slurm-up|run CMD..." >&2
