@@ -37,6 +37,7 @@ def rel(a, b):
 def args(corpus, run_dir, batch, steps, extra=()):
     return ["train", "--corpus", corpus, "--cell", "lstm", "--layers", "1", "--hidden", "16",
             "--embed", "8", "--dropout", "0.25", "--batch", str(batch), "--seq", str(T),
+            "--lr", "0.01",
             "--steps", str(steps), "--epochs", "0", "--log-every", "1", "--eval-every", "6",
             "--set", "checkpoint.every=0", "--run-dir", run_dir] + list(extra)
 
