@@ -12,8 +12,8 @@ compute per rank).
 
 The link model: a ring all-reduce of n floats over P ranks takes 2(P-1) steps of latency alpha
 and moves 2(P-1)/P * 4n bytes through each rank's link of bandwidth B. alpha and B are fitted
-(least squares) to the -np 2 sums of the measurement (t = 2 alpha + 4n / B), or given with --bw
-and --lat. charlm sums its gradient in ceil(n / piece) sums, so a window's all-reduce costs
+to the -np 2 sums of the measurement (t = 2 alpha + 4n / B: alpha from the smallest, B from the
+largest), or given with --bw and --lat. charlm sums its gradient in ceil(n / piece) sums, so a window's all-reduce costs
 
     t(P) = ceil(n / piece) * 2(P-1) alpha + 2(P-1)/P * 4n / B
 
@@ -40,18 +40,17 @@ def dist_piece(p):
 
 
 def fit_link(text):
-    """(alpha s, B bytes/s, points) from the -np 2 whole-buffer sums of bench_multinode.sh."""
-    pts = [(int(n), float(ms) * 1e-3) for n, ms in
-           re.findall(r"^np=2 ALLREDUCE ranks=2 floats=(\d+) piece=0 median_ms=([\d.]+)", text,
-                      re.M)]
+    """(alpha s, B bytes/s, points) from the -np 2 whole-buffer sums of bench_multinode.sh: alpha
+    from the smallest sum (t = 2 alpha at P = 2), B from the largest (t = 2 alpha + 4n / B). The
+    sums in between are faster than that B (the model is conservative for them) and printed."""
+    pts = sorted((int(n), float(ms) * 1e-3) for n, ms in
+                 re.findall(r"^np=2 ALLREDUCE ranks=2 floats=(\d+) piece=0 median_ms=([\d.]+)",
+                            text, re.M))
     if len(pts) < 2:
         sys.exit("scaling_projection: fewer than 2 'np=2 ALLREDUCE ... piece=0' lines")
-    mx = statistics.fmean(n for n, _ in pts)
-    my = statistics.fmean(t for _, t in pts)
-    slope = (sum((n - mx) * (t - my) for n, t in pts) /
-             sum((n - mx) ** 2 for n, _ in pts))
-    icept = my - slope * mx
-    return max(icept, 0.0) / 2, 4 / slope, pts
+    alpha = pts[0][1] / 2
+    n, t = pts[-1]
+    return alpha, 4 * n / (t - 2 * alpha), pts
 
 
 def ring(n, p, piece, alpha, bw):
@@ -65,7 +64,9 @@ def works(bench):
     floats = {w: int(n) for w, n in
               re.findall(r"^\s*(\w+): ALLREDUCE ranks=\d+ floats=(\d+) piece=0 ", bench, re.M)}
     cps = {}
-    for w, c in re.findall(r"^run (\w+) rep \d+: charlm ([\d.]+) chars/s", bench, re.M):
+    default_kernels = bench.split("\n== OpenBLAS AVX-512")[0]
+    for w, c in re.findall(r"^run (\w+) rep \d+: charlm ([\d.]+) chars/s", default_kernels,
+                           re.M):
         cps.setdefault(w, []).append(float(c))
     return {w: (floats[w], WINDOW_CHARS / statistics.median(cps[w])) for w in floats if w in cps}
 

@@ -29,7 +29,9 @@ if [[ "${1:-}" != _inside ]]; then
     export CHARLM_CLUSTER_NAME="${CHARLM_CLUSTER_NAME:-bench$$}"
     export CHARLM_CLUSTER_DIR="${CHARLM_CLUSTER_DIR:-/tmp/charlm-bench-cluster-$$}"
     export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-    "$CLUSTER" run "${BASH_SOURCE[0]}" _inside 2>&1 | tee "$out"
+    # the machine's directories left out of what may be committed
+    "$CLUSTER" run "${BASH_SOURCE[0]}" _inside 2>&1 |
+        sed -e "s|$CHARLM_CLUSTER_DIR|\$CHARLM_CLUSTER_DIR|g" -e "s|$ROOT/||g" | tee "$out"
     rm -rf "$CHARLM_CLUSTER_DIR"
     echo "bench_multinode: written to $out"
     exit 0

@@ -55,8 +55,9 @@ need() {
     for p in ip unshare nsenter; do
         command -v "$p" >/dev/null 2>&1 || die "$p not found (iproute2, util-linux)"
     done
-    [[ "$nodes" =~ ^[0-9]+$ ]] && ((nodes >= 1 && nodes <= 200)) ||
+    if ! [[ "$nodes" =~ ^[0-9]+$ ]] || ((nodes < 1 || nodes > 200)); then
         die "CHARLM_CLUSTER_NODES=$nodes: expected 1..200"
+    fi
     [[ "$name" =~ ^[a-zA-Z0-9_-]{1,20}$ ]] || die "CHARLM_CLUSTER_NAME=$name: 1-20 of [a-zA-Z0-9_-]"
 }
 
@@ -101,6 +102,8 @@ up() {
         local k
         for ((k = 1; k <= nodes; k++)); do echo "$net.$k node$k"; done
     } >"$dir/hosts"
+    # the holders carry the cluster's name: down tells them from unrelated processes by it
+    export CHARLM_CLUSTER_NAME="$name" CHARLM_CLUSTER_DIR="$dir"
     ip netns add "$switch"
     ip -n "$switch" link add br0 type bridge
     ip -n "$switch" link set br0 up
@@ -150,10 +153,12 @@ node_exec() {
     shift
     local pid
     pid=$(holder "$node") || die "node $node is not up (CHARLM_CLUSTER_DIR=$dir)"
+    # shellcheck disable=SC2016 # the inner shell expands them
     if [[ -n "${login:-}" ]]; then
         exec nsenter -t "$pid" --net --uts --mount --ipc -- \
             bash -c 'cd "$1" 2>/dev/null || cd /; exec "${@:2}"' _ "$PWD" "$@"
     fi
+    # shellcheck disable=SC2016 # the inner shell expands them
     exec nsenter -t "$pid" --net --uts --mount --ipc -- \
         env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME="${HOME:-/root}" \
         USER="$(id -un)" LOGNAME="$(id -un)" CHARLM_CLUSTER_DIR="$dir" \
@@ -299,8 +304,14 @@ down_quiet() {
     for sig in TERM KILL; do
         pids=""
         for ns in $nss; do pids+=" $(ip netns pids "$ns" 2>/dev/null || true)"; done
-        # holders that never entered a namespace (a failure half-way)
-        for f in "$dir"/nodes/*/holder.pid; do [[ -s "$f" ]] && pids+=" $(<"$f")"; done
+        # holders that never entered a namespace (a failure half-way), when they are ours: a
+        # stale pid file may name a pid that another process has now
+        for f in "$dir"/nodes/*/holder.pid; do
+            [[ -s "$f" ]] || continue
+            p=$(<"$f")
+            { tr '\0' '\n' <"/proc/$p/environ"; } 2>/dev/null | grep -qx "CHARLM_CLUSTER_NAME=$name" &&
+                pids+=" $p"
+        done
         pids=$(tr ' ' '\n' <<<"$pids" | grep -E '^[0-9]+$' | grep -vx "$$" | sort -u || true)
         [[ -z "$pids" ]] && break
         # shellcheck disable=SC2086
@@ -314,7 +325,7 @@ down_quiet() {
     done
     for ns in $nss; do ip netns del "$ns" 2>/dev/null || true; done
     if [[ -d "$dir" ]]; then
-        rm -rf "$dir/nodes" "$dir/slurm" "$dir/bin" "$dir/hosts" "$dir/cluster.env"
+        rm -rf "${dir:?}/nodes" "${dir:?}/slurm" "${dir:?}/bin" "${dir:?}/hosts" "${dir:?}/cluster.env"
         rmdir "$dir/shared" "$dir" 2>/dev/null || true
     fi
 }
