@@ -7,6 +7,7 @@ A Cluster is named uniquely per test run (namespaces, state directory), so that 
 run or one running at the same time never collides with it."""
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -41,7 +42,7 @@ class Cluster:
     def __init__(self, tmp, nodes=2):
         self.dir = os.path.join(tmp, "cluster")
         self.shared = os.path.join(self.dir, "shared")
-        self.name = f"cm{os.getpid() % 10000}{random.randrange(16 ** 4):04x}"
+        self.name = f"cm{os.getpid()}x{random.randrange(16 ** 4):04x}"
         self.nodes = [f"node{k}" for k in range(1, nodes + 1)]
         self.env = dict(os.environ, CHARLM_CLUSTER_DIR=self.dir, CHARLM_CLUSTER_NAME=self.name,
                         CHARLM_CLUSTER_NODES=str(nodes))
@@ -56,7 +57,23 @@ class Cluster:
             h.fail(f"netns-cluster.sh {' '.join(args)} exited {p.returncode}")
         return p
 
+    def sweep_stale(self):
+        """Tears down the clusters of earlier test runs whose process is gone (a run killed
+        with SIGKILL could not tear its own down); their names carry the test's pid."""
+        ns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        stale = set()
+        for line in ns.splitlines():
+            m = re.match(r"(cm(\d+)x[0-9a-f]{4})-(node\d+|sw)\b", line)
+            if m and not os.path.exists(f"/proc/{m.group(2)}"):
+                stale.add(m.group(1))
+        for name in sorted(stale):
+            subprocess.run([SCRIPT, "down"], capture_output=True, stdin=subprocess.DEVNULL,
+                           env=dict(self.env, CHARLM_CLUSTER_NAME=name,
+                                    CHARLM_CLUSTER_DIR=os.path.join(self.dir, "stale-" + name)))
+            print(f"tore down the stale cluster {name} of an earlier test run")
+
     def up(self):
+        self.sweep_stale()
         print(self.script("up").stdout.strip())
         os.makedirs(self.shared, exist_ok=True)
 

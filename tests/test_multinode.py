@@ -5,7 +5,8 @@ tcp,self; no shared memory even within a node), each node with its own hostname,
 
 - `-np 2 --host node1:1,node2:1` and `-np 4 --host node1:2,node2:2`: every train line (loss,
   gradient norm) and validation equal, bit for bit, the single-host run (shared memory) with
-  the same ranks and streams; the map shows the ranks on both nodes.
+  the same ranks and streams; the map shows the ranks on both nodes, and Open MPI's session
+  directories are in each node's own /tmp.
 - SIGTERM to the rank on node2, mid-run: the job exits 3 with a checkpoint on the shared
   directory, written by rank 0 on node1 (run.dir/lock named node1 while it ran); resumed with
   the node order reversed (rank 0 now on node2), the run ends with exactly the train lines and
@@ -116,6 +117,11 @@ def main():
             out, err = proc.communicate()
             h.fail(f"the job ended (exit {proc.returncode}) before step 20:\n{out}{err}")
         holder = open(os.path.join(run_dir, "lock")).read().split()
+        # Open MPI's session directories are in each node's own /tmp, not the machine's
+        for node in cl.nodes:
+            local = os.listdir(os.path.join(cl.dir, "nodes", node, "tmp"))
+            if not any(n.startswith(f"ompi.{node}.") for n in local):
+                h.problem(f"{node}: no Open MPI session directory in its /tmp: {local}")
         remote = cl.processes("node2", charlm)
         local = cl.processes("node1", charlm)
         if list(remote.values()) != [1] or list(local.values()) != [0]:
