@@ -81,10 +81,11 @@ class Cluster:
         """argv that runs args on node (a login environment, this working directory)."""
         return [SCRIPT, "exec", node] + list(args)
 
-    def mpirun(self, args):
-        """argv of Open MPI's mpirun on node1 over the cluster's TCP network (netns-cluster.sh
-        mpirun), with the environment's Open MPI settings passed on."""
-        return [SCRIPT, "mpirun"] + list(args)
+    def mpirun(self, args, node="node1"):
+        """argv of Open MPI's mpirun on node over the cluster's TCP network (netns-cluster.sh
+        mpirun), with the environment's Open MPI settings passed on. Open MPI puts the first
+        ranks on the node that mpirun runs on."""
+        return ["env", f"CHARLM_CLUSTER_MPIRUN_NODE={node}", SCRIPT, "mpirun"] + list(args)
 
     def popen(self, argv, **kw):
         return subprocess.Popen(argv, env=self.env, stdout=subprocess.PIPE,

@@ -9,8 +9,9 @@ tcp,self; no shared memory even within a node), each node with its own hostname,
   directories are in each node's own /tmp.
 - SIGTERM to the rank on node2, mid-run: the job exits 3 with a checkpoint on the shared
   directory, written by rank 0 on node1 (run.dir/lock named node1 while it ran); resumed with
-  the node order reversed (rank 0 now on node2), the run ends with exactly the train lines and
-  validations of the uninterrupted run.
+  the node order reversed (mpirun and rank 0 now on node2, the lock naming node2), SIGUSR1 to
+  mpirun stops it again the same way (Open MPI's daemon on node1 passes the signal on); resumed
+  again, the run ends with exactly the train lines and validations of the uninterrupted run.
 - SIGKILL of the rank on node2: the whole job ends, non-zero, within 10 s, leaving no charlm or
   orted on either node.
 - `down` leaves no namespace, veth, bridge or process behind.
@@ -71,6 +72,47 @@ def wait_step(proc, run_dir, step, timeout=120):
     return False
 
 
+def stop(cl, charlm, corpus, run_dir, hosts, step, how, send, resume_from=None):
+    """Runs the long training on hosts (resuming from resume_from when given), calls
+    send(proc, {pid: rank} of node2) once past `step`, and checks: exit 3, a checkpoint on the
+    shared directory, Open MPI's session directories in each node's own /tmp, run.dir/lock
+    naming the host of rank 0. Returns (the step stopped at, the checkpoint)."""
+    extra = ["--resume", "auto"] if resume_from else []
+    first = hosts.split(":")[0]
+    proc = cl.popen(cl.mpirun(["-np", "2", "--host", hosts, charlm] +
+                              long_args(corpus, run_dir, extra), node=first))
+    if not wait_step(proc, run_dir, step):
+        proc.kill()
+        out, err = proc.communicate()
+        h.fail(f"[{how}] the job ended (exit {proc.returncode}) before step {step}:\n{out}{err}")
+    holder = open(os.path.join(run_dir, "lock")).read().split()
+    for node in cl.nodes:
+        local = os.listdir(os.path.join(cl.dir, "nodes", node, "tmp"))
+        if not any(n.startswith(f"ompi.{node}.") for n in local):
+            h.problem(f"[{how}] {node}: no Open MPI session directory in its /tmp: {local}")
+    ranks = {n: sorted(cl.processes(n, charlm).values()) for n in cl.nodes}
+    if ranks != {first: [0], ("node2" if first == "node1" else "node1"): [1]}:
+        proc.kill()
+        proc.communicate()
+        h.fail(f"[{how}] ranks per node {ranks}, expected rank 0 on {first}")
+    send(proc, cl.processes("node2", charlm))
+    sent = last_step(run_dir)
+    out, err = proc.communicate(timeout=120)
+    m = re.search(r"charlm: stopped by a signal at step (\d+); checkpoint (\S+)", err)
+    if proc.returncode != 3 or not m:
+        h.fail(f"[{how}] at step {sent}: exit {proc.returncode}, expected 3 with a checkpoint:"
+               f"\n{err}")
+    if resume_from and f"resuming from {resume_from}" not in err:
+        h.problem(f"[{how}] did not resume from {resume_from}:\n{err}")
+    stopped, ck = int(m.group(1)), m.group(2)
+    if not (ck.startswith(cl.shared) and os.path.exists(ck)) or holder[:1] != [first]:
+        h.problem(f"[{how}] checkpoint {ck} (on the shared directory: {ck.startswith(cl.shared)}"
+                  f", exists: {os.path.exists(ck)}); lock holder {holder}, expected {first}")
+    print(f"{how}, at step {sent}: exit 3, checkpoint {os.path.relpath(ck, cl.shared)} at step "
+          f"{stopped} on the shared directory; run.dir/lock named {' '.join(holder)}")
+    return stopped, ck
+
+
 def main():
     c.skip_unless_possible()
     os.environ["OPENBLAS_NUM_THREADS"] = "1"
@@ -105,44 +147,20 @@ def main():
                 print(f"-np {np_} across nodes ({where}): 24 train lines and 2 validations equal "
                       f"to the single-host run bit for bit (final val {b[1][-1][1]})")
 
-        # 2. SIGTERM to the rank on node2, then resume with rank 0 on node2
+        # 2. SIGTERM to the rank on node2; resumed with rank 0 on node2, SIGUSR1 to mpirun
+        # there (its daemon on node1 passes it on); resumed again, to the end
         full = os.path.join(tmp, "full")
         h.run(long_args(corpus, full), np=2, check=True)
         ref = lines(full)
         run_dir = os.path.join(cl.shared, "stopped")
-        proc = cl.popen(cl.mpirun(["-np", "2", "--host", "node1:1,node2:1", charlm] +
-                                  long_args(corpus, run_dir)))
-        if not wait_step(proc, run_dir, 20):
-            proc.kill()
-            out, err = proc.communicate()
-            h.fail(f"the job ended (exit {proc.returncode}) before step 20:\n{out}{err}")
-        holder = open(os.path.join(run_dir, "lock")).read().split()
-        # Open MPI's session directories are in each node's own /tmp, not the machine's
-        for node in cl.nodes:
-            local = os.listdir(os.path.join(cl.dir, "nodes", node, "tmp"))
-            if not any(n.startswith(f"ompi.{node}.") for n in local):
-                h.problem(f"{node}: no Open MPI session directory in its /tmp: {local}")
-        remote = cl.processes("node2", charlm)
-        local = cl.processes("node1", charlm)
-        if list(remote.values()) != [1] or list(local.values()) != [0]:
-            proc.kill()
-            proc.communicate()
-            h.fail(f"ranks: node1 {local}, node2 {remote}; expected rank 0 on node1, 1 on node2")
-        os.kill(next(iter(remote)), signal.SIGTERM)
-        sent = last_step(run_dir)
-        out, err = proc.communicate(timeout=120)
-        m = re.search(r"charlm: stopped by a signal at step (\d+); checkpoint (\S+)", err)
-        if proc.returncode != 3 or not m:
-            h.fail(f"SIGTERM to rank 1 on node2 at step {sent}: exit {proc.returncode}, "
-                   f"expected 3 with a checkpoint:\n{err}")
-        stopped, ck = int(m.group(1)), m.group(2)
-        if not (ck.startswith(cl.shared) and os.path.exists(ck)) or holder[:1] != ["node1"]:
-            h.problem(f"checkpoint {ck} (on the shared directory: {ck.startswith(cl.shared)}, "
-                      f"exists: {os.path.exists(ck)}); lock holder {holder}, expected node1")
-        print(f"SIGTERM to rank 1 on node2 at step {sent}: exit 3, checkpoint {ck} at step "
-              f"{stopped} on the shared directory; run.dir/lock named {' '.join(holder)}")
-        p = cl.run(cl.mpirun(["-np", "2", "--host", "node2:1,node1:1", "--display-map", charlm] +
-                             long_args(corpus, run_dir, ["--resume", "auto"])))
+        stopped, ck = stop(cl, charlm, corpus, run_dir, "node1:1,node2:1", 20,
+                           "SIGTERM to rank 1 on node2",
+                           lambda proc, remote: os.kill(next(iter(remote)), signal.SIGTERM))
+        stopped, ck = stop(cl, charlm, corpus, run_dir, "node2:1,node1:1", stopped + 40,
+                           "SIGUSR1 to mpirun on node2 (rank 0 there)",
+                           lambda proc, remote: proc.send_signal(signal.SIGUSR1), ck)
+        p = cl.run(cl.mpirun(["-np", "2", "--host", "node2:1,node1:1", charlm] +
+                             long_args(corpus, run_dir, ["--resume", "auto"]), node="node2"))
         if p.returncode != 0 or f"resuming from {ck}" not in p.stderr:
             h.fail(f"resume with rank 0 on node2 exited {p.returncode}:\n{p.stdout}{p.stderr}")
         got = lines(run_dir)
@@ -153,6 +171,8 @@ def main():
         else:
             print(f"resumed with rank 0 on node2 from step {stopped}: {len(got[0])} train lines "
                   f"and {len(got[1])} validations equal to the uninterrupted run")
+        if not os.path.exists(ck):
+            h.problem(f"{ck} is gone after the resume")
 
         # 3. SIGKILL of the rank on node2 ends the whole job
         run_dir = os.path.join(cl.shared, "killed")

@@ -7,8 +7,9 @@
 #   scripts/cluster/netns-cluster.sh up                 bring up the nodes (default 2)
 #   scripts/cluster/netns-cluster.sh exec NODE CMD...   run CMD on NODE (a clean login
 #                                                       environment, as ssh gives; cwd kept)
-#   scripts/cluster/netns-cluster.sh mpirun ARGS...     Open MPI's mpirun on the first node,
-#                                                       over TCP between the nodes only
+#   scripts/cluster/netns-cluster.sh mpirun ARGS...     Open MPI's mpirun on the first node
+#                                                       (CHARLM_CLUSTER_MPIRUN_NODE), over TCP
+#                                                       between the nodes only
 #   scripts/cluster/netns-cluster.sh slurm-up           munged on every node, slurmctld on the
 #                                                       first, one slurmd per node
 #   scripts/cluster/netns-cluster.sh status | env | down
@@ -168,7 +169,8 @@ node_exec() {
         _ "$PWD" "$join" "$@"
 }
 
-# Open MPI's mpirun on node1 with the rsh agent above, TCP only (btl tcp,self; no shared memory
+# Open MPI's mpirun on node1 (CHARLM_CLUSTER_MPIRUN_NODE; Open MPI maps the first ranks to the
+# node it runs on, whatever the order of --host) with the rsh agent above, TCP only (btl tcp,self; no shared memory
 # even between the ranks of one node), the cluster's subnet for both the MPI traffic and the
 # run-time's own (oob). OMPI_* and OPENBLAS/OMP thread settings of the caller are passed on.
 node_mpirun() {
@@ -178,7 +180,7 @@ node_mpirun() {
             pass+=("$v=${!v}") ;;
         esac
     done
-    node_exec node1 env "${pass[@]}" mpirun --mca plm rsh --mca plm_rsh_agent "$self agent" \
+    node_exec "${CHARLM_CLUSTER_MPIRUN_NODE:-node1}" env "${pass[@]}" mpirun --mca plm rsh --mca plm_rsh_agent "$self agent" \
         --mca btl tcp,self --mca btl_tcp_if_include "$net.0/24" \
         --mca oob_tcp_if_include "$net.0/24" --mca pml ob1 "$@"
 }
