@@ -13,7 +13,8 @@ compute per rank).
 The link model: a ring all-reduce of n floats over P ranks takes 2(P-1) steps of latency alpha
 and moves 2(P-1)/P * 4n bytes through each rank's link of bandwidth B. alpha and B are fitted
 to the -np 2 sums of the measurement (t = 2 alpha + 4n / B: alpha from the smallest, B from the
-largest), or given with --bw and --lat. charlm sums its gradient in ceil(n / piece) sums, so a window's all-reduce costs
+largest), or given with --bw and --lat. charlm sums its gradient in ceil(n / piece) sums, so a
+window's all-reduce costs
 
     t(P) = ceil(n / piece) * 2(P-1) alpha + 2(P-1)/P * 4n / B
 

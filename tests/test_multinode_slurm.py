@@ -3,8 +3,8 @@ munged on each node with one key, slurmctld on node1, one slurmd per node with i
 NodeName, NodeAddr and spool): `sbatch --nodes=2 --ntasks-per-node=1 scripts/slurm/charlm.sbatch`
 with the ranks launched by srun (--mpi=pmix, Debian's Open MPI and slurm-wlm) and by mpirun
 inside the allocation, which the batch script chooses by itself when srun lacks the PMI plugin
-(CHARLM_SRUN_MPI naming one that does not exist). Each job is stopped mid-run by `scancel --signal=USR1 --batch`, requeues
-itself and resumes from its checkpoint on the shared directory, and must end with exactly the
+(CHARLM_SRUN_MPI naming one that does not exist). Each job is stopped mid-run by
+`scancel --signal=USR1 --batch`, requeues itself and resumes from its checkpoint on the shared directory, and must end with exactly the
 validation losses of the same run uninterrupted (-np 2 on one host); the step's tasks must have
 run on node1 and node2.
 

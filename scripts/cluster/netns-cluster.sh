@@ -29,10 +29,12 @@
 #                         clusters can exist at once
 #   CHARLM_CLUSTER_NET    the first three octets of the nodes' /24 (default 10.77.0): node K is
 #                         .K, the bridge has no address
+#   CHARLM_CLUSTER_CPUS   CPUs each node declares to SLURM (default nproc: the nodes share them)
+#   CHARLM_CLUSTER_MPIRUN_NODE  where `mpirun` runs (default node1)
 #
 # How Open MPI starts the remote ranks: its rsh launcher with this script as the agent
-# (plm_rsh_agent = "netns-cluster.sh agent", which is `exec` with ssh's joining of the words), which enters the node's namespaces where ssh would
-# log in: no keys, no sshd, no ports, and the very code path of an ssh cluster (orted started
+# (plm_rsh_agent = "netns-cluster.sh agent": `exec` with ssh's joining of the words), which
+# enters the node's namespaces where ssh would log in: no keys, no sshd, no ports, and the very code path of an ssh cluster (orted started
 # on each node with a command line, the ranks wired up over TCP). `down` (also run on any failure
 # of `up`, and by `run` on exit) kills every process inside the nodes' namespaces, deletes the
 # namespaces (with them the veth pairs and the bridge) and the state directory except shared/;
@@ -143,12 +145,11 @@ EOF
     say "$nodes node(s) up: $(seq -s, -f "node%g" 1 "$nodes") on $net.0/24, shared directory $dir/shared"
 }
 
-# Runs CMD in NODE's namespaces (with login set: in the caller's environment, as on a login
-# node; else with a fresh login environment (as sshd would give: PATH, HOME,
-# USER, plus the cluster's own variables), in the caller's working directory when it exists
-# there. With JOIN set, the words of CMD are joined into one shell command line, as ssh does:
-# Open MPI's rsh launcher calls its agent as `AGENT HOST orted -mca key "value" ...`, quoted
-# for the remote shell.
+# Runs CMD in NODE's namespaces, in the caller's working directory when it exists there. The
+# environment is a fresh login's, as sshd gives (PATH, HOME, USER and the cluster's variables),
+# or with `login` set the caller's own (a login node's shell). With `join` set, the words of CMD
+# are joined into one shell command line, as ssh does: Open MPI's rsh launcher calls its agent
+# as `AGENT HOST orted -mca key "value" ...`, quoted for the remote shell.
 node_exec() {
     local node="$1" join="${join:-}"
     shift
@@ -169,10 +170,11 @@ node_exec() {
         _ "$PWD" "$join" "$@"
 }
 
-# Open MPI's mpirun on node1 (CHARLM_CLUSTER_MPIRUN_NODE; Open MPI maps the first ranks to the
-# node it runs on, whatever the order of --host) with the rsh agent above, TCP only (btl tcp,self; no shared memory
-# even between the ranks of one node), the cluster's subnet for both the MPI traffic and the
-# run-time's own (oob). OMPI_* and OPENBLAS/OMP thread settings of the caller are passed on.
+# Open MPI's mpirun on node1 (or CHARLM_CLUSTER_MPIRUN_NODE: Open MPI maps the first ranks to
+# the node it runs on, whatever the order of --host) with the rsh agent above, TCP only (btl
+# tcp,self: no shared memory even between the ranks of one node), the cluster's subnet for both
+# the MPI traffic and the run-time's own (oob). The caller's OMPI_*, OPENBLAS_NUM_THREADS,
+# OMP_NUM_THREADS and HDF5_USE_FILE_LOCKING are passed on.
 node_mpirun() {
     local pass=() v
     for v in $(compgen -e); do
@@ -180,7 +182,8 @@ node_mpirun() {
             pass+=("$v=${!v}") ;;
         esac
     done
-    node_exec "${CHARLM_CLUSTER_MPIRUN_NODE:-node1}" env "${pass[@]}" mpirun --mca plm rsh --mca plm_rsh_agent "$self agent" \
+    node_exec "${CHARLM_CLUSTER_MPIRUN_NODE:-node1}" env "${pass[@]}" \
+        mpirun --mca plm rsh --mca plm_rsh_agent "$self agent" \
         --mca btl tcp,self --mca btl_tcp_if_include "$net.0/24" \
         --mca oob_tcp_if_include "$net.0/24" --mca pml ob1 "$@"
 }
