@@ -2,7 +2,7 @@
 # The gradient all-reduce across emulated nodes (netns-cluster.sh: two network namespaces on a
 # bridge, Open MPI over TCP only), for the scaling projection (scripts/scaling_projection.py):
 #
-#   scripts/cluster/bench_multinode.sh [OUT]     (root; about 3 minutes on 2 idle cores)
+#   scripts/cluster/bench_multinode.sh [OUT]     (root; 15 minutes on 2 busy cores, REPS=15)
 #
 #  1. scripts/allreduce_bench.c across the nodes at -np 2 (one rank per node) and -np 4 (two per
 #     node), for SIZES floats as one MPI_Allreduce, and for the benchmark works' gradients also
