@@ -42,6 +42,11 @@ int dist_agree(const dist_t *d, int rc) {
     return rc;
 }
 
+int64_t dist_piece(int nranks) {
+    int64_t piece = (int64_t)DIST_PIECE * (nranks > DIST_PIECE_RANKS ? nranks / DIST_PIECE_RANKS : 1);
+    return piece < INT_MAX ? piece : INT_MAX;
+}
+
 void dist_overlap_begin(dist_overlap_t *o, float *buf, int64_t n, int64_t piece) {
     CHARLM_CHECK(piece > 0 && piece <= INT_MAX);
     o->buf = buf;

@@ -813,7 +813,7 @@ static int train_window(trainer_t *tr, window_t *w) {
     tr->tm.forward += lap(&t);
 
     model_hooks_t hooks = {.ready = overlap_ready, .poll = overlap_poll, .ctx = &tr->ov};
-    dist_overlap_begin(&tr->ov, tr->grads, m->nparams, DIST_PIECE);
+    dist_overlap_begin(&tr->ov, tr->grads, m->nparams, dist_piece(tr->d->size));
     model_backward(tr->grads, &tr->acts, m, c->T, &hooks);
     tr->tm.backward += lap(&t);
     dist_overlap_wait(&tr->ov);

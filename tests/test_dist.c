@@ -6,6 +6,7 @@
  * the typed broadcast of a resume position (int64 beyond 2^53 exact), the scatter and gather of
  * the streams' state in rank order, the window-end agreement on the loss and the stop reasons,
  * maxima. Run under mpiexec with 3 ranks. */
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -119,6 +120,16 @@ static void reductions(int rank, int size) {
     EXPECT(t1 >= t0);
 }
 
+/* The piece of the gradient sums: unchanged up to DIST_PIECE_RANKS ranks, then in proportion to
+ * the rank count, never beyond one MPI count. */
+static void pieces_by_ranks(void) {
+    for (int p = 1; p <= DIST_PIECE_RANKS; p++) EXPECT(dist_piece(p) == DIST_PIECE);
+    EXPECT(dist_piece(2 * DIST_PIECE_RANKS) == 2 * (int64_t)DIST_PIECE);
+    EXPECT(dist_piece(2 * DIST_PIECE_RANKS + 1) == 2 * (int64_t)DIST_PIECE);
+    EXPECT(dist_piece(512) == (int64_t)DIST_PIECE * (512 / DIST_PIECE_RANKS));
+    EXPECT(dist_piece(INT_MAX) == INT_MAX);
+}
+
 int main(int argc, char **argv) {
     dist_t d;
     dist_init(&d, &argc, &argv);
@@ -130,6 +141,7 @@ int main(int argc, char **argv) {
     broadcasts(d.rank);
     streams(d.rank, d.size);
     reductions(d.rank, d.size);
+    pieces_by_ranks();
     double failed = check_report(d.rank == 0 ? "test_dist" : "test_dist (rank > 0)");
     dist_max_doubles(&failed, 1);
     dist_finalize();

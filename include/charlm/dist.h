@@ -27,12 +27,13 @@ int dist_agree(const dist_t *d, int rc);
 /* Gradient all-reduce overlapped with backward: dist_overlap_ready() hands over a region whose
  * gradients are final, dist_overlap_poll() lets MPI progress the sums in flight and starts more,
  * dist_overlap_wait() completes all. Regions are given from the end of the buffer towards its
- * start and summed in pieces of at most `piece` floats (DIST_PIECE in training), at most
+ * start and summed in pieces of at most `piece` floats (dist_piece() in training), at most
  * DIST_IN_FLIGHT at once: MPI holds a temporary buffer for each sum in flight, and a whole
  * gradient in flight would add its size to the peak memory of every rank. Not more than 2: with
  * 4 in flight, Open MPI 4.1 over shared memory took 15 ms instead of 1 ms for some sizes
  * (scripts/allreduce_bench.c). */
 #define DIST_PIECE (256 * 1024)
+#define DIST_PIECE_RANKS 8
 #define DIST_IN_FLIGHT 2
 #define DIST_MAX_REGIONS 64
 typedef struct {
@@ -46,6 +47,13 @@ typedef struct {
     MPI_Request req[DIST_IN_FLIGHT];
 } dist_overlap_t;
 
+/* The piece of the gradient sums over nranks ranks: DIST_PIECE up to DIST_PIECE_RANKS ranks,
+ * beyond them DIST_PIECE * (nranks / DIST_PIECE_RANKS), at most INT_MAX (one MPI count). A ring
+ * all-reduce pays 2(P-1) latencies per sum but moves about twice a piece's bytes whatever P, so a
+ * fixed piece lets latency dominate at hundreds of ranks; a piece in proportion to P keeps each
+ * sum's latency at the share of its transfer it has at DIST_PIECE_RANKS ranks
+ * (scripts/scaling_projection.py). Runs of up to DIST_PIECE_RANKS ranks are unchanged. */
+int64_t dist_piece(int nranks);
 /* Starts a round over buf (n floats), summed in pieces of at most `piece` floats. */
 void dist_overlap_begin(dist_overlap_t *o, float *buf, int64_t n, int64_t piece);
 /* Marks [from, n) final and starts summing what fits in flight. */
