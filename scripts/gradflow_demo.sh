@@ -2,9 +2,10 @@
 # The gradient-flow figure of the README (docs/gradflow.png): an RNN, an LSTM and a GRU of the same
 # size trained on the same text for the same number of windows, then `charlm gradflow` on the
 # same held-out text, plotted by scripts/plot_gradflow.py.
-#   scripts/gradflow_demo.sh [OUT_DIR]     (default: gradflow-demo; needs python3-matplotlib)
-# Environment: CHARLM (default build/charlm), STEPS (default 600), CORPUS (default
-# tests/data/tinyshakespeare.txt).
+#   scripts/gradflow_demo.sh [OUT_DIR]     (default: gradflow-demo)
+# Needs Debian's python3-matplotlib (/usr/bin/python3). Environment: CHARLM (default
+# build/charlm), STEPS (default 600), CORPUS (default tests/data/tinyshakespeare.txt).
+# A model already trained in OUT_DIR is kept; the measurements and the figure are redone.
 set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CHARLM=${CHARLM:-$ROOT/build/charlm}
@@ -25,6 +26,6 @@ for cell in rnn lstm gru; do
         --corpus "$OUT/heldout.txt" --max-lag 192 --batch 16 --windows 16 \
         --json "$OUT/gradflow-$cell.json" > "$OUT/gradflow-$cell.txt"
 done
-python3 "$ROOT/scripts/plot_gradflow.py" "$OUT/gradflow-rnn.json" "$OUT/gradflow-lstm.json" \
+/usr/bin/python3 "$ROOT/scripts/plot_gradflow.py" "$OUT/gradflow-rnn.json" "$OUT/gradflow-lstm.json" \
     "$OUT/gradflow-gru.json" -o "$OUT/gradflow.png"
 echo "$OUT/gradflow.png"

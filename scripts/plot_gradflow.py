@@ -17,6 +17,7 @@ is one error line naming it, exit 1.
 Needs matplotlib (Debian's python3-matplotlib); draws without a display (Agg)."""
 import argparse
 import json
+import math
 import sys
 
 KEYS = ("cell", "layers", "hidden", "train_seq", "max_lag", "norm")
@@ -52,7 +53,8 @@ def plot(flows, out, title=None, dpi=120, relative=False):
         ks = list(range(g["max_lag"] + 1))
         for layer, row in enumerate(g["norm"]):
             base = row[0] if relative and row[0] > 0 else 1.0
-            ys = [max(v / base, 1e-300) for v in row]
+            # a gradient that underflowed float32 is left out, not drawn at a made-up floor
+            ys = [v / base if v > 0 else math.nan for v in row]
             ax.semilogy(ks, ys, label=f"layer {layer}")
         ax.axvline(g["train_seq"], color="grey", linestyle="--", linewidth=1,
                    label=f"train.seq = {g['train_seq']}")
@@ -60,7 +62,8 @@ def plot(flows, out, title=None, dpi=120, relative=False):
         ax.set_xlabel("k (steps back)")
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize=8)
-    axes[0][0].set_ylabel("||dL_t/dh_{t-k}||" + (" / (k = 0)" if relative else ""))
+    ylabel = r"$\Vert \partial L_t / \partial h_{t-k} \Vert$"
+    axes[0][0].set_ylabel(ylabel + (" / (k = 0)" if relative else ""))
     if title:
         fig.suptitle(title)
     fig.tight_layout()

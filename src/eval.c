@@ -15,7 +15,7 @@ enum { EVAL_T = 128 };
  * that the weights follow the text more closely, and a step size that improved the loss of the
  * models of README "charlm eval --dynamic". */
 #define EVAL_DYN_SEQ 32
-#define EVAL_DYN_LR 0.01
+#define EVAL_DYN_LR 0.03
 
 typedef struct {
     const char *ckpt;
