@@ -82,8 +82,8 @@ static int parse_args(eval_args_t *a, int argc, char **argv) {
                                       "[--unknown skip|error] [--batch B] [--dynamic "
                                       "[--dynamic-lr LR] [--dynamic-decay D] [--dynamic-seq T] "
                                       "[--per-window]]");
-    if (a->per_window && !a->dynamic)
-        return err_set(CHARLM_EUSAGE, "eval: --per-window needs --dynamic");
+    if (a->per_window && !(a->dynamic && a->json))
+        return err_set(CHARLM_EUSAGE, "eval: --per-window needs --dynamic and --json");
     return CHARLM_OK;
 }
 

@@ -129,7 +129,7 @@ static void measure(flow_t *f, const model_t *m, int32_t *const *ids, const int6
 static void print_table(FILE *out, const flow_t *f, const ckpt_t *ck, int windows, int S) {
     const model_dims_t *d = &ck->info.dims;
     fprintf(out, "gradflow: %s, %d layer(s) x %d, trained with windows of %d steps; windows of %d "
-            "steps, loss at the last (%.6f nats/char) over %.0f windows (%d streams x up to %d)\n",
+            "steps scored at the last (%.6f nats/char), %.0f of them (%d streams x up to %d)\n",
             cell_kind_name(d->cell), d->layers, d->H, ck->info.seq, f->K + 1,
             f->loss / f->count, f->count, S, windows);
     fprintf(out, "%6s", "k");

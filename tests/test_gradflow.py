@@ -12,11 +12,13 @@ its behaviour.
       decays with k: every lag smaller than the one before, and by 10^3 over 40 steps.
   (c) -np 2 --batch 1 reads the same streams as -np 1 --batch 2 and gives the same table.
   (d) bad input: one clear line and the documented exit code.
+  (e) scripts/plot_gradflow.py draws the files of (a) (python3-matplotlib; left out without).
 
 Needs Debian's python3-torch and python3-h5py (/usr/bin/python3) for (a); exit 77 (skipped)
 without."""
 import json
 import os
+import subprocess
 import sys
 
 import harness as h
@@ -198,6 +200,23 @@ def main():
     r = h.run(["gradflow", ckpt, "--corpus", strange, "--unknown", "skip", "--max-lag", "12"])
     if r.returncode != 0:
         bad.append(f"--unknown skip: exit {r.returncode}: {r.stderr!r}")
+
+    # scripts/plot_gradflow.py on the files written above (needs python3-matplotlib)
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print("plot_gradflow.py not run: no matplotlib")
+    else:
+        plot = [sys.executable, os.path.join(SCRIPTS, "plot_gradflow.py")]
+        png = os.path.join(w, "flow.png")
+        r = subprocess.run(plot + [os.path.join(w, f"{c}.json") for c in ("rnn", "lstm", "gru")] +
+                           ["-o", png, "--relative"], capture_output=True, text=True)
+        with open(png, "rb") if os.path.exists(png) else open(os.devnull, "rb") as f:
+            if r.returncode != 0 or f.read(8) != b"\x89PNG\r\n\x1a\n":
+                bad.append(f"plot_gradflow.py: exit {r.returncode}, no PNG: {r.stderr}")
+        r = subprocess.run(plot + [text, "-o", png], capture_output=True, text=True)
+        if r.returncode != 1 or "measured.txt" not in r.stderr:
+            bad.append(f"plot_gradflow.py on a text file: exit {r.returncode}: {r.stderr!r}")
 
     if bad:
         h.fail("\n".join(bad))
