@@ -158,8 +158,9 @@ typedef struct {
     double *win;     /* (nwin, 2) --per-window: the mean loss of each window, both ways */
 } score_t;
 
-/* One step of dynamic evaluation after a window has been scored: adapted -= lr * grads, then
- * moved the fraction decay back toward the checkpoint's weights orig (Krause et al. 2018). */
+/* One step of dynamic evaluation after a window has been scored (Krause et al. 2018): adapted +=
+ * decay * (orig - adapted) - lr * grads, both terms of the weights before the step, orig being
+ * the checkpoint's. */
 static void dynamic_step(float *adapted /* (n) */, const float *grads /* (n) */,
                          const float *orig /* (n) */, double lr, double decay, int64_t n) {
     const float l = (float)lr, k = (float)decay;
