@@ -1,7 +1,7 @@
-/* charlm command line (usage()): `charlm train | inspect | sample | eval | prepare`. Starts MPI,
- * hands the arguments after the command's name to it — train's are the configuration file and
- * overrides, loaded and validated here on every rank; the others parse their own — and exits
- * with the status every rank agreed on (README "Exit codes"). */
+/* charlm command line (usage()): `charlm train | inspect | sample | eval | gradflow | prepare`.
+ * Starts MPI, hands the arguments after the command's name to it — train's are the
+ * configuration file and overrides, loaded and validated here on every rank; the others parse
+ * their own — and exits with the status every rank agreed on (README "Exit codes"). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +11,7 @@
 #include "charlm/dist.h"
 #include "charlm/err.h"
 #include "charlm/eval.h"
+#include "charlm/gradflow.h"
 #include "charlm/h5io.h"
 #include "charlm/prepare.h"
 #include "charlm/sample.h"
@@ -25,6 +26,10 @@ static void usage(FILE *f) {
           "                    [--temperature T] [--top-k K] [--top-p P] [--seed S] [--count N]\n"
           "                    [--unknown skip|error]\n"
           "       charlm eval CKPT TEXT... [--json] [--unknown skip|error] [--batch B]\n"
+          "                    [--dynamic [--dynamic-lr LR] [--dynamic-decay D]\n"
+          "                    [--dynamic-seq T] [--per-window]]\n"
+          "       charlm gradflow CKPT --corpus TEXT... [--max-lag K] [--batch B]\n"
+          "                    [--windows W] [--json FILE] [--unknown skip|error]\n"
           "       charlm prepare CORPUS... -o OUT.h5 [--force]\n"
           "       charlm --version | --help\n"
           "\n"
@@ -151,6 +156,7 @@ static const struct {
     {"inspect", cmd_inspect},
     {"sample", sample_main},
     {"eval", eval_main},
+    {"gradflow", gradflow_main},
     {"prepare", prepare_main},
 };
 

@@ -318,6 +318,7 @@ static void acts_plan(model_acts_t *a, acts_plan_t *p, const model_dims_t *d, in
         a->h[l] = acts_calloc(p, TB * H + B * H, sizeof(float));
         if (ops->has_c) a->c[l] = acts_calloc(p, TB * H + B * H, sizeof(float));
         if (ops->has_aux) a->aux[l] = acts_calloc(p, TB * H, sizeof(float));
+        if (flags & MODEL_ACTS_DH_STEPS) a->dh_steps[l] = acts_calloc(p, TB * H, sizeof(float));
         if (flags & MODEL_ACTS_DROPOUT) {
             a->mask[l] = acts_calloc(p, TB * H, sizeof(float));
             a->dropped[l] = acts_calloc(p, TB * H, sizeof(float));
@@ -368,7 +369,7 @@ void model_acts_free(model_acts_t *a) {
     free(a->inputs), free(a->targets), free(a->x), free(a->proj);
     for (int l = 0; l < MODEL_MAX_LAYERS; l++) {
         free(a->gates[l]), free(a->h[l]), free(a->c[l]), free(a->aux[l]);
-        free(a->mask[l]), free(a->dropped[l]);
+        free(a->mask[l]), free(a->dropped[l]), free(a->dh_steps[l]);
     }
     if (a->dgh != a->dgates) free(a->dgh);
     free(a->logits), free(a->gh), free(a->dgates), free(a->dout_a), free(a->dout_b);
@@ -417,7 +418,8 @@ static void layer_forward(float *gates /* (T, B, G*H) */, float *aux /* (T, B, H
 }
 
 /* Backward of layer_forward from dout = d loss / d h[1..T] (none flows into the carried-in
- * state); hooks->poll between steps. Leaves dgates (d loss / d the input projection) and dgh.
+ * state); hooks->poll between steps. Leaves dgates (d loss / d the input projection) and dgh,
+ * and, when dh_steps is given, the total d loss / d h[t+1] of every step t in it.
  * Writes dw_hh, db_hh; when X is given also dw_ih, db_ih, announced with hooks->ready(from),
  * then dX. When X is NULL, embed_backward takes dgates on. */
 static void layer_backward(float *dX /* (T, B, In) */, float *dw_ih /* (G*H, In) */,
@@ -425,7 +427,8 @@ static void layer_backward(float *dX /* (T, B, In) */, float *dw_ih /* (G*H, In)
                            float *db_hh /* (G*H) */, float *dgates /* (T, B, G*H) */,
                            float *dgh /* (T, B, G*H); = dgates but for gru */,
                            float *dh /* (B, H) */, float *dh_prev /* (B, H) */,
-                           float *dc /* (B, H) */, const float *dout /* (T, B, H) */,
+                           float *dc /* (B, H) */, float *dh_steps /* (T, B, H) or NULL */,
+                           const float *dout /* (T, B, H) */,
                            const float *X /* (T, B, In) or NULL */,
                            const float *w_ih /* (G*H, In) */, const float *w_hh /* (G*H, H) */,
                            const float *gates /* (T, B, G*H) */, const float *aux /* (T, B, H) */,
@@ -440,6 +443,7 @@ static void layer_backward(float *dX /* (T, B, In) */, float *dw_ih /* (G*H, In)
     for (int t = T - 1; t >= 0; t--) {
         const float *dot = dout + t * BH;
         for (size_t i = 0; i < BH; i++) dh[i] = dot[i] + dh_prev[i];
+        if (dh_steps) memcpy(dh_steps + t * BH, dh, sizeof(float) * BH);
         float *dgt = dgates + t * BGH, *dght = dgh + t * BGH;
         ops->backward(dgt, dght, dh_prev, dc, dh, gates + t * BGH, aux ? aux + t * BH : NULL,
                       h + t * BH, c ? c + t * BH : NULL, c ? c + (t + 1) * BH : NULL, B, H);
@@ -517,9 +521,9 @@ void model_backward(float *grads, model_acts_t *a, const model_t *m, int T,
     for (int l = d->layers - 1; l >= 0; l--) {
         if (a->dropout_on) dropout_backward(dout, a->mask[l], TB * H);
         layer_backward(dx, g.w_ih[l], g.b_ih[l], g.w_hh[l], g.b_hh[l], a->dgates, a->dgh, a->dh,
-                       a->dh_prev, a->dc, dout, layer_input(a, l, H), p->w_ih[l], p->w_hh[l],
-                       a->gates[l], a->aux[l], a->h[l], a->c[l], m->ops, T, B, layer_in(d, l), H,
-                       hooks, tensor_offset(m, MODEL_T_W_IH, l));
+                       a->dh_prev, a->dc, a->dh_steps[l], dout, layer_input(a, l, H), p->w_ih[l],
+                       p->w_hh[l], a->gates[l], a->aux[l], a->h[l], a->c[l], m->ops, T, B,
+                       layer_in(d, l), H, hooks, tensor_offset(m, MODEL_T_W_IH, l));
         float *tmp = dout;
         dout = dx;
         dx = tmp;

@@ -93,6 +93,8 @@ typedef struct {
     float *dgh;                               /* (T, B, G*H) gru only, else = dgates */
     float *dout_a, *dout_b;                   /* (T, B, max(E, H)) ping-pong layer gradients */
     float *dh, *dh_prev, *dc;                 /* (B, H) */
+    float *dh_steps[MODEL_MAX_LAYERS];        /* (T, B, H) MODEL_ACTS_DH_STEPS only: backward
+                                                 leaves d loss / d h of layer l after step t */
 } model_acts_t;
 
 /* Dropout for one forward pass: p = 0 or eval mode means none. Masks are keyed by
@@ -142,7 +144,8 @@ void model_free(model_t *m);
 /* Flags of model_acts_alloc. */
 enum {
     MODEL_ACTS_DROPOUT = 1, /* allocate the dropout masks */
-    MODEL_ACTS_UNFOLDED = 2 /* never fold the embedding (tests compare both ways) */
+    MODEL_ACTS_UNFOLDED = 2, /* never fold the embedding (tests compare both ways) */
+    MODEL_ACTS_DH_STEPS = 4  /* keep d loss / d h of every step (gradflow) */
 };
 
 /* Allocates activations for B streams and T steps. The inputs are one-hot, so layer 0's input
@@ -184,7 +187,9 @@ typedef struct {
 
 /* Backward over the window of the last model_forward (with grad): writes the gradient into
  * grads (parameter layout; every element overwritten, whatever it held). Gradients do not flow
- * into the carried-in state. hooks may be NULL. */
+ * into the carried-in state. hooks may be NULL. With MODEL_ACTS_DH_STEPS, also leaves in
+ * a->dh_steps[l] (row t*B + b) the gradient with respect to layer l's hidden state after step t,
+ * through every later step of the window (what `charlm gradflow` measures). */
 void model_backward(float *grads, model_acts_t *a, const model_t *m, int T,
                     const model_hooks_t *hooks);
 
