@@ -82,7 +82,8 @@ static void stepper_reset(stepper_t *st) {
     st->ready = 0;
 }
 
-/* Feeds id from the state h, c (layers, H), which it replaces; leaves the prediction in a->logits. */
+/* Feeds id from the state h, c (layers, H), which it replaces; leaves the prediction in
+ * a->logits. */
 static void step(model_acts_t *a, float *h, float *c, const model_t *m, int32_t id) {
     a->inputs[0] = id;
     model_forward(a, h, m->ops->has_c ? c : NULL, m, 1, NULL, 1.0f, 0);
@@ -563,9 +564,9 @@ static void feed_prime(session_t *s, const int32_t *ids, int64_t n) {
 }
 
 /* The continuations of one prime (text as given, len bytes; its ids, n) on stdout, as
- * `index` of a series: the prime echoed first when echo (text not NULL), each sample's text streamed as it is
- * drawn unless --json. With keep, st ends in the state after the prime and the (first)
- * continuation, else it is reset. Returns 0, or 1 when a stop signal cut it short (stoppable). */
+ * `index` of a series: the prime echoed first when echo (text not NULL), each sample's text
+ * streamed as it is drawn unless --json. With keep, st ends in the state after the prime and
+ * the (first) continuation, else it is reset. Returns 0, or 1 when a stop signal cut it short (stoppable). */
 static int continue_prime(session_t *s, const char *text, size_t len, const int32_t *ids,
                           int64_t n, uint64_t index, int echo, int keep, int stoppable) {
     const sample_args_t *a = s->a;
