@@ -21,15 +21,15 @@ import termios
 import harness as h
 
 
-def train(w, name, text, cell, hidden=8):
+def train(w, name, text, cell, hidden=8, steps=30):
     corpus = os.path.join(w, name + ".txt")
     with open(corpus, "w", encoding="utf-8") as f:
         f.write(text)
     run = os.path.join(w, name)
     h.run(["train", "--corpus", corpus, "--cell", cell, "--layers", "2", "--hidden", str(hidden),
-           "--embed", "4", "--batch", "4", "--seq", "16", "--steps", "30", "--lr", "0.02",
+           "--embed", "4", "--batch", "4", "--seq", "16", "--steps", str(steps), "--lr", "0.02",
            "--run-dir", run], check=True)
-    return os.path.join(run, "checkpoints", "ckpt-00000030.h5")
+    return os.path.join(run, "checkpoints", f"ckpt-{steps:08d}.h5")
 
 
 def tiny_text():
@@ -114,8 +114,10 @@ def check_beam(ckpt, cell):
 
 
 def check_pipe(ckpt):
-    one_shot = lambda prime, *a: piped(ckpt, ["--prime", prime, "--length", "12"] + list(a),
-                                       "")[0][len(prime):-1]
+    def one_shot(prime, *a, length=12):
+        return piped(ckpt, ["--prime", prime, "--length", str(length)] + list(a),
+                     "")[0][len(prime):-1]
+
     # greedy, reset: each line as the one-shot command; kept: the lines as one text
     lines = ["ab", "ba.", "ab"]
     out, err = piped(ckpt, ["--interactive", "--length", "12", "--temperature", "0"],
@@ -138,7 +140,7 @@ def check_pipe(ckpt):
         h.problem(f"interactive sampling differs from the one-shot sample: {out!r}")
     # an empty line starts after a newline (reset) or goes on (kept); a beam per line
     out, _ = piped(ckpt, ["--interactive", "--length", "5", "--beam", "3"], "\nab\n")
-    if len(out.split("\n")) != 3 or out.split("\n")[1] != one_shot("ab", "--beam", "3")[:5]:
+    if len(out.split("\n")) != 3 or out.split("\n")[1] != one_shot("ab", "--beam", "3", length=5):
         h.problem(f"interactive --beam: {out!r}")
     # bad lines: --unknown error ends with exit 1 naming the line; skip goes on, saying so
     out, err = piped(ckpt, ["--interactive", "--length", "4"], "ab\nazb\nab\n", code=1)
@@ -231,7 +233,7 @@ def check_pty(ckpt):
 def check_json(w):
     text = h.synthetic_text(20000, seed=4)
     text = text.replace("the", 'th"e').replace("of", "o\\f").replace("and", "a\tnd")
-    ckpt = train(w, "uni", text, "lstm", hidden=32)
+    ckpt = train(w, "uni", text, "lstm", hidden=32, steps=300)
     prime = '한국어 "o\\f"\ta'
     plain, _ = piped(ckpt, ["--prime", prime, "--length", "300", "--seed", "3"], "")
     out, _ = piped(ckpt, ["--prime", prime, "--length", "300", "--seed", "3", "--json",
@@ -255,6 +257,22 @@ def check_json(w):
         h.problem(f"scored log-probabilities differ from the generated ones: {scored[:4]} "
                   f"{lp[:4]}")
     return ckpt
+
+
+def check_keep_beam(ckpt):
+    """A beam with kept state goes on from the state after the best continuation (an empty line
+    continues): the second line is the one-shot search after the prime and the first line."""
+    out, _ = piped(ckpt, ["--interactive", "--length", "30", "--beam", "4", "--keep-state"],
+                   "The \n\n")
+    got = out.split("\n")
+    run = lambda prime: piped(ckpt, ["--prime", prime, "--length", "30", "--beam", "4"],
+                              "")[0][len(prime):-1]
+    first = run("The ")
+    second = run("The " + first)
+    if second == first:
+        h.problem("--keep-state --beam: the check cannot tell a kept state from a reset one")
+    if got != [first, second, ""]:
+        h.problem(f"--keep-state --beam: {got!r}, want {[first, second]!r}")
 
 
 def check_bad(ckpt):
@@ -286,7 +304,7 @@ def main():
         check_beam(ckpt, cell)
     check_pipe(tiny["lstm"])
     check_pty(tiny["gru"])
-    check_json(w)
+    check_keep_beam(check_json(w))
     check_bad(tiny["gru"])
     if h.problems:
         h.fail(f"{len(h.problems)} problem(s)")
