@@ -34,10 +34,7 @@ int dist_agree(const dist_t *d, int rc) {
     int mine = rc != CHARLM_OK ? d->rank : d->size, first = d->size;
     MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
     if (first == d->size) return CHARLM_OK;
-    if (first == d->rank) {
-        fprintf(stderr, "charlm: error: %s\n", err_message());
-        fflush(stderr);
-    }
+    if (first == d->rank) err_print();
     MPI_Bcast(&rc, 1, MPI_INT, first, MPI_COMM_WORLD);
     return rc;
 }

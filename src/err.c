@@ -27,6 +27,16 @@ void err_clear(void) {
     err_buf[0] = '\0';
 }
 
+static void (*print_hook)(void);
+
+void err_before_print(void (*hook)(void)) { print_hook = hook; }
+
+void err_print(void) {
+    if (print_hook) print_hook();
+    fprintf(stderr, "charlm: error: %s\n", err_message());
+    fflush(stderr);
+}
+
 const char *err_enum_name(const char *const *names, int n, int k) {
     return k >= 0 && k < n ? names[k] : "?";
 }

@@ -72,6 +72,9 @@ static int move_aside(const char *path) {
     return rc;
 }
 
+static log_t *open_log; /* the log whose live line an error line must end first */
+static void end_open_live(void);
+
 int log_open(log_t *lg, const log_params_t *p, int resumed, int64_t step) {
     *lg = (log_t){.p = *p, .tty = isatty(fileno(stderr))};
     size_t n = strlen(p->run_dir) + sizeof "/metrics.jsonl";
@@ -91,6 +94,8 @@ int log_open(log_t *lg, const log_params_t *p, int resumed, int64_t step) {
     setvbuf(lg->metrics, NULL, _IONBF, 0);
     lg->path = path;
     lg->bytes = (long long)st.st_size;
+    open_log = lg;
+    err_before_print(end_open_live);
     return CHARLM_OK;
 }
 
@@ -181,30 +186,58 @@ static void end_live(log_t *lg) {
     lg->live = 0;
 }
 
+static void end_open_live(void) {
+    if (open_log) end_live(open_log);
+}
+
+/* The fields of a progress line, in the order shown. */
+enum { F_STEP, F_EPOCH, F_LOSS, F_LR, F_RATE, F_ELAPSED, F_ETA, F_N };
+
+/* Joins the non-empty fields (F_N) with " | " into line (n bytes); returns its length. */
+static size_t join_fields(char *line, size_t n, char f[F_N][64]) {
+    size_t len = 0;
+    line[0] = '\0';
+    for (int k = 0; k < F_N; k++)
+        if (f[k][0] && len < n)
+            len += (size_t)snprintf(line + len, n - len, "%s%s", len ? " | " : "", f[k]);
+    return len < n ? len : n - 1;
+}
+
 void log_train(log_t *lg, const log_train_t *m) {
-    char line[512], rate[32], eta[32], elapsed[32];
-    int len;
+    char f[F_N][64] = {{0}}, line[F_N * 64], rate[32];
     if (m->total_steps > 0) {
         int64_t pct = m->step >= m->total_steps ? 100 : m->step * 100 / m->total_steps;
-        len = snprintf(line, sizeof line, "step %" PRId64 "/%" PRId64 " (%" PRId64 "%%)", m->step,
-                       m->total_steps, pct);
+        snprintf(f[F_STEP], sizeof f[F_STEP], "step %" PRId64 "/%" PRId64 " (%" PRId64 "%%)",
+                 m->step, m->total_steps, pct);
     } else {
-        len = snprintf(line, sizeof line, "step %" PRId64, m->step);
+        snprintf(f[F_STEP], sizeof f[F_STEP], "step %" PRId64, m->step);
     }
+    snprintf(f[F_EPOCH], sizeof f[F_EPOCH], "epoch %" PRId64, m->epoch);
+    snprintf(f[F_LOSS], sizeof f[F_LOSS], "loss %.4f", m->train_loss);
+    snprintf(f[F_LR], sizeof f[F_LR], "lr %.2e", m->lr);
     fmt_rate(rate, sizeof rate, m->chars_per_s);
-    fmt_duration(elapsed, sizeof elapsed, m->elapsed_s);
-    fmt_duration(eta, sizeof eta, m->eta_s);
-    len += snprintf(line + len, sizeof line - (size_t)len,
-                    " | epoch %" PRId64 " | loss %.4f | lr %.2e | %s chars/s", m->epoch,
-                    m->train_loss, m->lr, rate);
-    if (!lg->tty)
-        len += snprintf(line + len, sizeof line - (size_t)len, " | elapsed %s", elapsed);
-    if (m->eta_s >= 0) snprintf(line + len, sizeof line - (size_t)len, " | ETA %s", eta);
+    snprintf(f[F_RATE], sizeof f[F_RATE], "%s chars/s", rate);
+    if (!lg->tty) { /* a log file has no clock beside it */
+        memcpy(f[F_ELAPSED], "elapsed ", 8);
+        fmt_duration(f[F_ELAPSED] + 8, sizeof f[F_ELAPSED] - 8, m->elapsed_s);
+    }
+    if (m->eta_s >= 0) {
+        memcpy(f[F_ETA], "ETA ", 4);
+        fmt_duration(f[F_ETA] + 4, sizeof f[F_ETA] - 4, m->eta_s);
+    }
+    size_t len = join_fields(line, sizeof line, f);
 
     if (!lg->err_dead && lg->tty) {
-        /* a line wider than the terminal would wrap, and "\r" would only return to its last row */
+        /* A line wider than the terminal would wrap, and "\r" would return only to its last row:
+         * whole fields go, the least telling first, then, on a very narrow terminal, the end of
+         * the line. One column stays free, so that no terminal wraps at the last one. */
+        static const int drop[] = {F_EPOCH, F_LR, F_RATE, F_ETA, F_LOSS};
         int w = term_width();
-        if (w > 1 && strlen(line) > (size_t)(w - 1)) line[w - 1] = '\0';
+        for (size_t k = 0; w > 1 && len > (size_t)(w - 1) && k < sizeof drop / sizeof *drop; k++) {
+            f[drop[k]][0] = '\0';
+            len = join_fields(line, sizeof line, f);
+        }
+        if (w > 1 && len > (size_t)(w - 1)) line[w - 1] = '\0';
         fprintf(stderr, "\r\033[K%s", line);
         lg->live = 1;
         check_stream(stderr, &lg->err_dead);
@@ -267,6 +300,10 @@ void log_msg(log_t *lg, const char *fmt, ...) {
 
 void log_close(log_t *lg) {
     end_live(lg);
+    if (open_log == lg) {
+        open_log = NULL;
+        err_before_print(NULL);
+    }
     if (lg->metrics) fclose(lg->metrics);
     lg->metrics = NULL;
     free(lg->path);

@@ -26,10 +26,9 @@ static void on_stop(int sig) {
     }
 }
 
-void signals_install(void) {
-    /* SA_RESTART: a signal must not fail a read or write in progress (the corpus, a checkpoint)
-     * with EINTR; the mask keeps the handler from interrupting itself with another stop signal */
-    struct sigaction sa = {.sa_handler = on_stop, .sa_flags = SA_RESTART};
+static void install(int flags) {
+    /* the mask keeps the handler from interrupting itself with another stop signal */
+    struct sigaction sa = {.sa_handler = on_stop, .sa_flags = flags};
     sigemptyset(&sa.sa_mask);
     for (size_t i = 0; i < sizeof stop_signals / sizeof *stop_signals; i++)
         sigaddset(&sa.sa_mask, stop_signals[i]);
@@ -40,6 +39,12 @@ void signals_install(void) {
     CHARLM_CHECK(sigaction(SIGPIPE, &ign, NULL) == 0);
     CHARLM_CHECK(sigaction(SIGXFSZ, &ign, NULL) == 0);
 }
+
+/* SA_RESTART: a signal must not fail a read or write in progress (the corpus, a checkpoint) with
+ * EINTR */
+void signals_install(void) { install(SA_RESTART); }
+
+void signals_install_interrupting(void) { install(0); }
 
 int signals_pending(void) { return first_signal; }
 

@@ -757,7 +757,7 @@ static int diverged(trainer_t *tr, const window_t *w, int bad_window) {
         rc = err_set(CHARLM_EDIVERGED, "training diverged at step %lld: loss %g, gradient norm "
                      "%g from the state it started from; no earlier state to keep",
                      (long long)tr->step + 1, w->loss, w->gnorm);
-        if (rank0) fprintf(stderr, "charlm: error: %s\n", err_message());
+        if (rank0) err_print();
         return rc;
     }
     const mark_t to = tr->mark[bad_window];
@@ -784,7 +784,7 @@ static int diverged(trainer_t *tr, const window_t *w, int bad_window) {
                      "parameters or optimizer moments non-finite (loss %g, gradient norm %g); the "
                      "last good state is in %s", (long long)bad_step, w->loss, w->gnorm,
                      tr->ckpt);
-    if (rank0) fprintf(stderr, "charlm: error: %s\n", err_message());
+    if (rank0) err_print();
     return rc;
 }
 

@@ -33,6 +33,14 @@ const char *err_message(void);
 /* Forgets the recorded message. */
 void err_clear(void);
 
+/* Prints the recorded message on stderr as the one line "charlm: error: MESSAGE", first calling
+ * the hook of err_before_print (log ends its live progress line there, which the line would
+ * otherwise run into). */
+void err_print(void);
+
+/* Sets the function err_print calls first; NULL = none. */
+void err_before_print(void (*hook)(void));
+
 /* The names of an enum's values (cell, optimizer and schedule kinds): names[k] for 0 <= k < n,
  * else "?"; and the value named s, or -1 when none is. */
 const char *err_enum_name(const char *const *names, int n, int k);

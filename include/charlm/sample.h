@@ -1,6 +1,8 @@
 /* sample: text generation from a model, one character at a time, streamed as UTF-8 —
  * temperature, top-k and top-p (nucleus) sampling with the counter-based generator, so that the
- * same checkpoint, options and seed give the same text byte for byte — and `charlm sample`. */
+ * same checkpoint, options and seed give the same text byte for byte — and `charlm sample`, which
+ * adds beam search (src/README.md §3), an interactive mode (a prime per line of stdin) and JSON
+ * output with the log-probabilities of the prime and of what was generated. */
 #ifndef CHARLM_SAMPLE_H
 #define CHARLM_SAMPLE_H
 

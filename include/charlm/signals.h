@@ -15,6 +15,11 @@
  * one note that the stop is under way; it does not abort. */
 void signals_install(void);
 
+/* signals_install, except that a stop signal interrupts a blocking read or write (EINTR) instead
+ * of restarting it: for `charlm sample --interactive`, whose wait for a line on a terminal must
+ * end on Ctrl-C. */
+void signals_install_interrupting(void);
+
 /* The first stop signal that arrived since signals_install (SIGTERM, SIGINT, SIGUSR1 or SIGHUP),
  * 0 when none. One read of a sig_atomic_t: cheap enough for every block of a loop. */
 int signals_pending(void);
