@@ -15,6 +15,7 @@ typedef struct {
     const char *ckpt;
     const char **texts; /* (ntexts) file, directory or glob each */
     int ntexts, json, skip_unknown, batch;
+    int raw; /* --weights raw: the parameters, not their moving average */
 } eval_args_t;
 
 static int parse_args(eval_args_t *a, int argc, char **argv) {
@@ -30,6 +31,11 @@ static int parse_args(eval_args_t *a, int argc, char **argv) {
             if (strcmp(v, "skip") && strcmp(v, "error"))
                 return err_set(CHARLM_EUSAGE, "eval: --unknown %s: expected skip or error", v);
             a->skip_unknown = !strcmp(v, "skip");
+        } else if (!strcmp(k, "--weights") && i + 1 < argc) {
+            const char *v = argv[++i];
+            if (strcmp(v, "ema") && strcmp(v, "raw"))
+                return err_set(CHARLM_EUSAGE, "eval: --weights %s: expected ema or raw", v);
+            a->raw = !strcmp(v, "raw");
         } else if (!strcmp(k, "--batch") && i + 1 < argc) {
             char *end;
             long b = strtol(argv[++i], &end, 10);
@@ -47,7 +53,7 @@ static int parse_args(eval_args_t *a, int argc, char **argv) {
     }
     if (!a->ckpt || !a->ntexts)
         return err_set(CHARLM_EUSAGE, "eval: usage: charlm eval CKPT TEXT... [--json] "
-                                      "[--unknown skip|error] [--batch B]");
+                                      "[--unknown skip|error] [--batch B] [--weights ema|raw]");
     return CHARLM_OK;
 }
 
@@ -157,6 +163,7 @@ static int run(const eval_args_t *a, const dist_t *d) {
     ckpt_t ck;
     int rc = ckpt_read(&ck, a->ckpt);
     if ((rc = dist_agree(d, rc))) return rc;
+    if (a->raw) ckpt_drop_ema(&ck);
     text_t t;
     rc = text_open(&t, a, &ck.vocab, d->rank);
     if (!rc && t.total < 2)

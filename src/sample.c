@@ -132,6 +132,7 @@ static int parse_uint(uint64_t *v, const char *opt, const char *s, uint64_t lo, 
 typedef struct {
     const char *ckpt, *prime, *prime_file;
     int count, skip_unknown;
+    int raw; /* --weights raw: the parameters, not their moving average */
     sample_opts_t o;
 } sample_args_t;
 
@@ -170,6 +171,10 @@ static int parse_args(sample_args_t *a, int argc, char **argv) {
         } else if (!strcmp(k, "--count")) {
             rc = parse_uint(&u, k, val, 1, 1000000);
             a->count = (int)u;
+        } else if (!strcmp(k, "--weights")) {
+            if (strcmp(val, "ema") && strcmp(val, "raw"))
+                return err_set(CHARLM_EUSAGE, "sample: --weights %s: expected ema or raw", val);
+            a->raw = !strcmp(val, "raw");
         } else if (!strcmp(k, "--unknown")) {
             if (strcmp(val, "skip") && strcmp(val, "error"))
                 return err_set(CHARLM_EUSAGE, "sample: --unknown %s: expected skip or error", val);
@@ -189,6 +194,7 @@ static int run(const sample_args_t *a) {
     ckpt_t ck;
     int rc = ckpt_read(&ck, a->ckpt);
     if (rc) return rc;
+    if (a->raw) ckpt_drop_ema(&ck);
     char *text = NULL;
     size_t len = 0;
     if (a->prime_file) rc = read_file(&text, &len, a->prime_file);
