@@ -546,6 +546,9 @@ int config_validate(const config_t *cfg) {
         return err_set(CHARLM_EINPUT, "optim.schedule = step needs optim.decay_every >= 1 "
                                       "(it is %" PRId64 ")",
                        cfg->decay_every);
+    if ((cfg->plateau_patience || cfg->early_stop) && cfg->eval_every == 0)
+        return err_set(CHARLM_EINPUT, "optim.plateau_patience and train.early_stop need "
+                                      "eval.every >= 1 (the validations they count)");
     if (cfg->schedule_over == SCHED_OVER_TIME && cfg->time_limit == 0)
         return err_set(CHARLM_EINPUT, "optim.schedule_over = time needs train.time_limit > 0 "
                                       "(the budget the schedule anneals over)");

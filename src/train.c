@@ -1020,8 +1020,8 @@ static void print_sample(trainer_t *tr) {
 }
 
 /* Collective, every eval.every steps and at the end of a run (when there is a validation split):
- * the validation loss, which the plateau state takes in (the same on every rank: the loss is
- * reduced), setting w->early when train.early_stop ends the run; rank 0 logs it, records it and,
+ * the validation loss, which the plateau state takes in at every eval.every steps (the same on
+ * every rank: the loss is reduced), setting w->early when train.early_stop ends the run; rank 0 logs it, records it and,
  * every sample.every steps, prints a sample. Its time is not training time. */
 static void maybe_eval(trainer_t *tr, window_t *w) {
     const config_t *cfg = tr->cfg;
@@ -1030,7 +1030,10 @@ static void maybe_eval(trainer_t *tr, window_t *w) {
     double t = dist_time();
     tr->last_val = evaluate(tr);
     tr->last_val_step = tr->step;
-    w->early = optim_plateau(&tr->plateau, &tr->plateau_p, tr->last_val);
+    /* only the validations of the cadence: the one that ends a stopped run is not made by
+     * the uninterrupted run, which its resumption must continue exactly */
+    if (cfg->eval_every && tr->step % cfg->eval_every == 0)
+        w->early = optim_plateau(&tr->plateau, &tr->plateau_p, tr->last_val);
     t = dist_time() - t;
     tr->t_log += t; /* chars/s counts training windows only */
     tr->tm.eval += t;
