@@ -23,6 +23,9 @@ per-layer gradient norms (README "Schedules and weight averaging").
   train.time_limit the key is refused.
 - grad_norm_layers: the embedding, each layer and the decoder; their root sum of squares is
   grad_norm; "clipped" is grad_norm > optim.clip on every line.
+- Divergence with the average on (SGD at about 4e19, no clip, as test_diverge): the run goes
+  back to its snapshot and trains the steps again; the /ema of the checkpoint it writes is, bit
+  for bit, that of an uninterrupted run of as many steps.
 - A checkpoint of format 3 (tests/data/ckpt-format3.h5, written by charlm before format 4)
   inspects and resumes to the losses of an uninterrupted run (within 1e-4: it was written on
   another machine, perhaps)."""
@@ -310,6 +313,37 @@ def test_layer_norms(corpus, work):
                   f"clipped {sorted(set(m['clipped'] for m in train))} at clip {clip}")
 
 
+def test_diverge(corpus, work):
+    def args(run_dir, steps, lr):
+        return ["train", "--corpus", corpus, "--layers", "1", "--hidden", "32", "--embed", "16",
+                "--batch", "2", "--seq", "16", "--steps", str(steps), "--epochs", "0", "--optim",
+                "sgd", "--set", "optim.momentum=0", "--set", "optim.clip=0", "--lr", lr,
+                "--set", "optim.ema=0.5", "--log-every", "1", "--set", "checkpoint.every=0",
+                "--run-dir", run_dir]
+    for lr in ("4e19", "6e19", "1e20", "3e20"):
+        run = os.path.join(work, f"diverge-{lr}")
+        p = h.run(args(run, 200, lr))
+        m = re.search(r"training diverged at step (\d+)", p.stderr)
+        if p.returncode == 4 and m and int(m.group(1)) >= 3:
+            break
+    else:
+        print("note: no divergence late enough to train steps again: skipped")
+        return
+    good = int(m.group(1)) - 1
+    ref = os.path.join(work, "diverge-ref")
+    h.run(args(ref, good, lr), check=True)
+    if h5py is None:
+        return
+    with h5py.File(ckpt(run, good), "r") as f, h5py.File(ckpt(ref, good), "r") as g:
+        differ = [t for t in g["ema"] if not np.array_equal(f["ema"][t][()], g["ema"][t][()])]
+    if differ:
+        problem(f"divergence at step {good + 1}: /ema of ckpt-{good} differs from an "
+                f"uninterrupted run's in {differ}")
+    else:
+        print(f"ok   divergence at step {good + 1} with the average: ckpt-{good}'s /ema is an "
+              "uninterrupted run's, bit for bit")
+
+
 def test_format3(work):
     """The shipped checkpoint of format 3: 4 steps of lstm 1x16 on tinyshakespeare."""
     fixture = os.path.join(HERE, "data", "ckpt-format3.h5")
@@ -346,6 +380,7 @@ def main():
     test_resume(corpus, work)
     test_time(corpus, work)
     test_layer_norms(corpus, work)
+    test_diverge(corpus, work)
     test_format3(work)
     if h.problems:
         h.fail(f"{len(h.problems)} problem(s)")
