@@ -19,8 +19,9 @@ per-layer gradient norms (README "Schedules and weight averaging").
   by "time limit" with progress >= 1; the checkpoint records the run's seconds (elapsed_s). A run
   stopped by train.steps and resumed continues from the checkpoint's seconds: the first progress
   after the resume is at least elapsed_s / time_limit, and the lr follows it. (A wall-clock
-  schedule cannot be compared bit for bit across a resume: the clock differs.) Without
-  train.time_limit the key is refused.
+  schedule cannot be compared bit for bit across a resume: the clock differs.) Refused with
+  exit 1 and one line: schedule_over = time without train.time_limit, the plateau or early stop
+  without eval.every, optim.ema = 1.
 - grad_norm_layers: the embedding, each layer and the decoder; their root sum of squares is
   grad_norm; "clipped" is grad_norm > optim.clip on every line.
 - Divergence with the average on (SGD at about 4e19, no clip, as test_diverge): the run goes
@@ -288,9 +289,17 @@ def test_time(corpus, work):
     else:
         print(f"ok   resumed at step 20 with {e:.3f} s recorded: progress goes on from "
               f"{first['progress']:.6f}")
-    p = h.run(base(corpus, os.path.join(work, "time-bad"), 5, timed))
-    if p.returncode != 1 or "optim.schedule_over = time needs train.time_limit" not in p.stderr:
-        problem(f"schedule_over = time without a time limit: exit {p.returncode}, {p.stderr}")
+    for extra, want in ((timed, "optim.schedule_over = time needs train.time_limit"),
+                        (["--set", "optim.plateau_patience=1"], "need eval.every >= 1"),
+                        (["--set", "train.early_stop=3"], "need eval.every >= 1"),
+                        (["--set", "optim.ema=1"], "optim.ema = 1: must be a number in [0, 1)")):
+        bad_dir = os.path.join(work, "refused")
+        p = h.run(base(corpus, bad_dir, 5, extra))
+        errors = [l for l in p.stderr.splitlines() if l.startswith("charlm: error:")]
+        if p.returncode != 1 or len(errors) != 1 or want not in errors[0] or \
+                os.path.exists(bad_dir):
+            problem(f"{' '.join(extra)}: exit {p.returncode}, expected 1 and one line naming "
+                    f"'{want}', nothing written:\n{p.stderr}")
 
 
 def test_layer_norms(corpus, work):
