@@ -42,8 +42,9 @@ typedef struct {
  * again (replay_to), and every step pays 1/SNAPSHOT_EVERY of a copy of the parameters and
  * moments. */
 #define SNAPSHOT_EVERY 32
-/* The agreed clocks kept for replay_to: more than the steps a replay can go back over. */
-#define NCLOCKS (2 * SNAPSHOT_EVERY)
+/* The learning rates of recent steps kept for replay_to: more than the steps a replay can go
+ * back over. */
+#define NLRS (2 * SNAPSHOT_EVERY)
 
 /* What one rank holds by design, in bytes, by part: computed before anything is allocated (in
  * double, so that no configuration overflows it) for the memory check, and shown by the
@@ -75,10 +76,11 @@ typedef struct {
     /* rank 0's training seconds of the run before this process (the checkpoint's), and the clock
      * that train.time_limit bounds and the time-based schedule follows, agreed at the end of the
      * last window — this process's seconds, plus elapsed0 when optim.schedule_over = time, whose
-     * budget is the run's across its resumes — with those of recent steps for replay_to (by
-     * step % NCLOCKS) */
+     * budget is the run's across its resumes */
     double elapsed0, clock;
-    double clocks[NCLOCKS];
+    /* the learning rate each recent step used (by step % NLRS): a replay trains with them, as
+     * neither the clock nor the validations that moved the plateau scale come again */
+    double lrs[NLRS];
     float *grads;                 /* (nparams) */
     dist_overlap_t ov;            /* the all-reduce of grads, overlapped with backward */
     model_acts_t acts;            /* training window (B, T) */
@@ -799,7 +801,7 @@ static int train_window(trainer_t *tr, window_t *w);
  * the same computation on the same data, so the same values, bit for bit. */
 static void replay_to(trainer_t *tr, int64_t step) {
     const size_t np = (size_t)tr->model.nparams;
-    CHARLM_CHECK(tr->snap.taken && tr->snap.at.step <= step && step - tr->snap.at.step < NCLOCKS);
+    CHARLM_CHECK(tr->snap.taken && tr->snap.at.step <= step && step - tr->snap.at.step < NLRS);
     memcpy(tr->model.params, tr->snap.params, np * sizeof(float));
     for (int i = 0; i < tr->opt.nmoments; i++)
         memcpy(optim_moment(&tr->opt, i), tr->snap.moments[i], np * sizeof(float));
@@ -902,9 +904,6 @@ static int train_window(trainer_t *tr, window_t *w) {
                     (tr->log.error[0] ? DIST_STOP_FAILED : 0);
     loss = dist_window_end(loss, &stop, &clock);
     tr->tm.allreduce += lap(&t);
-    /* a replay trains its steps again at the clocks they had */
-    if (tr->replaying) clock = tr->clocks[tr->step % NCLOCKS];
-    tr->clocks[tr->step % NCLOCKS] = clock;
 
     *w = (window_t){.loss = loss / (double)tr->window_chars,
                     .signalled = (stop & DIST_STOP_SIGNAL) != 0,
@@ -921,7 +920,8 @@ static int train_window(trainer_t *tr, window_t *w) {
     tr->clock = clock;
     double lr = timed ? optim_lr_time(&tr->sched, tr->step, clock / cfg->time_limit)
                       : optim_lr(&tr->sched, tr->step, tr->total);
-    tr->lr = lr * tr->plateau.scale;
+    tr->lr = tr->replaying ? tr->lrs[tr->step % NLRS] : lr * tr->plateau.scale;
+    tr->lrs[tr->step % NLRS] = tr->lr;
     /* every rank updates the same parameters with the same summed gradients: the verdict is
      * the same everywhere without a message */
     if (!optim_step(m->params, &tr->opt, tr->grads, tr->lr)) return diverged(tr, w, 0);

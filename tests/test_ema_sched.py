@@ -24,9 +24,11 @@ per-layer gradient norms (README "Schedules and weight averaging").
   without eval.every, optim.ema = 1.
 - grad_norm_layers: the embedding, each layer and the decoder; their root sum of squares is
   grad_norm; "clipped" is grad_norm > optim.clip on every line.
-- Divergence with the average on (SGD at about 4e19, no clip, as test_diverge): the run goes
-  back to its snapshot and trains the steps again; the /ema of the checkpoint it writes is, bit
-  for bit, that of an uninterrupted run of as many steps.
+- Divergence with the average and the plateau schedule on (SGD at about 4e19, no clip, as
+  test_diverge; validations every 2 steps, each after the first lowering the lr by 0.9): the run
+  goes back to its snapshot and trains the steps again at the learning rates they had; /model
+  and /ema of the checkpoint it writes are, bit for bit, those of an uninterrupted run of as many
+  steps.
 - A checkpoint of format 3 (tests/data/ckpt-format3.h5, written by charlm before format 4)
   inspects and resumes to the losses of an uninterrupted run (within 1e-4: it was written on
   another machine, perhaps)."""
@@ -328,11 +330,16 @@ def test_diverge(corpus, work):
                 "--batch", "2", "--seq", "16", "--steps", str(steps), "--epochs", "0", "--optim",
                 "sgd", "--set", "optim.momentum=0", "--set", "optim.clip=0", "--lr", lr,
                 "--set", "optim.ema=0.5", "--log-every", "1", "--set", "checkpoint.every=0",
+                "--eval-every", "2", "--set", "optim.plateau_patience=1",
+                "--set", "optim.plateau_factor=0.9", "--set", "optim.plateau_threshold=0.9",
                 "--run-dir", run_dir]
     for lr in ("4e19", "6e19", "1e20", "3e20"):
         run = os.path.join(work, f"diverge-{lr}")
         p = h.run(args(run, 200, lr))
         m = re.search(r"training diverged at step (\d+)", p.stderr)
+        if p.returncode not in (0, 4):  # 70: the replay did not train the steps as before
+            problem(f"lr {lr}: exit {p.returncode}\n{p.stderr[-2000:]}")
+            return
         if p.returncode == 4 and m and int(m.group(1)) >= 3:
             break
     else:
@@ -344,13 +351,20 @@ def test_diverge(corpus, work):
     if h5py is None:
         return
     with h5py.File(ckpt(run, good), "r") as f, h5py.File(ckpt(ref, good), "r") as g:
-        differ = [t for t in g["ema"] if not np.array_equal(f["ema"][t][()], g["ema"][t][()])]
+        differ = [f"{grp}/{t}" for grp in ("model", "ema") for t in g[grp]
+                  if not np.array_equal(f[grp][t][()], g[grp][t][()])]
+        scale = f.attrs["lr_scale"]
+    replayed = good - good // 32 * 32
     if differ:
-        problem(f"divergence at step {good + 1}: /ema of ckpt-{good} differs from an "
-                f"uninterrupted run's in {differ}")
+        problem(f"divergence at step {good + 1}: ckpt-{good} differs from an uninterrupted "
+                f"run's in {differ}")
+    elif replayed < 5 or scale == 1:
+        print(f"note: divergence at step {good + 1}, {replayed} steps trained again, lr scale "
+              f"{scale}: no plateau reduction among them")
     else:
-        print(f"ok   divergence at step {good + 1} with the average: ckpt-{good}'s /ema is an "
-              "uninterrupted run's, bit for bit")
+        print(f"ok   divergence at step {good + 1} with the average and the plateau (lr scale "
+              f"{scale:.3g}): ckpt-{good}, {replayed} steps trained again, is an uninterrupted "
+              "run's, bit for bit")
 
 
 def test_format3(work):
