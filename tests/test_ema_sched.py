@@ -9,6 +9,10 @@ per-layer gradient norms (README "Schedules and weight averaging").
 - optim.plateau_*: a threshold no validation can meet makes every validation after the first a
   bad one: with patience 1 the lr of every logged step is lr * factor^(bad validations before it),
   with patience 2 it falls at every second one.
+- optim_plateau (through tests/plateau_steps.c) against torch's ReduceLROnPlateau (mode min,
+  relative threshold, no cooldown; charlm's patience N is torch's N - 1) on sequences of losses
+  with ties, small and large improvements: the same lr factor after every validation (python3-
+  torch; skipped without it); early_stop N stops exactly at the N-th stale validation.
 - train.early_stop = 2 with that threshold ends the run at the third validation: exit 0, "early
   stop" on stderr and as the summary's "stop", the last checkpoint at that step, best.h5 the
   checkpoint of the lowest validation among them.
@@ -37,6 +41,7 @@ import math
 import os
 import re
 import shutil
+import subprocess
 
 import harness as h
 
@@ -180,6 +185,57 @@ def test_plateau(corpus, work):
           check=True)
     if any(m["lr"] != 0.002 for m in h.metrics(run)[0]):
         problem("optim.plateau_patience = 0 changed the lr")
+
+
+def test_plateau_torch():
+    steps = os.environ.get("CHARLM_PLATEAU_STEPS", "build/tests/plateau_steps")
+    losses = [3.0, 2.9, 2.9, 2.95, 2.89, 2.7, 2.71, 2.7, 2.6999, 2.72, 2.5, 2.6, 2.6, 2.6, 2.4,
+              2.41, 2.42, 2.43, 2.44, 2.45]
+    cases = [(1, 0.25, 0.0), (2, 0.5, 0.0), (3, 0.1, 0.0), (1, 0.25, 0.01), (2, 0.5, 1e-4)]
+    try:
+        import torch
+    except ImportError:
+        torch = None
+        print("skip ReduceLROnPlateau: python3-torch not available")
+    for patience, factor, threshold in cases:
+        p = subprocess.run([steps, str(patience), str(factor), str(threshold), "4"] +
+                           [repr(x) for x in losses], capture_output=True, text=True)
+        if p.returncode != 0:
+            problem(f"plateau_steps: exit {p.returncode}: {p.stderr}")
+            return
+        got = [(float(a), int(b)) for a, b in (l.split() for l in p.stdout.splitlines())]
+        # the early stop: at the 4th validation in a row without improvement, counted from the
+        # last improvement (a reduction does not reset it)
+        best, stale, want_stop = math.inf, 0, []
+        for x in losses:
+            if x < best * (1 - threshold):
+                best, stale = x, 0
+            else:
+                stale += 1
+            want_stop.append(int(stale >= 4))
+        if [s for _, s in got] != want_stop:
+            problem(f"early stop (patience {patience}, threshold {threshold}): "
+                    f"{[s for _, s in got]} vs {want_stop}")
+        if torch is None:
+            continue
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, mode="min", factor=factor, patience=patience - 1, threshold=threshold,
+            threshold_mode="rel", cooldown=0, min_lr=0.0, eps=0.0)
+        want = []
+        for x in losses:
+            sched.step(x)
+            want.append(opt.param_groups[0]["lr"])
+        scales = [s for s, _ in got]
+        if any(not math.isclose(a, b, rel_tol=1e-12) for a, b in zip(scales, want)):
+            problem(f"ReduceLROnPlateau (patience {patience} - 1, factor {factor}, threshold "
+                    f"{threshold}): charlm {scales}\n  torch {want}")
+        elif len(set(scales)) < 2:
+            problem(f"ReduceLROnPlateau case {patience, factor, threshold}: never reduced")
+        else:
+            print(f"ok   optim_plateau = ReduceLROnPlateau(patience={patience - 1}, factor="
+                  f"{factor}, threshold={threshold}): {len(losses)} validations, scale -> "
+                  f"{scales[-1]:.3g}")
 
 
 def test_early_stop(corpus, work):
@@ -399,6 +455,7 @@ def main():
     corpus = h.write_text(work, 40000)
     test_ema(corpus, work)
     test_plateau(corpus, work)
+    test_plateau_torch()
     test_early_stop(corpus, work)
     test_resume(corpus, work)
     test_time(corpus, work)
