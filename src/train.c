@@ -584,7 +584,8 @@ static need_t train_need(const trainer_t *tr, int resuming) {
                  all = (double)d.layers * c->S * d.H;
     const int drop = cfg->dropout > 0 ? MODEL_ACTS_DROPOUT : 0;
     /* parameters, gradients, moments, the moving average and the snapshot of parameters, moments
-     * and average (the way back from a divergence); carried, previous, snapshot and validation states, h and c */
+     * and average (the way back from a divergence); carried, previous, snapshot and validation
+     * states, h and c */
     need_t n = {.params = 4.0 * P * (3 + 2 * moments + 2 * ema),
                 .acts = model_acts_bytes(&d, c->B, c->T, drop),
                 .states = 4.0 * state * (c->nval ? 8 : 6),
@@ -1021,8 +1022,9 @@ static void print_sample(trainer_t *tr) {
 
 /* Collective, every eval.every steps and at the end of a run (when there is a validation split):
  * the validation loss, which the plateau state takes in at every eval.every steps (the same on
- * every rank: the loss is reduced), setting w->early when train.early_stop ends the run; rank 0 logs it, records it and,
- * every sample.every steps, prints a sample. Its time is not training time. */
+ * every rank: the loss is reduced), setting w->early when train.early_stop ends the run; rank 0
+ * logs it, records it and, every sample.every steps, prints a sample. Its time is not training
+ * time. */
 static void maybe_eval(trainer_t *tr, window_t *w) {
     const config_t *cfg = tr->cfg;
     if (!tr->corpus.nval || !((cfg->eval_every && tr->step % cfg->eval_every == 0) || w->last))
