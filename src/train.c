@@ -1120,9 +1120,14 @@ static void report(trainer_t *tr, double secs) {
     if (tr->d->rank != 0) return;
     const timers_t *t = &tr->tm;
     int64_t steps = tr->step - tr->step0;
-    if (steps == 0) {
+    if (steps == 0 && tr->total && tr->step >= tr->total) {
         log_msg(&tr->log, "charlm: nothing to do: the run is at step %lld of %lld",
                 (long long)tr->step, (long long)tr->total);
+        return;
+    }
+    if (steps == 0) {
+        log_msg(&tr->log, "charlm: nothing to do: the run has used its train.time_limit = %g s "
+                "(%.1f s; optim.schedule_over = time)", tr->cfg->time_limit, tr->elapsed0);
         return;
     }
     double rss_max = most[0], waited = most[1], comm = -most[2];
@@ -1183,7 +1188,10 @@ int train_run(const config_t *cfg, const char *resume, const dist_t *d) {
         if (d->rank == 0) print_header(&tr, threads);
         tr.t0 = tr.t_log = dist_time();
         tr.step0 = tr.step_log = tr.step;
-        while (!(tr.total && tr.step >= tr.total)) {
+        /* a schedule over time whose budget the run has used up (the checkpoint's seconds, the
+         * same on every rank) has nothing left to train */
+        const int spent = cfg->schedule_over == SCHED_OVER_TIME && tr.elapsed0 >= cfg->time_limit;
+        while (!(tr.total && tr.step >= tr.total) && !spent) {
             window_t w;
             if ((rc = train_window(&tr, &w))) break;
             maybe_log(&tr, &w);

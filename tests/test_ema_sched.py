@@ -22,7 +22,8 @@ per-layer gradient norms (README "Schedules and weight averaging").
 - optim.schedule_over = time: every logged lr is the cosine of the logged progress; the run ends
   by "time limit" with progress >= 1; the checkpoint records the run's seconds (elapsed_s). A run
   stopped by train.steps and resumed continues from the checkpoint's seconds: the first progress
-  after the resume is at least elapsed_s / time_limit, and the lr follows it. (A wall-clock
+  after the resume is at least elapsed_s / time_limit, and the lr follows it; a run whose
+  budget is used up resumes to "nothing to do", training nothing. (A wall-clock
   schedule cannot be compared bit for bit across a resume: the clock differs.) Refused with
   exit 1 and one line: schedule_over = time without train.time_limit, the plateau or early stop
   without eval.every, optim.ema = 1.
@@ -326,6 +327,13 @@ def test_time(corpus, work):
         with h5py.File(ckpt(run, train[-1]["step"]), "r") as f:
             if not f.attrs["elapsed_s"] >= limit:
                 problem(f"time schedule: elapsed_s {f.attrs['elapsed_s']} < {limit}")
+    # its budget used up, a resume has nothing to train
+    n_lines = len(lines(run))
+    p = h.run(base(corpus, run, 0, timed + ["--time-limit", str(limit), "--resume", "auto"]))
+    if p.returncode != 0 or "nothing to do: the run has used its train.time_limit" not in \
+            p.stderr or len(lines(run)) != n_lines:
+        problem(f"resuming a run whose time budget is used: exit {p.returncode}, "
+                f"{len(lines(run)) - n_lines} new metrics lines\n{p.stderr}")
     if len(h.problems) == n0:
         print(f"ok   schedule over time: {len(train)} lines, lr = cosine(progress), progress "
               f"{prog[0]:.3f} .. {prog[-1]:.3f}, stop 'time limit'")
