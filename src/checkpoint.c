@@ -27,15 +27,17 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "checkpoint digests ar
 /* ---- the attributes, one table for writing and reading ------------------------------------ */
 
 /* A numeric attribute of group `group` ("" = the root) and the member of ckpt_info_t it holds:
- * exactly one of i64, i32 (read back with a range check) and f64 is set. */
+ * exactly one of i64, i32 (read back with a range check) and f64 is set. A file of a format
+ * before `since` does not have it (0: every format has it). */
 typedef struct {
     const char *group, *name;
     int64_t *i64;
     int *i32;
     double *f64;
+    int since;
 } field_t;
 
-#define NFIELDS 17
+#define NFIELDS 22
 
 /* Fills f with the numeric attributes of the root, /model and /optimizer, pointing into *in. The
  * string attributes (format, charlm_version, config, cell, kind), format_version and the epoch
@@ -60,6 +62,11 @@ static void info_fields(ckpt_info_t *in, field_t f[NFIELDS]) {
         {"model", "embed", .i32 = &md->E},
         {"model", "vocab_size", .i32 = &md->V},
         {"optimizer", "step", .i64 = &in->optim_step},
+        {"", "elapsed_s", .f64 = &in->elapsed_s, .since = 4},
+        {"", "lr_scale", .f64 = &in->plateau.scale, .since = 4},
+        {"", "plateau_best", .f64 = &in->plateau.best, .since = 4},
+        {"", "plateau_bad", .i64 = &in->plateau.bad, .since = 4},
+        {"", "plateau_stale", .i64 = &in->plateau.stale, .since = 4},
     };
     _Static_assert(sizeof t / sizeof *t == NFIELDS, "NFIELDS is the size of the table");
     memcpy(f, t, sizeof t);
@@ -85,6 +92,7 @@ static uint64_t content_digest(const ckpt_write_t *w, int version) {
     digest_update(&d, tag, sizeof tag);
     digest_u64(&d, (uint64_t)version);
     for (int i = 0; i < NFIELDS; i++) {
+        if (f[i].since > version) continue;
         uint64_t v;
         if (f[i].f64) memcpy(&v, f[i].f64, sizeof v);
         else v = (uint64_t)(f[i].i64 ? *f[i].i64 : *f[i].i32);
@@ -99,6 +107,10 @@ static uint64_t content_digest(const ckpt_write_t *w, int version) {
     digest_u64(&d, (uint64_t)w->nmoments);
     for (int i = 0; i < w->nmoments; i++)
         digest_update(&d, w->moments[i], sizeof(float) * (size_t)nparams);
+    if (version >= 4) {
+        digest_u64(&d, w->ema != NULL);
+        if (w->ema) digest_update(&d, w->ema, sizeof(float) * (size_t)nparams);
+    }
     digest_update(&d, w->h, sizeof(float) * (size_t)nstate);
     digest_u64(&d, w->c != NULL);
     if (w->c) digest_update(&d, w->c, sizeof(float) * (size_t)nstate);
@@ -195,6 +207,7 @@ static int write_contents(hid_t f, const ckpt_write_t *w) {
         snprintf(group, sizeof group, "optimizer/%s", name);
         rc = write_tensors(f, group, t, nt, w->moments[i]);
     }
+    if (!rc && w->ema) rc = write_tensors(f, "ema", t, nt, w->ema);
 
     hsize_t ds[3] = {(hsize_t)md->layers, (hsize_t)in.streams, (hsize_t)md->H};
     if (!rc) rc = h5io_dset_write(f, "state/h", H5T_NATIVE_FLOAT, H5T_IEEE_F32LE, 3, ds,
@@ -227,11 +240,12 @@ static off_t size_bound(const ckpt_write_t *w) {
     const model_dims_t *md = &w->info.dims;
     int ntensors = 0;
     int64_t nparams = model_layout(md, NULL, &ntensors);
-    double data = 4.0 * (double)nparams * (1 + w->nmoments) +
+    const int copies = 1 + w->nmoments + (w->ema != NULL);
+    double data = 4.0 * (double)nparams * copies +
                   4.0 * (w->c ? 2 : 1) * md->layers * w->info.streams * md->H +
                   8.0 * (3.0 * (double)w->n_train + 2.0 * (double)w->n_val) +
                   4.0 * md->V + 8.0 + (double)strlen(w->config);
-    double datasets = ntensors * (1 + w->nmoments) + 6;
+    double datasets = ntensors * copies + 6;
     double chunks = datasets + data / (4.0 * CHUNK_ELEMS);
     return (off_t)(data + 4096.0 * datasets + 64.0 * chunks + 65536.0);
 }
@@ -368,7 +382,7 @@ static int get_dset(const reader_t *r, const char *name, hid_t memtype, int rank
 static int read_fields(const reader_t *r, hid_t loc, const char *group, const field_t *f) {
     int rc = CHARLM_OK;
     for (int i = 0; i < NFIELDS && !rc; i++) {
-        if (strcmp(f[i].group, group)) continue;
+        if (strcmp(f[i].group, group) || f[i].since > r->version) continue;
         const char *name = f[i].name;
         int64_t x = 0;
         if (f[i].f64) {
@@ -436,6 +450,7 @@ static int read_info(reader_t *r, ckpt_t *ck) {
                      "%s: format_version %" PRId64 " is not supported (this charlm reads 1 to %d)",
                      r->path, version, CKPT_FORMAT_VERSION);
     r->version = ck->version = (int)version;
+    if (version < 4) in->plateau = optim_plateau_start(); /* what format 4 reads otherwise */
     if (!rc) rc = get_str(r, r->f, "config", &ck->config);
     if (!rc) rc = read_identity(r, in);
     if (!rc) rc = read_fields(r, r->f, "", fields);
@@ -510,7 +525,8 @@ static int read_history(const reader_t *r, const char *name, hsize_t cols, doubl
 /* The digest of what ck holds (content_digest over a view of it). */
 static uint64_t read_digest(const ckpt_t *ck) {
     ckpt_write_t view = {.info = ck->info, .config = ck->config, .vocab = &ck->vocab,
-                         .params = ck->params, .nmoments = ck->nmoments, .h = ck->h, .c = ck->c,
+                         .params = ck->params, .nmoments = ck->nmoments, .ema = ck->ema,
+                         .h = ck->h, .c = ck->c,
                          .train_hist = ck->train_hist, .val_hist = ck->val_hist,
                          .n_train = ck->n_train, .n_val = ck->n_val};
     memcpy(view.moments, ck->moments, sizeof view.moments);
@@ -544,6 +560,11 @@ static int read_all(reader_t *r, ckpt_t *ck) {
         h5io_object_close(g);
         ck->nmoments = i + 1;
         rc = read_tensors(r, group, t, nt, nparams, &ck->moments[i]);
+    }
+    hid_t g;
+    if (!rc && r->version >= 4 && h5io_object_open(r->f, "ema", &g) != H5IO_MISSING) {
+        h5io_object_close(g);
+        rc = read_tensors(r, "ema", t, nt, nparams, &ck->ema);
     }
     if (rc) return rc;
     hsize_t ds[3] = {(hsize_t)md->layers, (hsize_t)in->streams, (hsize_t)md->H};
@@ -616,6 +637,7 @@ void ckpt_free(ckpt_t *ck) {
     vocab_free(&ck->vocab);
     free(ck->params);
     for (int i = 0; i < OPTIM_MAX_MOMENTS; i++) free(ck->moments[i]);
+    free(ck->ema);
     free(ck->h), free(ck->c);
     free(ck->train_hist), free(ck->val_hist);
     memset(ck, 0, sizeof *ck);
@@ -623,7 +645,12 @@ void ckpt_free(ckpt_t *ck) {
 
 void ckpt_model(model_t *m, const ckpt_t *ck) {
     model_init(m, &ck->info.dims, 0);
-    memcpy(m->params, ck->params, sizeof(float) * (size_t)m->nparams);
+    memcpy(m->params, ck->ema ? ck->ema : ck->params, sizeof(float) * (size_t)m->nparams);
+}
+
+void ckpt_drop_ema(ckpt_t *ck) {
+    free(ck->ema);
+    ck->ema = NULL;
 }
 
 /* ---- the run directory -------------------------------------------------------------------- */
@@ -771,6 +798,11 @@ int ckpt_inspect(FILE *out, const char *path, int verify) {
             fprintf(out, "%-18s training %s, validation %s\n", "data fingerprints", tfp,
                     in->val_fp ? vfp : "none");
         }
+        if (r.version >= 4)
+            fprintf(out, "%-18s %.1f s of training; lr scale %.6g (plateau: %" PRId64 " bad, %"
+                    PRId64 " stale)%s\n", "schedule", in->elapsed_s, in->plateau.scale,
+                    in->plateau.bad, in->plateau.stale,
+                    verify ? (ck.ema ? "; moving average of the weights" : "") : "");
         print_loss(out, "train loss", in->last_train_loss);
         print_loss(out, "validation loss", in->last_val_loss);
         print_loss(out, "best validation", in->best_val_loss);

@@ -78,6 +78,7 @@ static const key_desc_t keys[] = {
     K_I64("train", "epochs", epochs, "1", 0),
     K_DBL("train", "time_limit", time_limit, "0", 0, B_INCL, 0, B_NONE),
     K_U64("train", "seed", seed, "1234"),
+    K_I64("train", "early_stop", early_stop, "0", 0),
 
     K_ENUM("optim", "kind", optim, "adam", optim_kind_names),
     K_DBL("optim", "lr", lr, "0.002", 0, B_EXCL, 0, B_NONE),
@@ -92,6 +93,12 @@ static const key_desc_t keys[] = {
     K_I64("optim", "decay_every", decay_every, "0", 0),
     K_DBL("optim", "decay_rate", decay_rate, "0.5", 0, B_EXCL, 1, B_INCL),
     K_DBL("optim", "min_lr", min_lr, "0", 0, B_INCL, 0, B_NONE),
+    K_ENUM("optim", "schedule_over", schedule_over, "steps", sched_over_names),
+    K_I64("optim", "plateau_patience", plateau_patience, "0", 0),
+    K_DBL("optim", "plateau_factor", plateau_factor, "0.25", 0, B_EXCL, 1, B_EXCL),
+    K_DBL("optim", "plateau_threshold", plateau_threshold, "0", 0, B_INCL, 1, B_EXCL),
+    K_DBL("optim", "ema", ema, "0", 0, B_INCL, 1, B_EXCL),
+    K_I64("optim", "ema_start", ema_start, "0", 0),
 
     K_I64("eval", "every", eval_every, "0", 0),
 
@@ -110,6 +117,7 @@ static const key_desc_t keys[] = {
 _Static_assert(sizeof(cell_kind_t) == sizeof(int), "enum fields are stored as int");
 _Static_assert(sizeof(optim_kind_t) == sizeof(int), "enum fields are stored as int");
 _Static_assert(sizeof(sched_kind_t) == sizeof(int), "enum fields are stored as int");
+_Static_assert(sizeof(sched_over_t) == sizeof(int), "enum fields are stored as int");
 
 /* ---- messages ---------------------------------------------------------------------------- */
 
@@ -538,6 +546,12 @@ int config_validate(const config_t *cfg) {
         return err_set(CHARLM_EINPUT, "optim.schedule = step needs optim.decay_every >= 1 "
                                       "(it is %" PRId64 ")",
                        cfg->decay_every);
+    if ((cfg->plateau_patience || cfg->early_stop) && cfg->eval_every == 0)
+        return err_set(CHARLM_EINPUT, "optim.plateau_patience and train.early_stop need "
+                                      "eval.every >= 1 (the validations they count)");
+    if (cfg->schedule_over == SCHED_OVER_TIME && cfg->time_limit == 0)
+        return err_set(CHARLM_EINPUT, "optim.schedule_over = time needs train.time_limit > 0 "
+                                      "(the budget the schedule anneals over)");
     if (cfg->schedule == SCHED_COSINE && cfg->min_lr > cfg->lr)
         return err_set(CHARLM_EINPUT, "optim.min_lr = %.17g is larger than optim.lr = %.17g",
                        cfg->min_lr, cfg->lr);
@@ -632,6 +646,12 @@ sched_params_t config_sched_params(const config_t *cfg) {
     return (sched_params_t){.kind = cfg->schedule, .lr = cfg->lr, .decay_rate = cfg->decay_rate,
                             .min_lr = cfg->min_lr, .warmup = cfg->warmup,
                             .decay_every = cfg->decay_every};
+}
+
+plateau_params_t config_plateau_params(const config_t *cfg) {
+    return (plateau_params_t){.patience = cfg->plateau_patience, .early_stop = cfg->early_stop,
+                              .factor = cfg->plateau_factor,
+                              .threshold = cfg->plateau_threshold};
 }
 
 log_params_t config_log_params(const config_t *cfg) {

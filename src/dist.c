@@ -120,14 +120,14 @@ void dist_bcast_floats(float *buf, int64_t n) {
         MPI_Bcast(buf + at, (int)(n - at < piece ? n - at : piece), MPI_FLOAT, 0, MPI_COMM_WORLD);
 }
 
-_Static_assert(offsetof(dist_position_t, optim_step) == offsetof(dist_position_t, step) +
-                   3 * sizeof(int64_t) &&
-               offsetof(dist_position_t, best_val_loss) == offsetof(dist_position_t, lr) +
-                   3 * sizeof(double),
-               "dist_bcast_position sends 4 int64 and 4 doubles, each run contiguous");
+_Static_assert(offsetof(dist_position_t, plateau_stale) == offsetof(dist_position_t, step) +
+                   5 * sizeof(int64_t) &&
+               offsetof(dist_position_t, plateau_best) == offsetof(dist_position_t, lr) +
+                   6 * sizeof(double),
+               "dist_bcast_position sends 6 int64 and 7 doubles, each run contiguous");
 
 void dist_bcast_position(dist_position_t *p) {
-    int len[2] = {4, 4};
+    int len[2] = {6, 7};
     MPI_Aint off[2] = {offsetof(dist_position_t, step), offsetof(dist_position_t, lr)};
     MPI_Datatype types[2] = {MPI_INT64_T, MPI_DOUBLE}, t;
     MPI_Type_create_struct(2, len, off, types, &t);
@@ -163,16 +163,19 @@ void dist_max_doubles(double *buf, int n) {
     MPI_Allreduce(MPI_IN_PLACE, buf, n, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
 }
 
-double dist_window_end(double loss, unsigned *stop) {
+double dist_window_end(double loss, unsigned *stop, double *clock) {
     CHARLM_CHECK(*stop < 1u << DIST_STOP_REASONS);
+    int rank;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     /* each reason travels as a count of the ranks that have it: a sum of doubles, exact, in the
-     * same all-reduce as the loss */
-    double red[1 + DIST_STOP_REASONS] = {loss};
-    for (int i = 0; i < DIST_STOP_REASONS; i++) red[1 + i] = *stop >> i & 1u;
-    dist_sum_doubles(red, 1 + DIST_STOP_REASONS);
+     * same all-reduce as the loss; rank 0's clock as a sum with the others' zeros, exact too */
+    double red[2 + DIST_STOP_REASONS] = {loss, rank == 0 ? *clock : 0.0};
+    for (int i = 0; i < DIST_STOP_REASONS; i++) red[2 + i] = *stop >> i & 1u;
+    dist_sum_doubles(red, 2 + DIST_STOP_REASONS);
     *stop = 0;
     for (int i = 0; i < DIST_STOP_REASONS; i++)
-        if (red[1 + i] > 0) *stop |= 1u << i;
+        if (red[2 + i] > 0) *stop |= 1u << i;
+    *clock = red[1];
     return red[0];
 }
 

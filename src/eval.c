@@ -23,6 +23,7 @@ typedef struct {
     int ntexts, json, skip_unknown, batch;
     int dynamic, dyn_seq, per_window;
     double dyn_lr, dyn_decay;
+    int raw; /* --weights raw: the parameters, not their moving average */
 } eval_args_t;
 
 /* Parses the number after option k into *v: an integer in [lo, hi] when integer, else a finite
@@ -58,6 +59,11 @@ static int parse_args(eval_args_t *a, int argc, char **argv) {
             if (strcmp(s, "skip") && strcmp(s, "error"))
                 return err_set(CHARLM_EUSAGE, "eval: --unknown %s: expected skip or error", s);
             a->skip_unknown = !strcmp(s, "skip");
+        } else if (!strcmp(k, "--weights") && valued) {
+            const char *s = argv[++i];
+            if (strcmp(s, "ema") && strcmp(s, "raw"))
+                return err_set(CHARLM_EUSAGE, "eval: --weights %s: expected ema or raw", s);
+            a->raw = !strcmp(s, "raw");
         } else if (!strcmp(k, "--batch") && valued) {
             rc = parse_number(&v, k, argv[++i], 1, 1 << 20, 1);
             a->batch = (int)v;
@@ -79,9 +85,9 @@ static int parse_args(eval_args_t *a, int argc, char **argv) {
     }
     if (!a->ckpt || !a->ntexts)
         return err_set(CHARLM_EUSAGE, "eval: usage: charlm eval CKPT TEXT... [--json] "
-                                      "[--unknown skip|error] [--batch B] [--dynamic "
-                                      "[--dynamic-lr LR] [--dynamic-decay D] [--dynamic-seq T] "
-                                      "[--per-window]]");
+                                      "[--unknown skip|error] [--batch B] [--weights ema|raw] "
+                                      "[--dynamic [--dynamic-lr LR] [--dynamic-decay D] "
+                                      "[--dynamic-seq T] [--per-window]]");
     if (a->per_window && !(a->dynamic && a->json))
         return err_set(CHARLM_EUSAGE, "eval: --per-window needs --dynamic and --json");
     return CHARLM_OK;
@@ -255,6 +261,7 @@ static int run(const eval_args_t *a, const dist_t *d) {
     ckpt_t ck;
     int rc = ckpt_read(&ck, a->ckpt);
     if ((rc = dist_agree(d, rc))) return rc;
+    if (a->raw) ckpt_drop_ema(&ck);
     eval_text_t t;
     rc = eval_text_open(&t, a->texts, a->ntexts, a->skip_unknown, &ck.vocab, "eval", d->rank);
     if (!rc && t.total < 2)

@@ -253,8 +253,18 @@ void log_train(log_t *lg, const log_train_t *m) {
     rec_num(&r, "grad_norm", m->grad_norm);
     rec_num(&r, "chars_per_s", m->chars_per_s);
     rec_num(&r, "elapsed_s", m->elapsed_s);
+    if (m->nparts > 0) {
+        rec_add(&r, ",\"grad_norm_layers\":[");
+        for (int i = 0; i < m->nparts; i++) {
+            if (isfinite(m->part_norms[i])) rec_add(&r, "%s%.9g", i ? "," : "", m->part_norms[i]);
+            else rec_add(&r, "%snull", i ? "," : "");
+        }
+        rec_add(&r, "],\"clipped\":%s", m->clipped ? "true" : "false");
+    }
+    if (m->timed) rec_num(&r, "progress", m->progress);
     metrics_write(lg, &r, m->step);
 }
+
 
 void log_val(log_t *lg, int64_t step, double val_loss) {
     double bpc = val_loss / LN2;
@@ -271,9 +281,9 @@ void log_val(log_t *lg, int64_t step, double val_loss) {
     metrics_write(lg, &r, step);
 }
 
-void log_summary(log_t *lg, int64_t step, const log_field_t *fields, int n) {
+void log_summary(log_t *lg, int64_t step, const char *stop, const log_field_t *fields, int n) {
     record_t r = {.n = 0};
-    rec_add(&r, "{\"step\":%" PRId64 ",\"summary\":true", step);
+    rec_add(&r, "{\"step\":%" PRId64 ",\"summary\":true,\"stop\":\"%s\"", step, stop);
     for (int i = 0; i < n; i++) rec_num(&r, fields[i].key, fields[i].value);
     metrics_write(lg, &r, step);
 }

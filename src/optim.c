@@ -8,6 +8,7 @@
 
 const char *const optim_kind_names[OPTIM_KINDS] = {"adam", "adamw", "sgd", "rmsprop", "adagrad"};
 const char *const sched_kind_names[SCHED_KINDS] = {"constant", "step", "cosine"};
+const char *const sched_over_names[SCHED_OVERS] = {"steps", "time"};
 
 const char *optim_kind_name(optim_kind_t k) {
     return err_enum_name(optim_kind_names, OPTIM_KINDS, (int)k);
@@ -137,21 +138,32 @@ int optim_step(float *params, optim_t *o, const float *grads, double lr) {
     return !(bad >> 31);
 }
 
-double optim_clip(float *grads, int64_t n, double clip) {
-    /* eight partial sums in a fixed order: vectorised, and the same result on every run */
+/* The sum of squares of x (n), in double: eight partial sums in a fixed order, vectorised, and
+ * the same result on every run. */
+static double sum_squares(const float *x, int64_t n) {
     double part[8] = {0};
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
-        for (int k = 0; k < 8; k++) part[k] += (double)grads[i + k] * grads[i + k];
+        for (int k = 0; k < 8; k++) part[k] += (double)x[i + k] * x[i + k];
     double ss = 0.0;
-    for (; i < n; i++) ss += (double)grads[i] * grads[i];
+    for (; i < n; i++) ss += (double)x[i] * x[i];
     for (int k = 0; k < 8; k++) ss += part[k];
-    double norm = sqrt(ss);
+    return ss;
+}
+
+double optim_clip(float *grads, int64_t n, double clip) {
+    double norm = sqrt(sum_squares(grads, n));
     if (clip > 0.0 && norm > clip) {
         float s = (float)(clip / (norm + 1e-6));
-        for (i = 0; i < n; i++) grads[i] *= s;
+        for (int64_t i = 0; i < n; i++) grads[i] *= s;
     }
     return norm;
+}
+
+/* Cosine from lr (p = 0) to min_lr (p >= 1). */
+static double cosine(const sched_params_t *s, double p) {
+    if (p > 1.0) p = 1.0;
+    return s->min_lr + 0.5 * (s->lr - s->min_lr) * (1.0 + cos(3.141592653589793 * p));
 }
 
 double optim_lr(const sched_params_t *s, int64_t step, int64_t total) {
@@ -162,11 +174,43 @@ double optim_lr(const sched_params_t *s, int64_t step, int64_t total) {
     case SCHED_COSINE: {
         int64_t span = total - s->warmup;
         if (total <= 0 || span <= 0) return s->lr;
-        double p = (double)(step - s->warmup) / (double)span;
-        if (p > 1.0) p = 1.0;
-        return s->min_lr + 0.5 * (s->lr - s->min_lr) * (1.0 + cos(3.141592653589793 * p));
+        return cosine(s, (double)(step - s->warmup) / (double)span);
     }
     case SCHED_KINDS: break;
     }
     err_abort(__FILE__, __LINE__, "unknown schedule");
+}
+
+double optim_lr_time(const sched_params_t *s, int64_t step, double progress) {
+    if (s->kind != SCHED_COSINE || (s->warmup > 0 && step < s->warmup))
+        return optim_lr(s, step, 0);
+    return cosine(s, progress < 0.0 ? 0.0 : progress);
+}
+
+plateau_t optim_plateau_start(void) { return (plateau_t){.scale = 1.0, .best = NAN}; }
+
+int optim_plateau(plateau_t *s, const plateau_params_t *p, double val) {
+    if (isnan(s->best) || val < s->best * (1.0 - p->threshold)) {
+        s->best = val;
+        s->bad = s->stale = 0;
+        return 0;
+    }
+    s->stale++;
+    if (p->patience > 0 && ++s->bad >= p->patience) {
+        s->scale *= p->factor;
+        s->bad = 0;
+    }
+    return p->early_stop > 0 && s->stale >= p->early_stop;
+}
+
+void optim_ema(float *ema, const float *params, int64_t n, double decay) {
+    const float d = (float)decay, c = (float)(1.0 - decay);
+    float *restrict e = ema;
+    const float *restrict p = params;
+    for (int64_t i = 0; i < n; i++) e[i] = d * e[i] + c * p[i];
+}
+
+void optim_norms(double *norms, const float *grads, const int64_t *bounds, int nregions) {
+    for (int r = 0; r < nregions; r++)
+        norms[r] = sqrt(sum_squares(grads + bounds[r], bounds[r + 1] - bounds[r]));
 }

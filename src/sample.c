@@ -361,6 +361,7 @@ typedef struct {
     const char *drawing; /* the first of --temperature, --top-k, --top-p, --seed given */
     beam_opts_t beam;    /* width 0 = sample */
     int alpha_given;
+    int raw; /* --weights raw: the parameters, not their moving average */
     sample_opts_t o;
 } sample_args_t;
 
@@ -467,6 +468,10 @@ static int parse_args(sample_args_t *a, int argc, char **argv) {
         } else if (!strcmp(k, "--length-norm")) {
             rc = parse_num(&a->beam.alpha, k, val, 0, 10);
             a->alpha_given = 1;
+        } else if (!strcmp(k, "--weights")) {
+            if (strcmp(val, "ema") && strcmp(val, "raw"))
+                return err_set(CHARLM_EUSAGE, "sample: --weights %s: expected ema or raw", val);
+            a->raw = !strcmp(val, "raw");
         } else if (!strcmp(k, "--unknown")) {
             if (strcmp(val, "skip") && strcmp(val, "error"))
                 return err_set(CHARLM_EUSAGE, "sample: --unknown %s: expected skip or error", val);
@@ -658,6 +663,7 @@ static int run(const sample_args_t *a) {
     ckpt_t ck;
     int rc = ckpt_read(&ck, a->ckpt);
     if (rc) return rc;
+    if (a->raw) ckpt_drop_ema(&ck);
     char *text = NULL;
     size_t len = 0;
     if (a->prime_file) rc = read_file(&text, &len, a->prime_file);

@@ -35,7 +35,16 @@ typedef struct {
 typedef struct {
     int64_t step, epoch, cursor, last_val_step, n_train, n_val;
     double lr, last_train, last_val, best_val;
+    plateau_t plateau;
 } mark_t;
+
+/* Windows between snapshots of the run (take_snapshot): a divergence trains at most this many
+ * again (replay_to), and every step pays 1/SNAPSHOT_EVERY of a copy of the parameters and
+ * moments. */
+#define SNAPSHOT_EVERY 32
+/* The learning rates of recent steps kept for replay_to: more than the steps a replay can go
+ * back over. */
+#define NLRS (2 * SNAPSHOT_EVERY)
 
 /* What one rank holds by design, in bytes, by part: computed before anything is allocated (in
  * double, so that no configuration overflows it) for the memory check, and shown by the
@@ -57,6 +66,21 @@ typedef struct {
     model_t model;
     optim_t opt;
     sched_params_t sched;
+    plateau_params_t plateau_p;
+    plateau_t plateau;            /* its scale multiplies the schedule's lr */
+    float *ema;                   /* (nparams) moving average of the parameters; NULL = off */
+    model_t ema_model;            /* the model's views over ema (owns nothing): validation,
+                                     samples; = model when the average is off */
+    int64_t parts[MODEL_MAX_LAYERS + 3]; /* offsets: embedding, each layer, decoder, the end */
+    int nparts;                   /* layers + 2: the regions of the gradient-norm record */
+    /* rank 0's training seconds of the run before this process (the checkpoint's), and the clock
+     * that train.time_limit bounds and the time-based schedule follows, agreed at the end of the
+     * last window — this process's seconds, plus elapsed0 when optim.schedule_over = time, whose
+     * budget is the run's across its resumes */
+    double elapsed0, clock;
+    /* the learning rate each recent step used (by step % NLRS): a replay trains with them, as
+     * neither the clock nor the validations that moved the plateau scale come again */
+    double lrs[NLRS];
     float *grads;                 /* (nparams) */
     dist_overlap_t ov;            /* the all-reduce of grads, overlapped with backward */
     model_acts_t acts;            /* training window (B, T) */
@@ -76,6 +100,7 @@ typedef struct {
         int64_t optim_step;
         float *params;                        /* (nparams) */
         float *moments[OPTIM_MAX_MOMENTS];    /* (nparams) each, nmoments of them */
+        float *ema;                           /* (nparams) when the average is on */
         float *h, *c;                         /* (layers, B, H) */
     } snap;
     int replaying;                /* replay_to is training windows again */
@@ -83,6 +108,7 @@ typedef struct {
     int64_t step, cursor, epoch, total;
     double lr, last_train, last_val, best_val;
     int64_t last_val_step;
+    const char *stop;             /* why the run ended: "steps", "time limit", "early stop" */
     /* clocks: the start of this process's part of the run, and of the current log interval */
     int64_t step0, step_log;
     double t0, t_log;
@@ -106,10 +132,19 @@ typedef struct {
 typedef struct {
     double loss;   /* mean over the window's S*T predictions, nats/char */
     double gnorm;  /* global gradient norm, before clipping */
+    int clipped;   /* optim.clip scaled the gradient */
+    double parts[MODEL_MAX_LAYERS + 2]; /* rank 0, on a logged step: the norm of each part */
     int last;      /* the run ends after this window: train.steps, train.epochs or time_limit */
+    int timed_out; /* ... because of train.time_limit */
+    int early;     /* the run ends after this window's validation: train.early_stop */
     int signalled; /* a stop signal reached some rank */
     int failed;    /* rank 0 could not write metrics.jsonl (tr->log.error says why) */
 } window_t;
+
+/* Rank 0: whether the window that ends at `step` is logged (maybe_log). */
+static int log_due(const trainer_t *tr, int64_t step, const window_t *w) {
+    return step % tr->log.p.every == 0 || w->last || w->signalled || w->failed;
+}
 
 /* Peak resident memory of this process so far, in bytes. */
 static double peak_rss(void) {
@@ -336,16 +371,24 @@ static int resume_from(trainer_t *tr, const char *resume, int *resumed) {
         ckpt_free(&ck);
         return rc;
     }
+    const plateau_t *pl = &ck.info.plateau;
     dist_position_t at = {.step = ck.info.step, .epoch = ck.info.epoch,
                           .cursor = ck.info.cursor, .optim_step = ck.info.optim_step,
                           .lr = ck.info.lr, .last_train_loss = ck.info.last_train_loss,
                           .last_val_loss = ck.info.last_val_loss,
-                          .best_val_loss = ck.info.best_val_loss};
+                          .best_val_loss = ck.info.best_val_loss,
+                          .elapsed_s = ck.info.elapsed_s, .lr_scale = pl->scale,
+                          .plateau_best = pl->best, .plateau_bad = pl->bad,
+                          .plateau_stale = pl->stale};
     dist_bcast_position(&at);
     tr->step = at.step, tr->epoch = at.epoch, tr->cursor = at.cursor;
     tr->opt.step = at.optim_step;
     tr->lr = at.lr, tr->last_train = at.last_train_loss, tr->last_val = at.last_val_loss;
     tr->best_val = at.best_val_loss;
+    tr->plateau = (plateau_t){.scale = at.lr_scale, .best = at.plateau_best,
+                              .bad = at.plateau_bad, .stale = at.plateau_stale};
+    tr->elapsed0 = at.elapsed_s;
+    if (tr->cfg->schedule_over == SCHED_OVER_TIME) tr->clock = at.elapsed_s;
 
     model_t *m = &tr->model;
     if (d->rank == 0) memcpy(m->params, ck.params, sizeof(float) * (size_t)m->nparams);
@@ -354,6 +397,17 @@ static int resume_from(trainer_t *tr, const char *resume, int *resumed) {
         float *mom = optim_moment(&tr->opt, i);
         if (d->rank == 0) memcpy(mom, ck.moments[i], sizeof(float) * (size_t)m->nparams);
         dist_bcast_floats(mom, m->nparams);
+    }
+    /* the average goes on from the checkpoint's, or starts from the parameters it holds */
+    int have_ema = dist_bcast_int(ck.ema != NULL);
+    if (tr->ema && have_ema) {
+        if (d->rank == 0) memcpy(tr->ema, ck.ema, sizeof(float) * (size_t)m->nparams);
+        dist_bcast_floats(tr->ema, m->nparams);
+    } else if (tr->ema) {
+        memcpy(tr->ema, m->params, sizeof(float) * (size_t)m->nparams);
+        if (d->rank == 0)
+            fprintf(stderr, "charlm: note: %s has no moving average of the weights: optim.ema "
+                    "starts from its parameters\n", path);
     }
     const int L = m->d.layers, B = tr->corpus.B, H = m->d.H;
     dist_scatter_streams(tr->state_h, ck.h, L, B, H);
@@ -386,11 +440,30 @@ static void build_model(trainer_t *tr) {
     optim_params_t op = config_optim_params(cfg);
     optim_init(&tr->opt, &op, tr->model.nparams);
     tr->sched = config_sched_params(cfg);
+    tr->plateau_p = config_plateau_params(cfg);
+    tr->plateau = optim_plateau_start();
     tr->lr = cfg->lr;
-    tr->grads = xcalloc((size_t)tr->model.nparams, sizeof(float));
-    tr->snap.params = xcalloc((size_t)tr->model.nparams, sizeof(float));
-    for (int i = 0; i < tr->opt.nmoments; i++)
-        tr->snap.moments[i] = xcalloc((size_t)tr->model.nparams, sizeof(float));
+    const size_t np = (size_t)tr->model.nparams;
+    tr->grads = xcalloc(np, sizeof(float));
+    tr->snap.params = xcalloc(np, sizeof(float));
+    for (int i = 0; i < tr->opt.nmoments; i++) tr->snap.moments[i] = xcalloc(np, sizeof(float));
+    tr->ema_model = tr->model;
+    if (cfg->ema > 0) {
+        tr->ema = xcalloc(np, sizeof(float));
+        tr->snap.ema = xcalloc(np, sizeof(float));
+        memcpy(tr->ema, tr->model.params, np * sizeof(float));
+        tr->ema_model.params = tr->ema;
+        model_views(&tr->ema_model.p, &tr->ema_model, tr->ema);
+    }
+    /* the parts of the gradient-norm record: the embedding, each layer's four tensors, the
+     * decoder's two */
+    const model_dims_t *md = &tr->model.d;
+    tr->nparts = md->layers + 2;
+    tr->parts[0] = 0;
+    for (int l = 0; l < md->layers; l++)
+        tr->parts[1 + l] = tr->model.tensors[model_tensor_index(md, MODEL_T_W_IH, l)].offset;
+    tr->parts[md->layers + 1] = tr->model.tensors[model_tensor_index(md, MODEL_T_DEC_W, 0)].offset;
+    tr->parts[md->layers + 2] = tr->model.nparams;
 }
 
 /* The activations of a training and a validation window and the carried states; on rank 0 the
@@ -506,13 +579,14 @@ static need_t train_need(const trainer_t *tr, int resuming) {
     optim_params_t op = config_optim_params(cfg);
     model_dims_t d;
     model_dims(&d, &mp, c->vocab.size);
-    const int rank0 = tr->d->rank == 0, moments = optim_nmoments(&op);
+    const int rank0 = tr->d->rank == 0, moments = optim_nmoments(&op), ema = cfg->ema > 0;
     const double P = model_nparams(&d), state = (double)d.layers * c->B * d.H,
                  all = (double)d.layers * c->S * d.H;
     const int drop = cfg->dropout > 0 ? MODEL_ACTS_DROPOUT : 0;
-    /* parameters, gradients, moments and the snapshot of parameters and moments (the way back
-     * from a divergence); carried, previous, snapshot and validation states, h and c */
-    need_t n = {.params = 4.0 * P * (3 + 2 * moments),
+    /* parameters, gradients, moments, the moving average and the snapshot of parameters, moments
+     * and average (the way back from a divergence); carried, previous, snapshot and validation
+     * states, h and c */
+    need_t n = {.params = 4.0 * P * (3 + 2 * moments + 2 * ema),
                 .acts = model_acts_bytes(&d, c->B, c->T, drop),
                 .states = 4.0 * state * (c->nval ? 8 : 6),
                 .shard = (double)(c->B * c->L + 1) * c->train.width};
@@ -520,7 +594,7 @@ static need_t train_need(const trainer_t *tr, int resuming) {
     for (int b = 0; b < c->B && c->nval; b++)
         n.shard += (double)(c->val_len[b] + 1) * c->val_ids.width;
     if (rank0) n.states += 4.0 * 2 * all * (resuming ? 2 : 1);
-    if (rank0 && resuming) n.params += 4.0 * P * (1 + moments);
+    if (rank0 && resuming) n.params += 4.0 * P * (1 + moments + ema);
     return n;
 }
 
@@ -582,7 +656,7 @@ static int prepare_run_dir(trainer_t *tr, int resumed) {
 static int trainer_open(trainer_t *tr, const config_t *cfg, const char *resume,
                         const dist_t *d) {
     *tr = (trainer_t){.cfg = cfg, .d = d, .rss_start = peak_rss(), .last_train = NAN,
-                      .last_val = NAN, .best_val = NAN, .last_val_step = -1};
+                      .last_val = NAN, .best_val = NAN, .last_val_step = -1, .stop = "steps"};
     corpus_params_t cp = config_corpus_params(cfg);
     int rc = corpus_load(&tr->corpus, &cp, d->rank, d->size, d->rank == 0);
     if ((rc = dist_agree(d, rc ? rc : signals_check())) ||
@@ -610,6 +684,7 @@ static void trainer_close(trainer_t *tr) {
     free(tr->grads);
     free(tr->state_h), free(tr->state_c), free(tr->prev_h), free(tr->prev_c);
     free(tr->snap.params), free(tr->snap.h), free(tr->snap.c);
+    free(tr->ema), free(tr->snap.ema);
     for (int i = 0; i < OPTIM_MAX_MOMENTS; i++) free(tr->snap.moments[i]);
     free(tr->eval_h), free(tr->eval_c);
     free(tr->all_h), free(tr->all_c), free(tr->config_text);
@@ -623,6 +698,9 @@ static void trainer_close(trainer_t *tr) {
 }
 
 /* ---- checkpoints --------------------------------------------------------------------------- */
+
+/* Rank 0: the training seconds of the run so far, over its resumes. */
+static double run_seconds(const trainer_t *tr) { return tr->elapsed0 + dist_time() - tr->t0; }
 
 /* Collective: gathers the streams' state on rank 0, which writes ckpt-<step>.h5 atomically (its
  * path into tr->ckpt), drops old ones beyond checkpoint.keep, and points best.h5 at it when this
@@ -646,10 +724,11 @@ static int save_checkpoint(trainer_t *tr) {
                      .best_val_loss = tr->best_val, .dims = tr->model.d,
                      .optim = tr->opt.p.kind, .optim_step = tr->opt.step,
                      .run_id = {tr->run_id[0], tr->run_id[1]}, .train_fp = tr->train_fp,
-                     .val_fp = tr->val_fp},
+                     .val_fp = tr->val_fp, .elapsed_s = run_seconds(tr),
+                     .plateau = tr->plateau},
             .config = tr->config_text, .vocab = &c->vocab, .params = tr->model.params,
             .nmoments = tr->opt.nmoments,
-            .moments = {optim_moment(&tr->opt, 0), optim_moment(&tr->opt, 1)},
+            .moments = {optim_moment(&tr->opt, 0), optim_moment(&tr->opt, 1)}, .ema = tr->ema,
             .h = tr->all_h, .c = has_c ? tr->all_c : NULL,
             .train_hist = tr->train_hist, .n_train = tr->n_train,
             .val_hist = tr->val_hist, .n_val = tr->n_val};
@@ -689,7 +768,8 @@ static mark_t mark_of(const trainer_t *tr) {
     return (mark_t){.step = tr->step, .epoch = tr->epoch, .cursor = tr->cursor,
                     .last_val_step = tr->last_val_step, .n_train = tr->n_train,
                     .n_val = tr->n_val, .lr = tr->lr, .last_train = tr->last_train,
-                    .last_val = tr->last_val, .best_val = tr->best_val};
+                    .last_val = tr->last_val, .best_val = tr->best_val,
+                    .plateau = tr->plateau};
 }
 
 static void go_back_to(trainer_t *tr, const mark_t *m) {
@@ -697,12 +777,8 @@ static void go_back_to(trainer_t *tr, const mark_t *m) {
     tr->last_val_step = m->last_val_step, tr->n_train = m->n_train, tr->n_val = m->n_val;
     tr->lr = m->lr, tr->last_train = m->last_train, tr->last_val = m->last_val;
     tr->best_val = m->best_val;
+    tr->plateau = m->plateau;
 }
-
-/* Windows between snapshots of the run (take_snapshot): a divergence trains at most this many
- * again (replay_to), and every step pays 1/SNAPSHOT_EVERY of a copy of the parameters and
- * moments. */
-#define SNAPSHOT_EVERY 32
 
 /* Keeps the run as it was before the current window, whose loss and gradient are finite (so
  * its parameters are good): parameters, moments, optimizer step, carried state and position. */
@@ -711,6 +787,7 @@ static void take_snapshot(trainer_t *tr) {
     memcpy(tr->snap.params, tr->model.params, np * sizeof(float));
     for (int i = 0; i < tr->opt.nmoments; i++)
         memcpy(tr->snap.moments[i], optim_moment(&tr->opt, i), np * sizeof(float));
+    if (tr->ema) memcpy(tr->snap.ema, tr->ema, np * sizeof(float));
     memcpy(tr->snap.h, tr->prev_h, tr->nstate * sizeof(float));
     memcpy(tr->snap.c, tr->prev_c, tr->nstate * sizeof(float));
     tr->snap.optim_step = tr->opt.step;
@@ -725,10 +802,11 @@ static int train_window(trainer_t *tr, window_t *w);
  * the same computation on the same data, so the same values, bit for bit. */
 static void replay_to(trainer_t *tr, int64_t step) {
     const size_t np = (size_t)tr->model.nparams;
-    CHARLM_CHECK(tr->snap.taken && tr->snap.at.step <= step);
+    CHARLM_CHECK(tr->snap.taken && tr->snap.at.step <= step && step - tr->snap.at.step < NLRS);
     memcpy(tr->model.params, tr->snap.params, np * sizeof(float));
     for (int i = 0; i < tr->opt.nmoments; i++)
         memcpy(optim_moment(&tr->opt, i), tr->snap.moments[i], np * sizeof(float));
+    if (tr->ema) memcpy(tr->ema, tr->snap.ema, np * sizeof(float));
     memcpy(tr->state_h, tr->snap.h, tr->nstate * sizeof(float));
     memcpy(tr->state_c, tr->snap.c, tr->nstate * sizeof(float));
     tr->opt.step = tr->snap.optim_step;
@@ -817,23 +895,41 @@ static int train_window(trainer_t *tr, window_t *w) {
     model_backward(tr->grads, &tr->acts, m, c->T, &hooks);
     tr->tm.backward += lap(&t);
     dist_overlap_wait(&tr->ov);
-    /* rank 0's clock decides the time limit, every rank's flag a signal, rank 0's log a failed
-     * metrics write */
-    unsigned stop = (tr->d->rank == 0 && cfg->time_limit > 0 &&
-                     dist_time() - tr->t0 >= cfg->time_limit ? DIST_STOP_TIME : 0) |
+    /* rank 0's clock decides the time limit and is the time-based schedule's, every rank's flag
+     * a signal, rank 0's log a failed metrics write */
+    const int timed = cfg->schedule_over == SCHED_OVER_TIME;
+    double clock = (timed ? tr->elapsed0 : 0.0) + dist_time() - tr->t0;
+    unsigned stop = (tr->d->rank == 0 && cfg->time_limit > 0 && clock >= cfg->time_limit
+                         ? DIST_STOP_TIME : 0) |
                     (signals_pending() ? DIST_STOP_SIGNAL : 0) |
                     (tr->log.error[0] ? DIST_STOP_FAILED : 0);
-    loss = dist_window_end(loss, &stop);
+    loss = dist_window_end(loss, &stop, &clock);
     tr->tm.allreduce += lap(&t);
 
     *w = (window_t){.loss = loss / (double)tr->window_chars,
-                    .gnorm = optim_clip(tr->grads, m->nparams, cfg->clip)};
+                    .signalled = (stop & DIST_STOP_SIGNAL) != 0,
+                    .failed = (stop & DIST_STOP_FAILED) != 0,
+                    .timed_out = (stop & DIST_STOP_TIME) != 0};
+    w->last = w->timed_out || (tr->total && tr->step + 1 >= tr->total);
+    /* the norm of each part only where it is recorded: rank 0, on a step it logs */
+    if (tr->d->rank == 0 && log_due(tr, tr->step + 1, w))
+        optim_norms(w->parts, tr->grads, tr->parts, tr->nparts);
+    w->gnorm = optim_clip(tr->grads, m->nparams, cfg->clip);
+    w->clipped = cfg->clip > 0 && w->gnorm > cfg->clip;
     if (!isfinite(w->loss) || !isfinite(w->gnorm)) return diverged(tr, w, 1);
     if (!tr->replaying && (!tr->snap.taken || tr->step % SNAPSHOT_EVERY == 0)) take_snapshot(tr);
-    tr->lr = optim_lr(&tr->sched, tr->step, tr->total);
+    tr->clock = clock;
+    double lr = timed ? optim_lr_time(&tr->sched, tr->step, clock / cfg->time_limit)
+                      : optim_lr(&tr->sched, tr->step, tr->total);
+    tr->lr = tr->replaying ? tr->lrs[tr->step % NLRS] : lr * tr->plateau.scale;
+    tr->lrs[tr->step % NLRS] = tr->lr;
     /* every rank updates the same parameters with the same summed gradients: the verdict is
      * the same everywhere without a message */
     if (!optim_step(m->params, &tr->opt, tr->grads, tr->lr)) return diverged(tr, w, 0);
+    if (tr->ema && tr->step < cfg->ema_start)
+        memcpy(tr->ema, m->params, sizeof(float) * (size_t)m->nparams);
+    else if (tr->ema)
+        optim_ema(tr->ema, m->params, m->nparams, cfg->ema);
     tr->tm.optimizer += lap(&t);
 
     tr->step++;
@@ -844,9 +940,6 @@ static int train_window(trainer_t *tr, window_t *w) {
         memset(tr->state_h, 0, tr->nstate * sizeof(float));
         memset(tr->state_c, 0, tr->nstate * sizeof(float));
     }
-    w->signalled = (stop & DIST_STOP_SIGNAL) != 0;
-    w->failed = (stop & DIST_STOP_FAILED) != 0;
-    w->last = (stop & DIST_STOP_TIME) || (tr->total && tr->step >= tr->total);
     return CHARLM_OK;
 }
 
@@ -863,19 +956,21 @@ static void hist_push(double **h, int64_t *n, size_t *cap, int width, const doub
  * record (a failed write is kept in tr->log.error and stops the run after the next window) and
  * a row of the training history. */
 static void maybe_log(trainer_t *tr, const window_t *w) {
-    if (tr->d->rank != 0 ||
-        !(tr->step % tr->log.p.every == 0 || w->last || w->signalled || w->failed))
-        return;
+    if (tr->d->rank != 0 || !log_due(tr, tr->step, w)) return;
     const double limit = tr->cfg->time_limit, now = dist_time(), elapsed = now - tr->t0;
+    const double before = tr->cfg->schedule_over == SCHED_OVER_TIME ? tr->elapsed0 : 0.0;
     log_train_t m = {.step = tr->step, .total_steps = tr->total, .epoch = tr->epoch,
                      .train_loss = w->loss, .lr = tr->lr, .grad_norm = w->gnorm,
                      .chars_per_s = (double)(tr->step - tr->step_log) * tr->window_chars /
                                     (now - tr->t_log),
-                     .elapsed_s = elapsed, .eta_s = -1};
+                     .elapsed_s = elapsed, .eta_s = -1, .part_norms = w->parts,
+                     .nparts = tr->nparts, .clipped = w->clipped,
+                     .timed = tr->cfg->schedule_over == SCHED_OVER_TIME,
+                     .progress = tr->clock / limit};
     if (tr->total)
         m.eta_s = elapsed / (double)(tr->step - tr->step0) * (double)(tr->total - tr->step);
-    if (limit > 0 && (m.eta_s < 0 || m.eta_s > limit - elapsed))
-        m.eta_s = fmax(limit - elapsed, 0.0);
+    if (limit > 0 && (m.eta_s < 0 || m.eta_s > limit - before - elapsed))
+        m.eta_s = fmax(limit - before - elapsed, 0.0);
     log_train(&tr->log, &m);
     double row[3] = {(double)tr->step, w->loss, w->gnorm};
     hist_push(&tr->train_hist, &tr->n_train, &tr->cap_train, 3, row);
@@ -883,7 +978,7 @@ static void maybe_log(trainer_t *tr, const window_t *w) {
 }
 
 /* Collective: mean loss (nats/char) over every prediction of the validation split, the state
- * carried from window to window from zero. */
+ * carried from window to window from zero; of the moving average when optim.ema is on. */
 static double evaluate(trainer_t *tr) {
     const corpus_t *c = &tr->corpus;
     const int B = c->B, T = c->T;
@@ -900,14 +995,15 @@ static double evaluate(trainer_t *tr) {
                 tr->eval.targets[t * B + b] = in ? corpus_val_id(c, b, i + 1) : -1;
             }
         sum += model_forward(&tr->eval, tr->eval_h, tr->model.ops->has_c ? tr->eval_c : NULL,
-                             &tr->model, Tw, NULL, 1.0f, 0);
+                             &tr->ema_model, Tw, NULL, 1.0f, 0);
     }
     dist_sum_doubles(&sum, 1);
     return sum / (double)c->val_pred;
 }
 
-/* Rank 0: a sample of the model as it is now (sample.length characters at sample.temperature),
- * from a newline, on stdout — unless a write there failed before (a closed pipe). */
+/* Rank 0: a sample of the model as it is now (sample.length characters at sample.temperature;
+ * the moving average when optim.ema is on), from a newline, on stdout — unless a write there
+ * failed before (a closed pipe). */
 static void print_sample(trainer_t *tr) {
     const config_t *cfg = tr->cfg;
     const vocab_t *v = &tr->corpus.vocab;
@@ -919,21 +1015,27 @@ static void print_sample(trainer_t *tr) {
     if (prime < 0) prime = 0;
     sample_opts_t o = {.length = cfg->sample_length, .temperature = cfg->sample_temperature,
                        .top_p = 1.0, .seed = cfg->seed, .index = (uint64_t)tr->step};
-    sample_text(out, &tr->model, v, &prime, 1, &o);
+    sample_text(out, &tr->ema_model, v, &prime, 1, &o);
     fputc('\n', out);
     log_out_done(&tr->log);
 }
 
 /* Collective, every eval.every steps and at the end of a run (when there is a validation split):
- * the validation loss; rank 0 logs it, records it and, every sample.every steps, prints a
- * sample. Its time is not training time. */
-static void maybe_eval(trainer_t *tr, const window_t *w) {
+ * the validation loss, which the plateau state takes in at every eval.every steps (the same on
+ * every rank: the loss is reduced), setting w->early when train.early_stop ends the run; rank 0
+ * logs it, records it and, every sample.every steps, prints a sample. Its time is not training
+ * time. */
+static void maybe_eval(trainer_t *tr, window_t *w) {
     const config_t *cfg = tr->cfg;
     if (!tr->corpus.nval || !((cfg->eval_every && tr->step % cfg->eval_every == 0) || w->last))
         return;
     double t = dist_time();
     tr->last_val = evaluate(tr);
     tr->last_val_step = tr->step;
+    /* only the validations of the cadence: the one that ends a stopped run is not made by
+     * the uninterrupted run, which its resumption must continue exactly */
+    if (cfg->eval_every && tr->step % cfg->eval_every == 0)
+        w->early = optim_plateau(&tr->plateau, &tr->plateau_p, tr->last_val);
     t = dist_time() - t;
     tr->t_log += t; /* chars/s counts training windows only */
     tr->tm.eval += t;
@@ -948,7 +1050,8 @@ static void maybe_eval(trainer_t *tr, const window_t *w) {
  * checkpoint. Its time is not training time. */
 static int maybe_checkpoint(trainer_t *tr, const window_t *w) {
     const int64_t every = tr->cfg->ckpt_every;
-    if (!(w->last || w->signalled || (every && tr->step % every == 0))) return CHARLM_OK;
+    if (!(w->last || w->early || w->signalled || (every && tr->step % every == 0)))
+        return CHARLM_OK;
     double t = dist_time();
     int rc = save_checkpoint(tr);
     t = dist_time() - t;
@@ -984,15 +1087,24 @@ static int stop_failed(trainer_t *tr) {
 }
 
 /* Whether the run ends after this window: on a stop signal (*rc = CHARLM_ESTOPPED, and rank 0
- * says where to continue) or at its step, epoch or time limit. */
+ * says where to continue), at its step, epoch or time limit, or by train.early_stop (the reason
+ * in tr->stop). */
 static int maybe_stop(trainer_t *tr, const window_t *w, int *rc) {
     if (w->signalled) {
         *rc = CHARLM_ESTOPPED;
         if (tr->d->rank == 0)
             log_msg(&tr->log, "charlm: stopped by a signal at step %lld; checkpoint %s "
                     "(continue with --resume auto)", (long long)tr->step, tr->ckpt);
+    } else if (w->early) {
+        tr->stop = "early stop";
+        if (tr->d->rank == 0)
+            log_msg(&tr->log, "charlm: early stop at step %lld: %lld validations without "
+                    "improvement on %.6f (train.early_stop)", (long long)tr->step,
+                    (long long)tr->plateau.stale, tr->plateau.best);
+    } else if (w->timed_out) {
+        tr->stop = "time limit";
     }
-    return w->signalled || w->last;
+    return w->signalled || w->last || w->early;
 }
 
 /* ---- the end of a run -------------------------------------------------------------------- */
@@ -1008,9 +1120,14 @@ static void report(trainer_t *tr, double secs) {
     if (tr->d->rank != 0) return;
     const timers_t *t = &tr->tm;
     int64_t steps = tr->step - tr->step0;
-    if (steps == 0) {
+    if (steps == 0 && tr->total && tr->step >= tr->total) {
         log_msg(&tr->log, "charlm: nothing to do: the run is at step %lld of %lld",
                 (long long)tr->step, (long long)tr->total);
+        return;
+    }
+    if (steps == 0) {
+        log_msg(&tr->log, "charlm: nothing to do: the run has used its train.time_limit = %g s "
+                "(%.1f s; optim.schedule_over = time)", tr->cfg->time_limit, tr->elapsed0);
         return;
     }
     double rss_max = most[0], waited = most[1], comm = -most[2];
@@ -1044,7 +1161,7 @@ static void report(trainer_t *tr, double secs) {
                        {"elapsed_s", secs},         {"peak_rss_mib", rss / mib},
                        {"peak_rss_max_mib", rss_max / mib}, {"analytic_mib", need / mib},
                        {"startup_rss_mib", tr->rss_start / mib}};
-    log_summary(&tr->log, tr->step, f, (int)(sizeof f / sizeof *f));
+    log_summary(&tr->log, tr->step, tr->stop, f, (int)(sizeof f / sizeof *f));
 }
 
 static void print_header(trainer_t *tr, int threads) {
@@ -1071,7 +1188,10 @@ int train_run(const config_t *cfg, const char *resume, const dist_t *d) {
         if (d->rank == 0) print_header(&tr, threads);
         tr.t0 = tr.t_log = dist_time();
         tr.step0 = tr.step_log = tr.step;
-        while (!(tr.total && tr.step >= tr.total)) {
+        /* a schedule over time whose budget the run has used up (the checkpoint's seconds, the
+         * same on every rank) has nothing left to train */
+        const int spent = cfg->schedule_over == SCHED_OVER_TIME && tr.elapsed0 >= cfg->time_limit;
+        while (!(tr.total && tr.step >= tr.total) && !spent) {
             window_t w;
             if ((rc = train_window(&tr, &w))) break;
             maybe_log(&tr, &w);

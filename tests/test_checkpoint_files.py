@@ -44,8 +44,10 @@ README = os.path.join(HERE, "..", "README.md")
 LAYERS, HIDDEN, EMBED, B, T = 2, 32, 16, 2, 16
 S = 2 * B
 STEPS, EVERY = 20, 5
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 HEX_ATTRS = {"run_id": 32, "train_fingerprint": 16, "val_fingerprint": 16, "digest": 16}
+# what format 4 adds to format 3: the run's seconds and the plateau state (and /ema, when on)
+V4_ATTRS = ("elapsed_s", "lr_scale", "plateau_best", "plateau_bad", "plateau_stale")
 MOMENTS = {"adam": ("exp_avg", "exp_avg_sq"), "rmsprop": ("square_avg",)}  # PyTorch's keys
 
 problems = h.problems
@@ -223,8 +225,13 @@ def readme_example(path, want, vocab):
 
 def to_version(path, version):
     """Rewrites the checkpoint at path as format_version 2 had it (no run id, fingerprints or
-    digest) or 1 (also the buffers named m and v)."""
+    digest, nor what format 4 adds) or 1 (also the buffers named m and v). Format 3 has a digest,
+    which h5py cannot make: test_ema_sched resumes a checkpoint that format 3 wrote."""
     with h5py.File(path, "r+") as f:
+        for name in V4_ATTRS:
+            del f.attrs[name]
+        if "ema" in f:
+            del f["ema"]
         for name in HEX_ATTRS:
             del f.attrs[name]
         opt = f["optimizer"]

@@ -106,12 +106,16 @@ static void reductions(int rank, int size) {
      * with a signal on rank 1 */
     unsigned none = 0, sig = rank == size - 1 ? DIST_STOP_SIGNAL : 0;
     unsigned both = rank == 0 ? DIST_STOP_TIME : rank == 1 ? DIST_STOP_SIGNAL : 0;
-    double loss = dist_window_end(rank + 0.5, &none);
+    /* every rank passes its own clock: rank 0's (an arbitrary double, exactly) comes back */
+    double clock = rank == 0 ? 12.345678901234567 : 1000.0 + rank;
+    double loss = dist_window_end(rank + 0.5, &none, &clock);
     EXPECT_MSG(loss == size * size / 2.0 && none == 0, "rank %d: window end %g, stop %u", rank,
                loss, none);
-    dist_window_end(1.0, &sig);
+    EXPECT_MSG(clock == 12.345678901234567, "rank %d: clock %.17g, expected rank 0's", rank,
+               clock);
+    dist_window_end(1.0, &sig, &clock);
     EXPECT_MSG(sig == DIST_STOP_SIGNAL, "rank %d: stop %u, expected a signal", rank, sig);
-    dist_window_end(1.0, &both);
+    dist_window_end(1.0, &both, &clock);
     EXPECT_MSG(both == (DIST_STOP_TIME | DIST_STOP_SIGNAL), "rank %d: stop %u", rank, both);
     double m[2] = {(double)rank, -(double)rank};
     dist_max_doubles(m, 2);

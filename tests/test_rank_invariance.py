@@ -1,12 +1,20 @@
 """Rank-count invariance (src/README.md §1): `-np 1 train.batch=2k` and `-np 2 train.batch=k` compute
 the same training: the same loss and gradient norm at every one of 24 windows — the first
 within 1e-6 relative, later ones within 1e-4 — and the same validation loss, for each cell,
-with dropout on (the masks are keyed by global stream, not by rank)."""
+with dropout on (the masks are keyed by global stream, not by rank). The same for lstm with every
+schedule feature on (README "Schedules and weight averaging"): the moving average of the weights
+(which validation uses), the plateau schedule with a threshold that makes every validation after
+the first a bad one (the same lr on both), train.early_stop, a clip that some steps reach; the
+gradient norm of every part and "clipped" agree too."""
 import os
 
 import harness as h
 
 K, T, STEPS = 4, 16, 24
+# every new feature at once; early_stop past the run's validations (it would end the run early)
+FEATURES = ["--set", "optim.ema=0.9", "--set", "optim.plateau_patience=1",
+            "--set", "optim.plateau_factor=0.5", "--set", "optim.plateau_threshold=0.9",
+            "--set", "train.early_stop=5", "--set", "optim.clip=0.5"]
 
 
 def rel(a, b):
@@ -19,28 +27,39 @@ def main():
     with open(corpus, "w", encoding="utf-8") as f:
         f.write(h.synthetic_text(60000))
     bad = 0
-    for cell in ("rnn", "lstm", "gru"):
+    for cell, extra in (("rnn", []), ("lstm", []), ("gru", []), ("lstm+features", FEATURES)):
         runs = {}
         for np, batch in ((1, 2 * K), (2, K)):
             d = os.path.join(work, f"{cell}-np{np}")
-            h.run(["train", "--corpus", corpus, "--cell", cell, "--layers", "2", "--hidden", "32",
-                   "--embed", "16", "--dropout", "0.25", "--batch", str(batch), "--seq", str(T),
-                   "--steps", str(STEPS), "--log-every", "1", "--eval-every", "12",
-                   "--run-dir", d], np=np, check=True)
+            h.run(["train", "--corpus", corpus, "--cell", cell.split("+")[0], "--layers", "2",
+                   "--hidden", "32", "--embed", "16", "--dropout", "0.25", "--batch", str(batch),
+                   "--seq", str(T), "--steps", str(STEPS), "--log-every", "1", "--eval-every",
+                   "8" if extra else "12", "--run-dir", d] + extra, np=np, check=True)
             runs[np] = h.metrics(d)
         (t1, v1), (t2, v2) = runs[1], runs[2]
-        if len(t1) != STEPS or len(t2) != STEPS or len(v1) != 2 or len(v2) != 2:
-            h.fail(f"{cell}: expected {STEPS} train and 2 validation lines, got "
+        nval = 3 if extra else 2
+        if len(t1) != STEPS or len(t2) != STEPS or len(v1) != nval or len(v2) != nval:
+            h.fail(f"{cell}: expected {STEPS} train and {nval} validation lines, got "
                    f"{len(t1)}/{len(v1)} and {len(t2)}/{len(v2)}")
         worst = 0.0
         for a, b in zip(t1, t2):
             tol = 1e-6 if a["step"] == 1 else 1e-4
-            for key in ("train_loss", "grad_norm"):
-                e = rel(a[key], b[key])
+            pairs = [(key, a[key], b[key]) for key in ("train_loss", "grad_norm", "lr")]
+            pairs += [(f"grad_norm_layers[{i}]", x, y)
+                      for i, (x, y) in enumerate(zip(a["grad_norm_layers"], b["grad_norm_layers"]))]
+            for key, x, y in pairs:
+                e = rel(x, y)
                 worst = max(worst, e)
                 if e > tol:
-                    print(f"{cell} step {a['step']} {key}: {a[key]} vs {b[key]} (rel {e:.2e})")
+                    print(f"{cell} step {a['step']} {key}: {x} vs {y} (rel {e:.2e})")
                     bad += 1
+            if a["clipped"] != b["clipped"]:
+                print(f"{cell} step {a['step']}: clipped {a['clipped']} vs {b['clipped']}")
+                bad += 1
+        if extra and (t1[-1]["lr"] >= t1[0]["lr"] or
+                      len({m["clipped"] for m in t1}) != 2):
+            print(f"{cell}: the lr did not fall or the clip was reached always or never")
+            bad += 1
         for a, b in zip(v1, v2):
             e = rel(a["val_loss"], b["val_loss"])
             worst = max(worst, e)

@@ -1,6 +1,7 @@
 """Exact resume: N steps uninterrupted == K steps, stop, `--resume auto` to N, at the
 same rank count bit for bit (train_loss and grad_norm of every step, val_loss of every validation
-both runs made) — for rnn, lstm and gru with dropout and Adam, and for SGD with momentum — where
+both runs made) — for rnn, lstm and gru with dropout and Adam, for SGD with momentum, and for lstm
+with the moving average of the weights, the plateau schedule and early stopping on — where
 the resume crosses an epoch wrap and a validation. Resuming the -np 2 checkpoint with -np 1 and
 twice the batch (the same S = P*B streams) stays within 1e-4 relative. A resume that changes the
 model size, the number of streams or the cell is refused with exit code 1 and a line naming the
@@ -29,6 +30,12 @@ CASES = [  # name, extra args
     ("gru-adam", ["--cell", "gru"]),
     ("lstm-sgd", ["--cell", "lstm", "--optim", "sgd", "--set", "optim.momentum=0.9",
                   "--lr", "0.5"]),
+    # the moving average (validated), the plateau state (every validation after the first is
+    # a bad one), the early-stop count and a clip some steps reach, all in the checkpoint
+    ("lstm-ema-plateau", ["--cell", "lstm", "--set", "optim.ema=0.9",
+                          "--set", "optim.plateau_patience=1", "--set", "optim.plateau_factor=0.5",
+                          "--set", "optim.plateau_threshold=0.9", "--set", "train.early_stop=9",
+                          "--set", "optim.clip=0.5"]),
 ]
 
 problems = h.problems
@@ -84,6 +91,9 @@ def compare(ref, got, what, exact, after=0):
                 bad += 1
                 if bad <= 5:
                     print(f"  {what} step {a['step']} {key}: {a[key]!r} vs {b[key]!r}")
+        if exact and (a["grad_norm_layers"], a["clipped"]) != (b["grad_norm_layers"], b["clipped"]):
+            bad += 1
+            print(f"  {what} step {a['step']}: gradient norms of the parts or clipped differ")
     val1 = {m["step"]: m["val_loss"] for m in v1}
     val2 = {m["step"]: m["val_loss"] for m in v2}
     common = sorted(set(val1) & set(val2))

@@ -2,12 +2,14 @@
  * verified, rotation, best.h5, finding the newest valid one, and `inspect`. All HDF5 access goes
  * through h5io, the atomic replace through fileio.
  *
- * Layout of ckpt-<step>.h5, format_version 3:
- *   /                 attrs format="charlm", format_version=3, charlm_version, step, epoch,
+ * Layout of ckpt-<step>.h5, format_version 4:
+ *   /                 attrs format="charlm", format_version=4, charlm_version, step, epoch,
  *                     cursor, tokens_seen, world_size, streams, seq, train_chars, lr,
  *                     last_train_loss, last_val_loss, best_val_loss, config (canonical INI),
  *                     run_id (32 hex digits), train_fingerprint, val_fingerprint and digest
- *                     (16 hex digits each)
+ *                     (16 hex digits each); elapsed_s (training seconds of the run so far),
+ *                     lr_scale, plateau_best, plateau_bad, plateau_stale (the plateau state,
+ *                     optim.h)
  *   /vocab            uint32 (V) code points in id order
  *   /model            attrs cell, layers, hidden, embed, vocab_size
  *   /model/NAME       float32, one per tensor, PyTorch names (model.h)
@@ -16,6 +18,7 @@
  *                     state key (optim_moment_name): exp_avg and exp_avg_sq (adam, adamw),
  *                     momentum_buffer (sgd with momentum; none without), square_avg (rmsprop),
  *                     sum (adagrad)
+ *   /ema/NAME         float32, the moving average of /model/NAME (optim.ema > 0 only)
  *   /state/h, /state/c  float32 (layers, S, H) hidden (and LSTM cell) state of every global stream
  *   /state/cursor     int64 (1) window index inside the epoch; attr epoch
  *   /metrics/train    float64 (n, 3) step, train_loss, grad_norm of every log line
@@ -30,12 +33,14 @@
  * anything it checks the sizes the attributes and dataset shapes give against each other and
  * against the file's size.
  *
- * Formats 1 and 2 have no run_id, fingerprints or digest: their integrity is what fletcher32
- * gives. Version 2 is version 3 without those attributes; version 1 (charlm 0.1.0 before the
- * names above) also differs in M: "m" for the first buffer of every kind and "v" for Adam's
- * second. The version says which names a file uses; ckpt_read reads all three, ckpt_write writes
- * version 3. A file claiming version 1 or 2 that has any of the version-3 attributes is refused
- * as corrupt (a flipped bit in format_version would otherwise turn the digest off). */
+ * Format 3 is format 4 without elapsed_s, the plateau state and /ema (read as 0 seconds, scale
+ * 1, no best, no average); its digest covers what format 3 has. Formats 1 and 2 have no run_id,
+ * fingerprints or digest: their integrity is what fletcher32 gives. Version 2 is version 3
+ * without those attributes; version 1 (charlm 0.1.0 before the names above) also differs in M:
+ * "m" for the first buffer of every kind and "v" for Adam's second. The version says which names
+ * a file uses; ckpt_read reads all four, ckpt_write writes version 4. A file claiming version 1
+ * or 2 that has any of the version-3 attributes is refused as corrupt (a flipped bit in
+ * format_version would otherwise turn the digest off). */
 #ifndef CHARLM_CHECKPOINT_H
 #define CHARLM_CHECKPOINT_H
 
@@ -46,7 +51,7 @@
 #include "charlm/optim.h"
 #include "charlm/vocab.h"
 
-#define CKPT_FORMAT_VERSION 3 /* written; 1 to 3 are read */
+#define CKPT_FORMAT_VERSION 4 /* written; 1 to 4 are read */
 
 /* The scalar facts of a checkpoint (root and group attributes): what is written is what is
  * read back. */
@@ -63,6 +68,10 @@ typedef struct {
     /* Fingerprints of the training and validation data the run saw: a digest of each global
      * stream's ids, combined in stream order; 0 = none (format 1 or 2; no validation split). */
     uint64_t train_fp, val_fp;
+    /* Format 4: rank 0's training seconds over the whole run (the clock of optim.schedule_over =
+     * time), and the plateau state (scale 1, best NAN before format 4). */
+    double elapsed_s;
+    plateau_t plateau;
 } ckpt_info_t;
 
 /* What ckpt_write stores; nothing is owned. The tensors follow model_layout(&info.dims). */
@@ -73,6 +82,7 @@ typedef struct {
     const float *params;     /* (nparams) parameter layout */
     int nmoments;            /* optim_nmoments of the run's optimizer */
     const float *moments[OPTIM_MAX_MOMENTS]; /* (nparams) each, parameter layout */
+    const float *ema;        /* (nparams) the moving average of params; NULL = none */
     const float *h, *c;      /* (layers, S, H); c NULL unless lstm */
     const double *train_hist; /* (n_train, 3) */
     const double *val_hist;   /* (n_val, 2) */
@@ -88,6 +98,7 @@ typedef struct {
     float *params;            /* (nparams = model_layout(&info.dims)) parameter layout */
     int nmoments;             /* the buffers present in /optimizer */
     float *moments[OPTIM_MAX_MOMENTS]; /* (nparams) each, parameter layout */
+    float *ema;               /* (nparams) the moving average of params; NULL = none */
     float *h, *c;             /* (layers, S, H); c NULL unless lstm */
     double *train_hist, *val_hist;
     int64_t n_train, n_val;
@@ -108,8 +119,13 @@ int ckpt_write(const char *path, const ckpt_write_t *w);
 int ckpt_read(ckpt_t *ck, const char *path);
 void ckpt_free(ckpt_t *ck);
 
-/* Builds the model stored in ck (allocated: model_free). */
+/* Builds the model stored in ck (allocated: model_free): with the moving average of the
+ * parameters when ck has one (what validation chose best.h5 by), else the parameters. */
 void ckpt_model(model_t *m, const ckpt_t *ck);
+
+/* Frees ck's moving average, so that ckpt_model builds the trained parameters themselves (the
+ * --raw of eval and sample). */
+void ckpt_drop_ema(ckpt_t *ck);
 
 /* The path of checkpoint `step` in run_dir: run_dir/checkpoints/ckpt-<step, 8 digits>.h5. */
 void ckpt_path(char *out, size_t n, const char *run_dir, int64_t step);

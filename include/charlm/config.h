@@ -31,6 +31,7 @@ typedef struct {
     int64_t epochs;    /* passes over the train split; 0 = no epoch limit */
     double time_limit; /* seconds of training; 0 = none */
     uint64_t seed;
+    int64_t early_stop; /* stop after N validations without improvement; 0 = never */
     /* [optim] */
     optim_kind_t optim;
     double lr, beta1, beta2, eps, momentum, weight_decay, clip;
@@ -39,6 +40,12 @@ typedef struct {
     int64_t decay_every; /* step schedule: multiply lr by decay_rate every decay_every steps */
     double decay_rate;   /* step schedule factor, (0, 1] */
     double min_lr;       /* cosine schedule floor */
+    sched_over_t schedule_over; /* steps, or time: cosine over the fraction of time_limit */
+    int64_t plateau_patience;   /* validations without improvement before lr *= factor; 0 = off */
+    double plateau_factor;      /* (0, 1) */
+    double plateau_threshold;   /* relative improvement that counts, [0, 1) */
+    double ema;                 /* decay of the parameters' moving average, [0, 1); 0 = off */
+    int64_t ema_start;          /* steps before the average starts (it copies the parameters) */
     /* [eval] */
     int64_t eval_every; /* validation every N steps (0 = only at the end) */
     /* [log] */
@@ -80,6 +87,7 @@ corpus_params_t config_corpus_params(const config_t *cfg);
 model_params_t config_model_params(const config_t *cfg);
 optim_params_t config_optim_params(const config_t *cfg);
 sched_params_t config_sched_params(const config_t *cfg);
+plateau_params_t config_plateau_params(const config_t *cfg);
 log_params_t config_log_params(const config_t *cfg);
 
 #endif

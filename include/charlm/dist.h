@@ -74,8 +74,9 @@ void dist_bcast_floats(float *buf, int64_t n);
 
 /* Where a resumed run continues: the facts of the checkpoint that rank 0 read. */
 typedef struct {
-    int64_t step, epoch, cursor, optim_step;
+    int64_t step, epoch, cursor, optim_step, plateau_bad, plateau_stale;
     double lr, last_train_loss, last_val_loss, best_val_loss; /* NAN = none yet */
+    double elapsed_s, lr_scale, plateau_best;                 /* optim.h's plateau_t */
 } dist_position_t;
 
 /* *p on every rank becomes rank 0's, in one broadcast that keeps every field's type (an int64
@@ -104,10 +105,12 @@ void dist_max_doubles(double *buf, int n);
 enum { DIST_STOP_TIME = 1u << 0, DIST_STOP_SIGNAL = 1u << 1, DIST_STOP_FAILED = 1u << 2 };
 #define DIST_STOP_REASONS 3
 
-/* The end of a training window: returns the sum of loss over the ranks and turns *stop (this
+/* The end of a training window: returns the sum of loss over the ranks, turns *stop (this
  * rank's DIST_STOP_* bits) into the union of every rank's, so that all ranks take the same
- * decision. One all-reduce for both: its latency across nodes is paid every window. */
-double dist_window_end(double loss, unsigned *stop);
+ * decision, and *clock into rank 0's value (the training time the time-based schedule follows;
+ * the other ranks' values are ignored). One all-reduce for all three: its latency across nodes
+ * is paid every window. */
+double dist_window_end(double loss, unsigned *stop, double *clock);
 
 /* Sets OpenBLAS threads to the node's cores divided by the ranks on it (at least 1), unless
  * OPENBLAS_NUM_THREADS or OMP_NUM_THREADS is set. Returns the thread count in use. */

@@ -38,6 +38,13 @@ typedef struct {
     int64_t epoch;
     double train_loss, lr, grad_norm, chars_per_s, elapsed_s;
     double eta_s; /* < 0 = unknown */
+    /* the gradient norm of each part of the model, before clipping: the embedding, each
+     * recurrent layer, the decoder (nparts of them; 0 = not recorded) */
+    const double *part_norms;
+    int nparts;
+    int clipped;     /* optim.clip scaled this step's gradient */
+    int timed;       /* optim.schedule_over = time: progress is recorded */
+    double progress; /* the fraction of train.time_limit consumed, which the lr follows */
 } log_train_t;
 
 /* Opens <p->run_dir>/metrics.jsonl for append (p is copied). On a fresh start (resumed 0) an
@@ -48,8 +55,9 @@ typedef struct {
 int log_open(log_t *lg, const log_params_t *p, int resumed, int64_t step);
 
 /* Shows a progress line and appends {"step","epoch","train_loss","lr","grad_norm","chars_per_s",
- * "elapsed_s"} to metrics.jsonl. Floating values are written with 9 significant digits (round-trip
- * for float32), so runs can be compared exactly. */
+ * "elapsed_s"} to metrics.jsonl, then "grad_norm_layers":[...] and "clipped":true|false when
+ * m->nparts > 0, and "progress" when m->timed. Floating values are written with 9 significant
+ * digits (round-trip for float32), so runs can be compared exactly. */
 void log_train(log_t *lg, const log_train_t *m);
 
 /* Prints a validation line and appends {"step","val_loss","val_bpc"} to metrics.jsonl. */
@@ -60,8 +68,9 @@ typedef struct {
     double value;
 } log_field_t;
 
-/* Appends the end-of-run record {"step":step,"summary":true,KEY:VALUE...} to metrics.jsonl. */
-void log_summary(log_t *lg, int64_t step, const log_field_t *fields, int n);
+/* Appends the end-of-run record {"step":step,"summary":true,"stop":STOP,KEY:VALUE...} to
+ * metrics.jsonl; stop says why the run ended ("steps", "time limit", "early stop"). */
+void log_summary(log_t *lg, int64_t step, const char *stop, const log_field_t *fields, int n);
 
 /* Prints a free-form message line (clearing the live line first). */
 void log_msg(log_t *lg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

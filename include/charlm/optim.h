@@ -8,11 +8,15 @@
 
 typedef enum { OPTIM_ADAM = 0, OPTIM_ADAMW, OPTIM_SGD, OPTIM_RMSPROP, OPTIM_ADAGRAD, OPTIM_KINDS } optim_kind_t;
 typedef enum { SCHED_CONSTANT = 0, SCHED_STEP, SCHED_COSINE, SCHED_KINDS } sched_kind_t;
+/* What the schedule anneals over: the steps of train.steps / train.epochs, or the fraction of
+ * train.time_limit consumed. */
+typedef enum { SCHED_OVER_STEPS = 0, SCHED_OVER_TIME, SCHED_OVERS } sched_over_t;
 
 /* "adam", "adamw", "sgd", "rmsprop", "adagrad" and "constant", "step", "cosine": the names of the
  * kinds in config keys and checkpoints. */
 extern const char *const optim_kind_names[OPTIM_KINDS];
 extern const char *const sched_kind_names[SCHED_KINDS];
+extern const char *const sched_over_names[SCHED_OVERS]; /* "steps", "time" */
 
 /* The name of a kind ("?" when it is not one); the kind named s, or -1 when none is. */
 const char *optim_kind_name(optim_kind_t k);
@@ -72,5 +76,42 @@ double optim_clip(float *grads, int64_t n, double clip);
 
 /* The learning rate at update `step` (0-based) of `total` (0 = unknown) under schedule s. */
 double optim_lr(const sched_params_t *s, int64_t step, int64_t total);
+
+/* The learning rate at update `step` when the schedule anneals over time: the warm-up still
+ * counts steps; cosine then goes from lr to min_lr as `progress` (the fraction of the time budget
+ * consumed, clamped to [0, 1]) goes from 0 to 1; constant and step are optim_lr's. */
+double optim_lr_time(const sched_params_t *s, int64_t step, double progress);
+
+/* ReduceLROnPlateau and early stopping on the validation loss (section [optim] and
+ * train.early_stop): a validation improves when it is below best * (1 - threshold). After
+ * `patience` validations in a row without improvement the learning rate's scale is multiplied by
+ * factor (patience 0 = never); after early_stop of them (not reset by a reduction) the run
+ * stops (0 = never). */
+typedef struct {
+    int64_t patience, early_stop;
+    double factor, threshold;
+} plateau_params_t;
+
+/* The plateau state: saved in checkpoints so that a resume continues it. */
+typedef struct {
+    double scale;  /* multiplies the schedule's learning rate; starts at 1 */
+    double best;   /* best validation loss so far; NAN = none yet */
+    int64_t bad;   /* validations without improvement since the last improvement or reduction */
+    int64_t stale; /* validations without improvement since the last improvement */
+} plateau_t;
+
+/* The state of a run that has not validated yet. */
+plateau_t optim_plateau_start(void);
+
+/* Takes validation loss `val` into *s; returns 1 when the run should stop early, else 0. */
+int optim_plateau(plateau_t *s, const plateau_params_t *p, double val);
+
+/* The exponential moving average of the parameters: ema (n) = decay * ema + (1 - decay) *
+ * params (n), in float, element by element. */
+void optim_ema(float *ema, const float *params, int64_t n, double decay);
+
+/* norms (nregions): the L2 norm of grads over each region [bounds[i], bounds[i + 1]) of the
+ * parameter layout, accumulated in double (bounds: nregions + 1 increasing offsets). */
+void optim_norms(double *norms, const float *grads, const int64_t *bounds, int nregions);
 
 #endif
