@@ -74,7 +74,7 @@ static void check_cell(cell_kind_t cell, float p, int unfolded) {
     model_acts_alloc(&a, &m, B, T,
                      (p > 0 ? MODEL_ACTS_DROPOUT : 0) | (unfolded ? MODEL_ACTS_UNFOLDED : 0));
     EXPECT(unfolded == (a.proj == NULL));
-    model_dropout_t drop = {p, 7, 3, 11};
+    model_dropout_t drop = {.p = p, .seed = 7, .step = 3, .first_stream = 11};
 
     float h0[LAYERS * B * H], c0[LAYERS * B * H], sh[LAYERS * B * H], sc[LAYERS * B * H];
     uint64_t key = rng_key(99, 0, cell, 0, 0);

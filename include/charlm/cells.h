@@ -39,6 +39,17 @@ typedef struct {
     void (*backward)(float *dgates, float *dgh, float *dh_prev, float *dc, const float *dh,
                      const float *gates, const float *aux, const float *h_prev,
                      const float *c_prev, const float *c, int B, int H);
+    /* Forward one step with the cell state layer-normalised (model.layer_norm; NULL for cells
+     * without a state): as forward, but h = o*tanh(ln_w * chat + ln_b) with chat (B, H) out, c
+     * normalised over its H units, and crstd (B) out, 1/its standard deviation. ln_w, ln_b (H). */
+    void (*forward_ln)(float *gates, float *h, float *c, float *chat, float *crstd,
+                       const float *gh, const float *b_hh, const float *c_prev,
+                       const float *ln_w, const float *ln_b, int B, int H);
+    /* Its backward: as backward (dgates serves as dgh too; nothing flows into h_prev but
+     * through W_hh), and adds d loss / d ln_w and d loss / d ln_b into dln_w, dln_b (H). */
+    void (*backward_ln)(float *dgates, float *dc, float *dln_w, float *dln_b, const float *dh,
+                        const float *gates, const float *c_prev, const float *chat,
+                        const float *crstd, const float *ln_w, const float *ln_b, int B, int H);
 } cell_ops_t;
 
 /* The kernels of cell kind k (static storage). */
