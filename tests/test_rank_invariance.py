@@ -1,7 +1,10 @@
 """Rank-count invariance (src/README.md §1): `-np 1 train.batch=2k` and `-np 2 train.batch=k` compute
 the same training: the same loss and gradient norm at every one of 24 windows — the first
 within 1e-6 relative, later ones within 1e-4 — and the same validation loss, for each cell,
-with dropout on (the masks are keyed by global stream, not by rank)."""
+with dropout on (the masks are keyed by global stream, not by rank); and for each cell again with
+every regularisation and architecture option on at once: locked dropout on the layers' outputs
+and on the embedding output, dropout of embedding rows, DropConnect on W_hh (those masks are
+keyed by step alone), the decoder tied to the embedding and layer normalisation."""
 import os
 
 import harness as h
@@ -19,14 +22,19 @@ def main():
     with open(corpus, "w", encoding="utf-8") as f:
         f.write(h.synthetic_text(60000))
     bad = 0
-    for cell in ("rnn", "lstm", "gru"):
+    every = ["--embed", "32", "--set", "model.dropout_kind=locked", "--set",
+             "model.dropout_input=0.1", "--set", "model.dropout_embed=0.1", "--set",
+             "model.weight_drop=0.2", "--set", "model.tie=true", "--set", "model.layer_norm=true"]
+    cases = [(c, c, []) for c in ("rnn", "lstm", "gru")] + \
+        [(c + "-every-option", c, every) for c in ("rnn", "lstm", "gru")]
+    for cell, kind, extra in cases:
         runs = {}
         for np, batch in ((1, 2 * K), (2, K)):
             d = os.path.join(work, f"{cell}-np{np}")
-            h.run(["train", "--corpus", corpus, "--cell", cell, "--layers", "2", "--hidden", "32",
+            h.run(["train", "--corpus", corpus, "--cell", kind, "--layers", "2", "--hidden", "32",
                    "--embed", "16", "--dropout", "0.25", "--batch", str(batch), "--seq", str(T),
                    "--steps", str(STEPS), "--log-every", "1", "--eval-every", "12",
-                   "--run-dir", d], np=np, check=True)
+                   "--run-dir", d] + extra, np=np, check=True)
             runs[np] = h.metrics(d)
         (t1, v1), (t2, v2) = runs[1], runs[2]
         if len(t1) != STEPS or len(t2) != STEPS or len(v1) != 2 or len(v2) != 2:
