@@ -2,11 +2,6 @@
  * normalisation of the state, h = o*tanh(ln_w * LN(c) + ln_b) (src/README.md §3). */
 #include "charlm/cells.h"
 
-#include <math.h>
-
-/* LN's epsilon, as torch.nn.LayerNorm's default */
-#define LSTM_LN_EPS 1e-5f
-
 /* The gates of one stream (4H: in the input projection, out the activations) and its new cell
  * state c (H), from the recurrent product r (4H), b_hh and the previous state cp. */
 static void lstm_cell(float *g /* (4H) */, float *c /* (H) */, const float *r /* (4H) */,
@@ -83,11 +78,7 @@ static void lstm_forward_ln(float *gates, float *h, float *c, float *chat, float
         float *g = gates + (size_t)b * 4 * H, *go = g + 3 * H;
         float *cb = c + (size_t)b * H, *hb = h + (size_t)b * H, *ch = chat + (size_t)b * H;
         lstm_cell(g, cb, gh + (size_t)b * 4 * H, b_hh, c_prev + (size_t)b * H, H);
-        float mean = 0, var = 0;
-        for (int j = 0; j < H; j++) mean += cb[j];
-        mean /= (float)H;
-        for (int j = 0; j < H; j++) var += (cb[j] - mean) * (cb[j] - mean);
-        float rs = 1.0f / sqrtf(var / (float)H + LSTM_LN_EPS);
+        float mean, rs = cell_ln_stats(cb, H, &mean);
         crstd[b] = rs;
         #pragma GCC ivdep
         for (int j = 0; j < H; j++) {

@@ -294,8 +294,7 @@ int model_dropout_flags(const model_dropout_t *drop) {
 
 /* ---- layer normalisation ----
  * Each row of G*H values is normalised per gate block of H: xhat = (x - mean) / sqrt(var + eps)
- * (the biased variance, eps as torch.nn.LayerNorm), y = gain * xhat + bias. */
-#define LN_EPS 1e-5f
+ * (cell_ln_stats), y = gain * xhat + bias. */
 
 /* y = gain * LN(x) + bias (bias NULL: none) over N rows of G blocks of H; in place when y == x.
  * Keeps xhat and 1/std for ln_backward. */
@@ -306,11 +305,7 @@ static void ln_forward(float *y /* (N, G*H) */, float *xhat /* (N, G*H) */, floa
         const float *xr = x + r * H;
         float *yr = y + r * H, *xh = xhat + r * H;
         const float *gr = gain + (r % G) * H, *br = bias ? bias + (r % G) * H : NULL;
-        float mean = 0, var = 0;
-        for (int j = 0; j < H; j++) mean += xr[j];
-        mean /= (float)H;
-        for (int j = 0; j < H; j++) var += (xr[j] - mean) * (xr[j] - mean);
-        float rs = 1.0f / sqrtf(var / (float)H + LN_EPS);
+        float mean, rs = cell_ln_stats(xr, H, &mean);
         rstd[r] = rs;
         for (int j = 0; j < H; j++) {
             xh[j] = (xr[j] - mean) * rs;

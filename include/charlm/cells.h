@@ -6,6 +6,7 @@
 #ifndef CHARLM_CELLS_H
 #define CHARLM_CELLS_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -79,6 +80,20 @@ static inline float cell_exp(float x) {
     /* unsigned: a NaN input (a diverging run) must give NaN, not undefined behaviour */
     e.i = (int32_t)((uint32_t)(u.i - 0x4B400000 + 127) << 23);
     return p * e.f;
+}
+
+/* Layer normalisation's epsilon (torch.nn.LayerNorm's default). */
+#define CELL_LN_EPS 1e-5f
+
+/* The mean of x (H) into *mean; returns 1/sqrt(var + CELL_LN_EPS), var the biased variance:
+ * layer normalisation's statistics (src/README.md §3). */
+static inline float cell_ln_stats(const float *x, int H, float *mean) {
+    float m = 0, v = 0;
+    for (int j = 0; j < H; j++) m += x[j];
+    m /= (float)H;
+    for (int j = 0; j < H; j++) v += (x[j] - m) * (x[j] - m);
+    *mean = m;
+    return 1.0f / sqrtf(v / (float)H + CELL_LN_EPS);
 }
 
 static inline float cell_sigmoid(float x) { return 1.0f / (1.0f + cell_exp(-x)); }
