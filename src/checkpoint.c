@@ -801,8 +801,9 @@ int ckpt_inspect(FILE *out, const char *path, int verify) {
         fprintf(out, "%-18s %" PRId64 " (window %" PRId64 " of the epoch)\n", "epoch", in->epoch,
                 in->cursor);
         fprintf(out, "%-18s %" PRId64 "\n", "tokens_seen", in->tokens_seen);
-        fprintf(out, "%-18s %s, %d layers x %d hidden, embed %d, vocabulary %d\n", "model",
-                cell_kind_name(md->cell), md->layers, md->H, md->E, md->V);
+        fprintf(out, "%-18s %s, %d layers x %d hidden, embed %d, vocabulary %d%s%s\n", "model",
+                cell_kind_name(md->cell), md->layers, md->H, md->E, md->V,
+                md->tie ? ", tied" : "", md->ln ? ", layer norm" : "");
         fprintf(out, "%-18s %" PRId64 "\n", "parameters", model_layout(md, NULL, NULL));
         fprintf(out, "%-18s %s, step %" PRId64 ", lr %.6g\n", "optimizer",
                 optim_kind_name(in->optim), in->optim_step, in->lr);
