@@ -1,6 +1,8 @@
-/* model: the network — embedding (V, E), a stack of recurrent layers (cells.h), dropout on each
- * layer's output, the decoder (V, H) + bias — with one flat parameter buffer and named views,
- * and the forward and backward passes over one window of T steps for B streams.
+/* model: the network — embedding (V, E), a stack of recurrent layers (cells.h; optionally
+ * layer-normalised), dropout on each layer's output (and the other regularisations of
+ * src/README.md §3), the decoder (V, H) + bias or the embedding tied to it — with one flat
+ * parameter buffer and named views, and the forward and backward passes over one window of T
+ * steps for B streams.
  *
  * All activations are laid out time-major: row t*B + b is stream b at step t. The gradient
  * buffer and the optimizer moments use the parameter layout, so model_views() serves them all. */
