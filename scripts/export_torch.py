@@ -12,6 +12,8 @@ OUT.pt is torch.save of a dict:
                     decoder.weight, decoder.bias)
     vocab           [int]  Unicode code points in id order
     cell            "rnn" | "lstm" | "gru"; layers, hidden, embed, vocab_size (int)
+    tie, layer_norm 0 or 1: the decoder tied to the embedding (the state_dict then has no
+                    decoder.weight), layer-normalised layers (charlm_torch.LNRecurrent)
     step            the training step of the checkpoint; source: its path
 
 Load it with (needs torch; Debian's python3-torch):

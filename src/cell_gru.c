@@ -50,4 +50,5 @@ static void gru_backward(float *dgates, float *dgh, float *dh_prev, float *dc, c
     }
 }
 
-const cell_ops_t cell_gru_ops = {3, 0, 1, gru_forward, gru_backward};
+const cell_ops_t cell_gru_ops = {.gates = 3, .has_c = 0, .has_aux = 1, .forward = gru_forward,
+                                 .backward = gru_backward};

@@ -30,4 +30,5 @@ static void rnn_backward(float *dgates, float *dgh, float *dh_prev, float *dc, c
     }
 }
 
-const cell_ops_t cell_rnn_ops = {1, 0, 0, rnn_forward, rnn_backward};
+const cell_ops_t cell_rnn_ops = {.gates = 1, .has_c = 0, .has_aux = 0, .forward = rnn_forward,
+                                 .backward = rnn_backward};

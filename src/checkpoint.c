@@ -101,6 +101,8 @@ static uint64_t content_digest(const ckpt_write_t *w, int version) {
     const uint64_t ids[] = {(uint64_t)md->cell, (uint64_t)in.optim, in.run_id[0], in.run_id[1],
                             in.train_fp, in.val_fp, strlen(w->config), (uint64_t)md->V};
     for (size_t i = 0; i < sizeof ids / sizeof *ids; i++) digest_u64(&d, ids[i]);
+    /* the options of the architecture, only when one is on: older files' digests stay valid */
+    if (md->tie || md->ln) digest_u64(&d, (uint64_t)md->tie | (uint64_t)md->ln << 1);
     digest_update(&d, w->config, strlen(w->config));
     digest_update(&d, w->vocab->cps, sizeof(uint32_t) * (size_t)md->V);
     digest_update(&d, w->params, sizeof(float) * (size_t)nparams);
@@ -157,6 +159,30 @@ static int write_group(hid_t f, const char *name, const char *key, const char *v
     return rc;
 }
 
+/* The architecture's options among the /model attributes, written only when on (an older file
+ * has none: they are off). */
+typedef struct {
+    const char *name;
+    int *value;
+} model_flag_t;
+
+static int model_flags(model_dims_t *md, model_flag_t out[2]) {
+    out[0] = (model_flag_t){"tie", &md->tie};
+    out[1] = (model_flag_t){"layer_norm", &md->ln};
+    return 2;
+}
+
+static int write_model_flags(hid_t f, model_dims_t md) {
+    model_flag_t fl[2];
+    int n = model_flags(&md, fl), rc = CHARLM_OK;
+    hid_t g;
+    if (h5io_object_open(f, "model", &g) != H5IO_OK) return CHARLM_EINPUT;
+    for (int i = 0; i < n && !rc; i++)
+        if (*fl[i].value) rc = h5io_attr_write_i64(g, fl[i].name, *fl[i].value);
+    h5io_object_close(g);
+    return rc;
+}
+
 /* Writes the tensors of buf (parameter layout) into group `group` of f. */
 static int write_tensors(hid_t f, const char *group, const model_tensor_t *t, int n,
                          const float *buf) {
@@ -198,6 +224,7 @@ static int write_contents(hid_t f, const ckpt_write_t *w) {
                                   CHUNK_ELEMS, w->vocab->cps);
 
     if (!rc) rc = write_group(f, "model", "cell", cell_kind_name(md->cell), fields);
+    if (!rc) rc = write_model_flags(f, *md);
     if (!rc) rc = write_tensors(f, "model", t, nt, w->params);
     if (!rc) rc = write_group(f, "optimizer", "kind", optim_kind_name(in.optim), fields);
     for (int i = 0; i < w->nmoments && !rc; i++) {
@@ -418,6 +445,24 @@ static int read_group(const reader_t *r, const char *name, const char *key,
     return rc;
 }
 
+/* The options of the architecture (write_model_flags): 0 or 1 each, 0 when absent. */
+static int read_model_flags(const reader_t *r, model_dims_t *md) {
+    model_flag_t fl[2];
+    int n = model_flags(md, fl);
+    hid_t g = -1;
+    int rc = check(r, h5io_object_open(r->f, "model", &g), "group", "model");
+    for (int i = 0; i < n && !rc; i++) {
+        int64_t v = 0;
+        if (has_attr(g, fl[i].name)) rc = get_i64(r, g, fl[i].name, &v);
+        if (!rc && v != 0 && v != 1)
+            rc = err_set(CHARLM_EINPUT, "%s: attribute '%s' of group 'model' = %" PRId64
+                         " is neither 0 nor 1", r->path, fl[i].name, v);
+        *fl[i].value = (int)v;
+    }
+    if (g >= 0) h5io_object_close(g);
+    return rc;
+}
+
 /* The identity and fingerprints of format 3; a file of an earlier format must have none of the
  * attributes format 3 adds. */
 static int read_identity(const reader_t *r, ckpt_info_t *in) {
@@ -457,10 +502,11 @@ static int read_info(reader_t *r, ckpt_t *ck) {
     int cell = -1, kind = -1;
     if (!rc) rc = read_group(r, "model", "cell", cell_kind_value, &cell, fields);
     if (!rc) rc = read_group(r, "optimizer", "kind", optim_kind_value, &kind, fields);
-    if (rc) return rc;
     model_dims_t *md = &in->dims;
+    if (!rc) rc = read_model_flags(r, md);
+    if (rc) return rc;
     if (md->layers < 1 || md->layers > MODEL_MAX_LAYERS || md->H < 1 || md->E < 1 ||
-        md->V < 1 || in->streams < 1)
+        md->V < 1 || in->streams < 1 || (md->tie && md->E != md->H))
         return bad(r, "model or stream sizes out of range");
     md->cell = (cell_kind_t)cell;
     md->G = cell_ops(md->cell)->gates;
@@ -782,8 +828,9 @@ int ckpt_inspect(FILE *out, const char *path, int verify) {
         fprintf(out, "%-18s %" PRId64 " (window %" PRId64 " of the epoch)\n", "epoch", in->epoch,
                 in->cursor);
         fprintf(out, "%-18s %" PRId64 "\n", "tokens_seen", in->tokens_seen);
-        fprintf(out, "%-18s %s, %d layers x %d hidden, embed %d, vocabulary %d\n", "model",
-                cell_kind_name(md->cell), md->layers, md->H, md->E, md->V);
+        fprintf(out, "%-18s %s, %d layers x %d hidden, embed %d, vocabulary %d%s%s\n", "model",
+                cell_kind_name(md->cell), md->layers, md->H, md->E, md->V,
+                md->tie ? ", tied" : "", md->ln ? ", layer norm" : "");
         fprintf(out, "%-18s %" PRId64 "\n", "parameters", model_layout(md, NULL, NULL));
         fprintf(out, "%-18s %s, step %" PRId64 ", lr %.6g\n", "optimizer",
                 optim_kind_name(in->optim), in->optim_step, in->lr);

@@ -57,6 +57,8 @@ typedef struct {
      .nonempty = ne}
 
 static const char *const bool_names[] = {"false", "true"};
+/* model.dropout_kind: value 1 makes model.dropout's masks locked (model_dropout_t.locked) */
+static const char *const dropout_kind_names[] = {"standard", "locked"};
 
 /* Every key, in the order of the canonical dump (sections data, model, train, optim, eval, log,
  * sample, checkpoint, run). The defaults here are the documented ones (README, configs/). */
@@ -71,6 +73,12 @@ static const key_desc_t keys[] = {
     K_INT("model", "hidden", hidden, "128", 1),
     K_INT("model", "embed", embed, "64", 1),
     K_DBL("model", "dropout", dropout, "0", 0, B_INCL, 1, B_EXCL),
+    K_ENUM("model", "dropout_kind", dropout_kind, "standard", dropout_kind_names),
+    K_DBL("model", "dropout_input", dropout_input, "0", 0, B_INCL, 1, B_EXCL),
+    K_DBL("model", "dropout_embed", dropout_embed, "0", 0, B_INCL, 1, B_EXCL),
+    K_DBL("model", "weight_drop", weight_drop, "0", 0, B_INCL, 1, B_EXCL),
+    K_ENUM("model", "tie", tie, "false", bool_names),
+    K_ENUM("model", "layer_norm", layer_norm, "false", bool_names),
 
     K_INT("train", "batch", batch, "32", 1),
     K_INT("train", "seq", seq, "64", 1),
@@ -539,6 +547,9 @@ int config_validate(const config_t *cfg) {
     if (cfg->layers > MODEL_MAX_LAYERS)
         return err_set(CHARLM_EINPUT, "model.layers = %d: at most %d layers are supported",
                        cfg->layers, MODEL_MAX_LAYERS);
+    if (cfg->tie && cfg->embed != cfg->hidden)
+        return err_set(CHARLM_EINPUT, "model.tie = true needs model.embed = model.hidden "
+                                      "(they are %d and %d)", cfg->embed, cfg->hidden);
     if (cfg->steps == 0 && cfg->epochs == 0 && cfg->time_limit == 0)
         return err_set(CHARLM_EINPUT, "train.steps, train.epochs and train.time_limit are all 0: "
                                       "the run would never end (set at least one of them)");
@@ -633,7 +644,14 @@ corpus_params_t config_corpus_params(const config_t *cfg) {
 
 model_params_t config_model_params(const config_t *cfg) {
     return (model_params_t){.cell = cfg->cell, .layers = cfg->layers, .hidden = cfg->hidden,
-                            .embed = cfg->embed};
+                            .embed = cfg->embed, .tie = cfg->tie, .layer_norm = cfg->layer_norm};
+}
+
+model_dropout_t config_model_dropout(const config_t *cfg) {
+    return (model_dropout_t){.p = (float)cfg->dropout, .locked = cfg->dropout_kind,
+                             .p_input = (float)cfg->dropout_input,
+                             .p_embed = (float)cfg->dropout_embed,
+                             .p_weight = (float)cfg->weight_drop, .seed = cfg->seed};
 }
 
 optim_params_t config_optim_params(const config_t *cfg) {

@@ -163,6 +163,8 @@ typedef struct {
     int nnames;
 } same_key_t;
 
+static const char *const off_on[] = {"false", "true"};
+
 static void key_text(char *out, size_t n, const same_key_t *k, long long v) {
     if (k->names && v >= 0 && v < k->nnames) snprintf(out, n, "%s", k->names[v]);
     else snprintf(out, n, "%lld", v);
@@ -223,6 +225,10 @@ static int incompatible(const trainer_t *tr, const ckpt_t *ck, char *msg, size_t
         {.key = "model.layers", .mine = cfg->layers, .theirs = in->dims.layers},
         {.key = "model.hidden", .mine = cfg->hidden, .theirs = in->dims.H},
         {.key = "model.embed", .mine = cfg->embed, .theirs = in->dims.E},
+        {.key = "model.tie", .mine = cfg->tie, .theirs = in->dims.tie, .names = off_on,
+         .nnames = 2},
+        {.key = "model.layer_norm", .mine = cfg->layer_norm, .theirs = in->dims.ln,
+         .names = off_on, .nnames = 2},
         {.key = "optim.kind", .mine = cfg->optim, .theirs = in->optim,
          .names = optim_kind_names, .nnames = OPTIM_KINDS},
         {.key = "train.seq", .mine = cfg->seq, .theirs = in->seq},
@@ -471,8 +477,8 @@ static void build_model(trainer_t *tr) {
 static void alloc_buffers(trainer_t *tr) {
     const config_t *cfg = tr->cfg;
     const corpus_t *c = &tr->corpus;
-    model_acts_alloc(&tr->acts, &tr->model, c->B, c->T,
-                     cfg->dropout > 0 ? MODEL_ACTS_DROPOUT : 0);
+    model_dropout_t drop = config_model_dropout(cfg);
+    model_acts_alloc(&tr->acts, &tr->model, c->B, c->T, model_dropout_flags(&drop));
     tr->nstate = (size_t)cfg->layers * c->B * cfg->hidden;
     tr->state_h = xcalloc(tr->nstate, sizeof(float));
     tr->state_c = xcalloc(tr->nstate, sizeof(float));
@@ -582,7 +588,8 @@ static need_t train_need(const trainer_t *tr, int resuming) {
     const int rank0 = tr->d->rank == 0, moments = optim_nmoments(&op), ema = cfg->ema > 0;
     const double P = model_nparams(&d), state = (double)d.layers * c->B * d.H,
                  all = (double)d.layers * c->S * d.H;
-    const int drop = cfg->dropout > 0 ? MODEL_ACTS_DROPOUT : 0;
+    model_dropout_t dropout = config_model_dropout(cfg);
+    const int drop = model_dropout_flags(&dropout);
     /* parameters, gradients, moments, the moving average and the snapshot of parameters, moments
      * and average (the way back from a divergence); carried, previous, snapshot and validation
      * states, h and c */
@@ -883,8 +890,9 @@ static int train_window(trainer_t *tr, window_t *w) {
     tr->mark[0] = mark_of(tr);
     memcpy(tr->prev_h, tr->state_h, tr->nstate * sizeof(float));
     memcpy(tr->prev_c, tr->state_c, tr->nstate * sizeof(float));
-    model_dropout_t drop = {.p = (float)cfg->dropout, .seed = cfg->seed, .step = tr->step,
-                            .first_stream = c->first_stream};
+    model_dropout_t drop = config_model_dropout(cfg);
+    drop.step = tr->step;
+    drop.first_stream = c->first_stream;
     double t = dist_time();
     double loss = model_forward(&tr->acts, tr->state_h, state_c, m, c->T, &drop,
                                 1.0f / (float)tr->window_chars, 1);

@@ -68,7 +68,8 @@ static void test_defaults(void) {
     EXPECT(strcmp(c.val, "") == 0);
     EXPECT(c.cell == CELL_LSTM);
     EXPECT(c.layers == 2 && c.hidden == 128 && c.embed == 64);
-    EXPECT(c.dropout == 0.0);
+    EXPECT(c.dropout == 0.0 && c.dropout_kind == 0 && c.dropout_input == 0.0);
+    EXPECT(c.dropout_embed == 0.0 && c.weight_drop == 0.0 && !c.tie && !c.layer_norm);
     EXPECT(c.batch == 32 && c.seq == 64);
     EXPECT(c.steps == 0 && c.epochs == 1 && c.time_limit == 0.0);
     EXPECT(c.seed == 1234);
@@ -380,6 +381,26 @@ static void test_validate(void) {
     err_clear();
     config_set(&c, "optim.decay_every", "100", "--set");
     EXPECT_MSG(config_validate(&c) == CHARLM_OK, "%s", err_message());
+    err_clear();
+    /* tying needs the embedding as wide as the decoder's input */
+    config_set(&c, "model.tie", "true", "--set");
+    EXPECT(config_validate(&c) == CHARLM_EINPUT);
+    EXPECT_MSG(contains(err_message(), "model.tie") && contains(err_message(), "model.embed") &&
+                   contains(err_message(), "model.hidden") && contains(err_message(), "64") &&
+                   contains(err_message(), "128"),
+               "%s", err_message());
+    err_clear();
+    config_set(&c, "model.embed", "128", "--set");
+    EXPECT_MSG(config_validate(&c) == CHARLM_OK, "%s", err_message());
+    model_dropout_t d = config_model_dropout(&c);
+    EXPECT(d.p == 0 && !d.locked && model_dropout_flags(&d) == 0);
+    config_set(&c, "model.dropout_kind", "locked", "--set");
+    config_set(&c, "model.weight_drop", "0.5", "--set");
+    EXPECT(config_set(&c, "model.dropout_embed", "1", "--set") == CHARLM_EINPUT);
+    err_clear();
+    d = config_model_dropout(&c);
+    EXPECT(d.locked == 1 && d.p_weight == 0.5f && d.seed == 1234);
+    EXPECT(model_dropout_flags(&d) == MODEL_ACTS_WEIGHT_DROP);
     err_clear();
 }
 

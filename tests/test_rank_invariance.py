@@ -5,7 +5,10 @@ with dropout on (the masks are keyed by global stream, not by rank). The same fo
 schedule feature on (README "Schedules and weight averaging"): the moving average of the weights
 (which validation uses), the plateau schedule with a threshold that makes every validation after
 the first a bad one (the same lr on both), train.early_stop, a clip that some steps reach; the
-gradient norm of every part and "clipped" agree too."""
+gradient norm of every part and "clipped" agree too. And for each cell again with every
+regularisation and architecture option on at once: locked dropout on the layers' outputs and on
+the embedding output, dropout of embedding rows, DropConnect on W_hh (those masks are keyed by
+step alone), the decoder tied to the embedding and layer normalisation."""
 import os
 
 import harness as h
@@ -27,17 +30,24 @@ def main():
     with open(corpus, "w", encoding="utf-8") as f:
         f.write(h.synthetic_text(60000))
     bad = 0
-    for cell, extra in (("rnn", []), ("lstm", []), ("gru", []), ("lstm+features", FEATURES)):
+    every = ["--embed", "32", "--set", "model.dropout_kind=locked", "--set",
+             "model.dropout_input=0.1", "--set", "model.dropout_embed=0.1", "--set",
+             "model.weight_drop=0.2", "--set", "model.tie=true", "--set", "model.layer_norm=true"]
+    # (name, cell, extra arguments, whether the schedule features are on)
+    cases = [(c, c, [], False) for c in ("rnn", "lstm", "gru")] + \
+        [("lstm+features", "lstm", FEATURES, True)] + \
+        [(c + "-every-option", c, every, False) for c in ("rnn", "lstm", "gru")]
+    for cell, kind, extra, sched in cases:
         runs = {}
         for np, batch in ((1, 2 * K), (2, K)):
             d = os.path.join(work, f"{cell}-np{np}")
-            h.run(["train", "--corpus", corpus, "--cell", cell.split("+")[0], "--layers", "2",
-                   "--hidden", "32", "--embed", "16", "--dropout", "0.25", "--batch", str(batch),
-                   "--seq", str(T), "--steps", str(STEPS), "--log-every", "1", "--eval-every",
-                   "8" if extra else "12", "--run-dir", d] + extra, np=np, check=True)
+            h.run(["train", "--corpus", corpus, "--cell", kind, "--layers", "2", "--hidden", "32",
+                   "--embed", "16", "--dropout", "0.25", "--batch", str(batch), "--seq", str(T),
+                   "--steps", str(STEPS), "--log-every", "1", "--eval-every",
+                   "8" if sched else "12", "--run-dir", d] + extra, np=np, check=True)
             runs[np] = h.metrics(d)
         (t1, v1), (t2, v2) = runs[1], runs[2]
-        nval = 3 if extra else 2
+        nval = 3 if sched else 2
         if len(t1) != STEPS or len(t2) != STEPS or len(v1) != nval or len(v2) != nval:
             h.fail(f"{cell}: expected {STEPS} train and {nval} validation lines, got "
                    f"{len(t1)}/{len(v1)} and {len(t2)}/{len(v2)}")
@@ -56,7 +66,7 @@ def main():
             if a["clipped"] != b["clipped"]:
                 print(f"{cell} step {a['step']}: clipped {a['clipped']} vs {b['clipped']}")
                 bad += 1
-        if extra and (t1[-1]["lr"] >= t1[0]["lr"] or
+        if sched and (t1[-1]["lr"] >= t1[0]["lr"] or
                       len({m["clipped"] for m in t1}) != 2):
             print(f"{cell}: the lr did not fall or the clip was reached always or never")
             bad += 1

@@ -1,10 +1,12 @@
 """Exact resume: N steps uninterrupted == K steps, stop, `--resume auto` to N, at the
 same rank count bit for bit (train_loss and grad_norm of every step, val_loss of every validation
-both runs made) — for rnn, lstm and gru with dropout and Adam, for SGD with momentum, and for lstm
+both runs made) — for rnn, lstm and gru with dropout and Adam, for lstm and gru with every
+regularisation and architecture option on (locked, input and embedding-row dropout, DropConnect,
+tying, layer normalisation: the masks are keyed by step), for SGD with momentum, and for lstm
 with the moving average of the weights, the plateau schedule and early stopping on — where
 the resume crosses an epoch wrap and a validation. Resuming the -np 2 checkpoint with -np 1 and
 twice the batch (the same S = P*B streams) stays within 1e-4 relative. A resume that changes the
-model size, the number of streams or the cell is refused with exit code 1 and a line naming the
+model size, layer normalisation, the number of streams or the cell is refused with exit code 1 and a line naming the
 key, and so are a missing --resume file and a fresh start in a run.dir that holds checkpoints;
 none of them touches the run directory. A learning rate changed at resume is used and recorded.
 
@@ -37,6 +39,12 @@ CASES = [  # name, extra args
                           "--set", "optim.plateau_threshold=0.9", "--set", "train.early_stop=9",
                           "--set", "optim.clip=0.5"]),
 ]
+EVERY_OPTION = ["--embed", "32", "--set", "model.dropout_kind=locked", "--set",
+                "model.dropout_input=0.1", "--set", "model.dropout_embed=0.1", "--set",
+                "model.weight_drop=0.2", "--set", "model.tie=true", "--set",
+                "model.layer_norm=true"]
+CASES += [("lstm-every-option", ["--cell", "lstm"] + EVERY_OPTION),
+          ("gru-every-option", ["--cell", "gru"] + EVERY_OPTION)]
 
 problems = h.problems
 problem = h.problem
@@ -253,6 +261,9 @@ def main():
     refused("different hidden", train_args(corpus, refusals, base + ["--hidden", "64",
             "--resume", "auto"], N), 2, ["cannot resume from", ck, "model.hidden", "64", "32"],
             refusals)
+    refused("layer normalisation on", train_args(corpus, refusals, base + ["--set",
+            "model.layer_norm=true", "--resume", "auto"], N), 2,
+            ["cannot resume from", ck, "model.layer_norm", "true", "false"], refusals)
     refused("different S", train_args(corpus, refusals, base + ["--resume", "auto"], N), 1,
             ["cannot resume from", ck, "train.batch", "4"], refusals)
     refused("different cell", train_args(corpus, refusals, base + ["--cell", "gru", "--resume",

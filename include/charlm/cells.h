@@ -6,6 +6,7 @@
 #ifndef CHARLM_CELLS_H
 #define CHARLM_CELLS_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -39,6 +40,17 @@ typedef struct {
     void (*backward)(float *dgates, float *dgh, float *dh_prev, float *dc, const float *dh,
                      const float *gates, const float *aux, const float *h_prev,
                      const float *c_prev, const float *c, int B, int H);
+    /* Forward one step with the cell state layer-normalised (model.layer_norm; NULL for cells
+     * without a state): as forward, but h = o*tanh(ln_w * chat + ln_b) with chat (B, H) out, c
+     * normalised over its H units, and crstd (B) out, 1/its standard deviation. ln_w, ln_b (H). */
+    void (*forward_ln)(float *gates, float *h, float *c, float *chat, float *crstd,
+                       const float *gh, const float *b_hh, const float *c_prev,
+                       const float *ln_w, const float *ln_b, int B, int H);
+    /* Its backward: as backward (dgates serves as dgh too; nothing flows into h_prev but
+     * through W_hh), and adds d loss / d ln_w and d loss / d ln_b into dln_w, dln_b (H). */
+    void (*backward_ln)(float *dgates, float *dc, float *dln_w, float *dln_b, const float *dh,
+                        const float *gates, const float *c_prev, const float *chat,
+                        const float *crstd, const float *ln_w, const float *ln_b, int B, int H);
 } cell_ops_t;
 
 /* The kernels of cell kind k (static storage). */
@@ -68,6 +80,20 @@ static inline float cell_exp(float x) {
     /* unsigned: a NaN input (a diverging run) must give NaN, not undefined behaviour */
     e.i = (int32_t)((uint32_t)(u.i - 0x4B400000 + 127) << 23);
     return p * e.f;
+}
+
+/* Layer normalisation's epsilon (torch.nn.LayerNorm's default). */
+#define CELL_LN_EPS 1e-5f
+
+/* The mean of x (H) into *mean; returns 1/sqrt(var + CELL_LN_EPS), var the biased variance:
+ * layer normalisation's statistics (src/README.md §3). */
+static inline float cell_ln_stats(const float *x, int H, float *mean) {
+    float m = 0, v = 0;
+    for (int j = 0; j < H; j++) m += x[j];
+    m /= (float)H;
+    for (int j = 0; j < H; j++) v += (x[j] - m) * (x[j] - m);
+    *mean = m;
+    return 1.0f / sqrtf(v / (float)H + CELL_LN_EPS);
 }
 
 static inline float cell_sigmoid(float x) { return 1.0f / (1.0f + cell_exp(-x)); }

@@ -24,6 +24,12 @@ typedef struct {
     cell_kind_t cell;
     int layers, hidden, embed; /* >= 1 each */
     double dropout;            /* [0, 1) */
+    int dropout_kind;          /* 0 standard, 1 locked (one mask per stream and window) */
+    double dropout_input;      /* locked dropout of the embedding output, [0, 1) */
+    double dropout_embed;      /* dropout of whole embedding rows, [0, 1) */
+    double weight_drop;        /* DropConnect on W_hh, [0, 1) */
+    int tie;                   /* 1: decoder.weight is embedding.weight (embed = hidden) */
+    int layer_norm;            /* 1: layer-normalised cells */
     /* [train] */
     int batch;         /* streams per rank, >= 1 */
     int seq;           /* window length T, >= 1 */
@@ -85,6 +91,8 @@ void config_write(const config_t *cfg, FILE *f);
 /* Each module's parameters as cfg sets them (strings borrowed from cfg). */
 corpus_params_t config_corpus_params(const config_t *cfg);
 model_params_t config_model_params(const config_t *cfg);
+/* The dropouts of [model] and train.seed; the caller sets step and first_stream. */
+model_dropout_t config_model_dropout(const config_t *cfg);
 optim_params_t config_optim_params(const config_t *cfg);
 sched_params_t config_sched_params(const config_t *cfg);
 plateau_params_t config_plateau_params(const config_t *cfg);

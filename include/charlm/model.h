@@ -1,6 +1,8 @@
-/* model: the network — embedding (V, E), a stack of recurrent layers (cells.h), dropout on each
- * layer's output, the decoder (V, H) + bias — with one flat parameter buffer and named views,
- * and the forward and backward passes over one window of T steps for B streams.
+/* model: the network — embedding (V, E), a stack of recurrent layers (cells.h; optionally
+ * layer-normalised), dropout on each layer's output (and the other regularisations of
+ * src/README.md §3), the decoder (V, H) + bias or the embedding tied to it — with one flat
+ * parameter buffer and named views, and the forward and backward passes over one window of T
+ * steps for B streams.
  *
  * All activations are laid out time-major: row t*B + b is stream b at step t. The gradient
  * buffer and the optimizer moments use the parameter layout, so model_views() serves them all. */
@@ -12,35 +14,45 @@
 #include "charlm/cells.h"
 
 #define MODEL_MAX_LAYERS 16
-/* the embedding, 4 per layer, the decoder's 2 */
-#define MODEL_MAX_TENSORS (3 + 4 * MODEL_MAX_LAYERS)
+/* the embedding, 4 per layer (8 with layer normalisation of an LSTM), the decoder's 2 */
+#define MODEL_MAX_TENSORS (3 + 8 * MODEL_MAX_LAYERS)
 
 /* Address space that the libraries map once the passes run, against the limits of address space
  * (ulimit -v, -d) of a memory check: OpenBLAS's buffer of 128 MiB at its first call on a thread,
  * touched only in part (it retries forever when the mapping fails), MPI's and HDF5's. */
 #define MODEL_LIB_VM (160.0 * 1024 * 1024)
 
-/* The kinds of tensor of the parameter layout, in layout order: the embedding, the four of each
- * layer l in turn, the decoder's two. */
+/* The kinds of tensor of the parameter layout, in layout order: the embedding, those of each
+ * layer l in turn (the four weights and biases, then with layer normalisation its gains, and for
+ * an LSTM the cell state's gain and bias), the decoder's two (one when tied). */
 typedef enum {
-    MODEL_T_EMB,   /* (V, E) embedding.weight */
-    MODEL_T_W_IH,  /* (G*H, In_l) rnn.weight_ih_l{l}; In_0 = E, else H */
-    MODEL_T_W_HH,  /* (G*H, H) rnn.weight_hh_l{l} */
-    MODEL_T_B_IH,  /* (G*H) rnn.bias_ih_l{l} */
-    MODEL_T_B_HH,  /* (G*H) rnn.bias_hh_l{l} */
-    MODEL_T_DEC_W, /* (V, H) decoder.weight */
-    MODEL_T_DEC_B  /* (V) decoder.bias */
+    MODEL_T_EMB,    /* (V, E) embedding.weight */
+    MODEL_T_W_IH,   /* (G*H, In_l) rnn.weight_ih_l{l}; In_0 = E, else H */
+    MODEL_T_W_HH,   /* (G*H, H) rnn.weight_hh_l{l} */
+    MODEL_T_B_IH,   /* (G*H) rnn.bias_ih_l{l} */
+    MODEL_T_B_HH,   /* (G*H) rnn.bias_hh_l{l} */
+    MODEL_T_LN_IH,  /* (G*H) rnn.ln_weight_ih_l{l}: gain of the normalised x W_ih^T (ln) */
+    MODEL_T_LN_HH,  /* (G*H) rnn.ln_weight_hh_l{l}: gain of the normalised h W_hh^T (ln) */
+    MODEL_T_LN_C_W, /* (H) rnn.ln_weight_c_l{l}: gain of the normalised cell state (ln, lstm) */
+    MODEL_T_LN_C_B, /* (H) rnn.ln_bias_c_l{l}: its bias (ln, lstm) */
+    MODEL_T_DEC_W,  /* (V, H) decoder.weight; tied: the embedding itself (no tensor of its own) */
+    MODEL_T_DEC_B   /* (V) decoder.bias */
 } model_tensor_kind_t;
 
-/* The architecture as configured (section [model]); the vocabulary comes from the corpus. */
+/* The architecture as configured (section [model]); the vocabulary comes from the corpus.
+ * tie: the decoder's weight is the embedding (needs embed == hidden); layer_norm: the layers
+ * normalise their input and recurrent projections (and an LSTM its cell state), src/README.md
+ * §3. */
 typedef struct {
     cell_kind_t cell;
     int layers, hidden, embed;
+    int tie, layer_norm;
 } model_params_t;
 
 typedef struct {
     cell_kind_t cell;
     int V, E, H, layers, G; /* G = gates per cell */
+    int tie, ln;            /* model_params_t's tie, layer_norm */
 } model_dims_t;
 
 /* Named views into one flat buffer of the parameter layout. */
@@ -50,7 +62,11 @@ typedef struct {
     float *w_hh[MODEL_MAX_LAYERS];   /* (G*H, H) rnn.weight_hh_l{l} */
     float *b_ih[MODEL_MAX_LAYERS];   /* (G*H) rnn.bias_ih_l{l} */
     float *b_hh[MODEL_MAX_LAYERS];   /* (G*H) rnn.bias_hh_l{l} */
-    float *dec_w;                    /* (V, H) decoder.weight */
+    float *ln_ih[MODEL_MAX_LAYERS];  /* (G*H) rnn.ln_weight_ih_l{l}; NULL without ln */
+    float *ln_hh[MODEL_MAX_LAYERS];  /* (G*H) rnn.ln_weight_hh_l{l}; NULL without ln */
+    float *ln_c_w[MODEL_MAX_LAYERS]; /* (H) rnn.ln_weight_c_l{l}; NULL but for ln lstm */
+    float *ln_c_b[MODEL_MAX_LAYERS]; /* (H) rnn.ln_bias_c_l{l}; NULL but for ln lstm */
+    float *dec_w;                    /* (V, H) decoder.weight; = emb when tied */
     float *dec_b;                    /* (V) decoder.bias */
 } model_views_t;
 
@@ -87,6 +103,23 @@ typedef struct {
     float *c[MODEL_MAX_LAYERS];               /* (T+1, B, H) lstm only */
     float *mask[MODEL_MAX_LAYERS];            /* (T, B, H) dropout scale; NULL when no dropout */
     float *dropped[MODEL_MAX_LAYERS];         /* (T, B, H) h * mask; NULL when no dropout */
+    int input_drop_on, embed_drop_on, weight_drop_on; /* the last forward applied them */
+    float *mask_in;                           /* (T, B, E) scale of x (dropout_input) or NULL */
+    float *row_mask;                          /* (V) scale of each embedding row or NULL */
+    float *emb_drop;                          /* (V, E) the embedding * row_mask or NULL */
+    float *whh_mask[MODEL_MAX_LAYERS];        /* (G*H, H) DropConnect scale of W_hh or NULL */
+    float *whh_drop[MODEL_MAX_LAYERS];        /* (G*H, H) W_hh * whh_mask or NULL */
+    float *ddec;                              /* (V, H) tied: the decoder's part of d emb */
+    /* layer normalisation (NULL without it): the normalised values and 1/std of each gate block
+     * of each row; for layer 0 folded, of the rows of proj */
+    float *xhat_ih[MODEL_MAX_LAYERS];         /* (T, B, G*H) or (V, G*H) */
+    float *rstd_ih[MODEL_MAX_LAYERS];         /* (T, B, G) or (V, G) */
+    float *xhat_hh[MODEL_MAX_LAYERS];         /* (T, B, G*H) */
+    float *rstd_hh[MODEL_MAX_LAYERS];         /* (T, B, G) */
+    float *chat[MODEL_MAX_LAYERS];            /* (T, B, H) lstm: the normalised cell state */
+    float *crstd[MODEL_MAX_LAYERS];           /* (T, B) lstm */
+    float *zeros;                             /* (G*H) a bias of zeros for the bare products */
+    float *dscratch;                          /* (G*H) the discarded gradient of zeros */
     float *logits;                            /* (T, B, V) -> d loss / d logits */
     float *gh;                                /* (B, G*H) per-step recurrent product */
     float *dgates;                            /* (T, B, G*H) */
@@ -97,10 +130,16 @@ typedef struct {
                                                  leaves d loss / d h of layer l after step t */
 } model_acts_t;
 
-/* Dropout for one forward pass: p = 0 or eval mode means none. Masks are keyed by
- * (seed, step, layer, global stream first_stream + b, t, unit), independent of the rank count. */
+/* Dropout for one forward pass (src/README.md §3): every p = 0, or eval mode (drop NULL), means
+ * none. Each mask is a function of its key (src/README.md §1) — (seed, step, layer, global
+ * stream first_stream + b) for the per-stream masks, (seed, step, layer) for the weights and
+ * (seed, step) for the embedding rows — so neither the rank count nor a resume changes it. */
 typedef struct {
-    float p;
+    float p;        /* model.dropout: on each layer's output */
+    int locked;     /* model.dropout_kind = locked: one mask per stream and window for p */
+    float p_input;  /* model.dropout_input: locked, on the embedding output (layer 0's input) */
+    float p_embed;  /* model.dropout_embed: whole rows (characters) of the embedding */
+    float p_weight; /* model.weight_drop: DropConnect on every W_hh */
     uint64_t seed;
     int64_t step;
     int64_t first_stream;
@@ -135,18 +174,24 @@ double model_nparams(const model_dims_t *d);
 void model_views(model_views_t *v, const model_t *m, float *buf);
 
 /* Allocates parameters and initialises them deterministically from seed (the same on every
- * rank without communication): embedding N(0, 1); recurrent and decoder weights and biases
- * U(-1/sqrt(H), 1/sqrt(H)) as PyTorch; LSTM forget-gate bias_ih = 1 (so b_ih + b_hh starts
- * near 1). */
+ * rank without communication): embedding N(0, 1), or U(-1/sqrt(H), 1/sqrt(H)) when tied to the
+ * decoder; recurrent and decoder weights and biases U(-1/sqrt(H), 1/sqrt(H)) as PyTorch; LSTM
+ * forget-gate bias_ih = 1 (so b_ih + b_hh starts near 1); layer-norm gains 1 and biases 0. */
 void model_init(model_t *m, const model_dims_t *d, uint64_t seed);
 void model_free(model_t *m);
 
 /* Flags of model_acts_alloc. */
 enum {
-    MODEL_ACTS_DROPOUT = 1, /* allocate the dropout masks */
-    MODEL_ACTS_UNFOLDED = 2, /* never fold the embedding (tests compare both ways) */
-    MODEL_ACTS_DH_STEPS = 4  /* keep d loss / d h of every step (gradflow) */
+    MODEL_ACTS_DROPOUT = 1,        /* allocate the dropout masks of the layers' outputs */
+    MODEL_ACTS_UNFOLDED = 2,       /* never fold the embedding (tests compare both ways) */
+    MODEL_ACTS_DROPOUT_INPUT = 4,  /* the mask of the embedding output; never folds */
+    MODEL_ACTS_DROPOUT_EMBED = 8,  /* the embedding-row mask */
+    MODEL_ACTS_WEIGHT_DROP = 16,   /* the masked W_hh of every layer */
+    MODEL_ACTS_DH_STEPS = 32       /* keep d loss / d h of every step (gradflow) */
 };
+
+/* The flags of model_acts_alloc that the dropouts of drop need (drop NULL: none). */
+int model_dropout_flags(const model_dropout_t *drop);
 
 /* Allocates activations for B streams and T steps. The inputs are one-hot, so layer 0's input
  * projection W_ih0 emb[id] + b_ih0 is row id of the (V, G*H) table emb W_ih0^T + b_ih0: when the

@@ -7,7 +7,14 @@
 #include <stdint.h>
 
 /* What a random number is for: part of the key, so that streams of numbers never collide. */
-enum { RNG_INIT = 1, RNG_DROPOUT = 2, RNG_SAMPLE = 3 };
+enum {
+    RNG_INIT = 1,
+    RNG_DROPOUT = 2,
+    RNG_SAMPLE = 3,
+    RNG_LOCKED = 4,      /* locked (variational) dropout: one mask per stream and window */
+    RNG_WEIGHT_DROP = 5, /* DropConnect on W_hh */
+    RNG_EMBED_DROP = 6   /* dropout of whole embedding rows */
+};
 
 /* A strong 64-bit mixer (the splitmix64 finaliser). */
 static inline uint64_t rng_mix(uint64_t x) {
