@@ -461,14 +461,15 @@ static void build_model(trainer_t *tr) {
         tr->ema_model.params = tr->ema;
         model_views(&tr->ema_model.p, &tr->ema_model, tr->ema);
     }
-    /* the parts of the gradient-norm record: the embedding, each layer's four tensors, the
-     * decoder's two */
+    /* the parts of the gradient-norm record: the embedding, each layer's tensors, the decoder's
+     * (its bias alone when tied: the weight is the embedding's) */
     const model_dims_t *md = &tr->model.d;
     tr->nparts = md->layers + 2;
     tr->parts[0] = 0;
     for (int l = 0; l < md->layers; l++)
         tr->parts[1 + l] = tr->model.tensors[model_tensor_index(md, MODEL_T_W_IH, l)].offset;
-    tr->parts[md->layers + 1] = tr->model.tensors[model_tensor_index(md, MODEL_T_DEC_W, 0)].offset;
+    const int dec = model_tensor_index(md, md->tie ? MODEL_T_DEC_B : MODEL_T_DEC_W, 0);
+    tr->parts[md->layers + 1] = tr->model.tensors[dec].offset;
     tr->parts[md->layers + 2] = tr->model.nparams;
 }
 

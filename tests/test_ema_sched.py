@@ -369,9 +369,12 @@ def test_time(corpus, work):
 
 
 def test_layer_norms(corpus, work):
-    for clip in (0.05, 0):
-        run = os.path.join(work, f"norms{clip}")
-        h.run(base(corpus, run, 5, ["--set", f"optim.clip={clip}"]), check=True)
+    # a tied decoder's weight is the embedding's: its part is the bias alone, and the layers' parts
+    # hold their layer-normalisation gains too
+    tied = ["--embed", "24", "--set", "model.tie=true", "--set", "model.layer_norm=true"]
+    for clip, extra in ((0.05, []), (0, []), (0, tied)):
+        run = os.path.join(work, f"norms{clip}{'-tied' if extra else ''}")
+        h.run(base(corpus, run, 5, ["--set", f"optim.clip={clip}"] + extra), check=True)
         train, _ = h.metrics(run)
         bad = []
         for m in train:
@@ -382,7 +385,7 @@ def test_layer_norms(corpus, work):
             if m.get("clipped") != (clip > 0 and m["grad_norm"] > clip):
                 bad.append(f"step {m['step']}: clipped {m.get('clipped')}, norm {m['grad_norm']}")
         if bad:
-            problem(f"grad_norm_layers (clip {clip}): " + "; ".join(bad[:4]))
+            problem(f"grad_norm_layers (clip {clip} {extra}): " + "; ".join(bad[:4]))
         else:
             print(f"ok   grad_norm_layers: 4 parts whose root sum of squares is grad_norm; "
                   f"clipped {sorted(set(m['clipped'] for m in train))} at clip {clip}")
