@@ -94,8 +94,7 @@ int log_open(log_t *lg, const log_params_t *p, int resumed, int64_t step) {
     return CHARLM_OK;
 }
 
-/* "12s", "3m12s", "2h05m", "3d04h"; "?" when unknown. */
-static void fmt_duration(char *buf, size_t n, double s) {
+void log_fmt_duration(char *buf, size_t n, double s) {
     if (!isfinite(s) || s < 0) {
         snprintf(buf, n, "?");
         return;
@@ -108,8 +107,7 @@ static void fmt_duration(char *buf, size_t n, double s) {
     else snprintf(buf, n, "%ldd%02ldh", t / 86400, t % 86400 / 3600);
 }
 
-/* "812", "41.2k", "1.23M" */
-static void fmt_rate(char *buf, size_t n, double r) {
+void log_fmt_rate(char *buf, size_t n, double r) {
     if (!isfinite(r) || r < 0) snprintf(buf, n, "?");
     else if (r < 1e3) snprintf(buf, n, "%.0f", r);
     else if (r < 1e6) snprintf(buf, n, "%.1fk", r / 1e3);
@@ -191,9 +189,9 @@ void log_train(log_t *lg, const log_train_t *m) {
     } else {
         len = snprintf(line, sizeof line, "step %" PRId64, m->step);
     }
-    fmt_rate(rate, sizeof rate, m->chars_per_s);
-    fmt_duration(elapsed, sizeof elapsed, m->elapsed_s);
-    fmt_duration(eta, sizeof eta, m->eta_s);
+    log_fmt_rate(rate, sizeof rate, m->chars_per_s);
+    log_fmt_duration(elapsed, sizeof elapsed, m->elapsed_s);
+    log_fmt_duration(eta, sizeof eta, m->eta_s);
     len += snprintf(line + len, sizeof line - (size_t)len,
                     " | epoch %" PRId64 " | loss %.4f | lr %.2e | %s chars/s", m->epoch,
                     m->train_loss, m->lr, rate);

@@ -1011,6 +1011,7 @@ static void report(trainer_t *tr, double secs) {
     if (steps == 0) {
         log_msg(&tr->log, "charlm: nothing to do: the run is at step %lld of %lld",
                 (long long)tr->step, (long long)tr->total);
+        log_summary(&tr->log, tr->step, &(log_field_t){"exit", CHARLM_OK}, 1);
         return;
     }
     double rss_max = most[0], waited = most[1], comm = -most[2];
@@ -1043,8 +1044,16 @@ static void report(trainer_t *tr, double secs) {
                        {"time_eval_s", t->eval},    {"time_checkpoint_s", t->checkpoint},
                        {"elapsed_s", secs},         {"peak_rss_mib", rss / mib},
                        {"peak_rss_max_mib", rss_max / mib}, {"analytic_mib", need / mib},
-                       {"startup_rss_mib", tr->rss_start / mib}};
+                       {"startup_rss_mib", tr->rss_start / mib}, {"exit", CHARLM_OK}};
     log_summary(&tr->log, tr->step, f, (int)(sizeof f / sizeof *f));
+}
+
+/* Rank 0, at the end of a run that did not finish once metrics.jsonl was open: the end record
+ * {"step","summary":true,"exit":RC} ("signal":N too when a signal stopped it) — how the run ended,
+ * for `charlm status` (a finished run's summary carries "exit":0). */
+static void log_end(trainer_t *tr, int rc) {
+    log_field_t f[] = {{"exit", rc}, {"signal", signals_pending()}};
+    log_summary(&tr->log, tr->step, f, rc == CHARLM_ESTOPPED && f[1].value ? 2 : 1);
 }
 
 static void print_header(trainer_t *tr, int threads) {
@@ -1096,6 +1105,8 @@ int train_run(const config_t *cfg, const char *resume, const dist_t *d) {
         if (tr.ckpt[0]) log_msg(&tr.log, "charlm: checkpoint %s", tr.ckpt);
         print_sample(&tr);
     }
+    /* a stop during start-up keeps its promise that nothing was written */
+    if (rc && rc != CHARLM_EINTERRUPTED && d->rank == 0) log_end(&tr, rc);
     trainer_close(&tr);
     return rc;
 }
