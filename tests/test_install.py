@@ -86,6 +86,9 @@ def run_installed(prefix, hide, work):
             not lines[3].startswith("BLAS: ") or \
             ("OpenBLAS" in lines[3] and not re.search(r", kernels \S+$", lines[3])):
         problem(f"charlm --version: exit {v.returncode}:\n{v.stdout}{v.stderr}")
+    th = re.search(r'^\.TH CHARLM 1 \S+ "charlm (\S+)"', read("doc", "charlm.1"), re.M)
+    if lines and (not th or lines[0] != f"charlm {th.group(1)}"):
+        problem(f"the man page's .TH names version {th and th.group(1)}, the binary {lines[0]}")
     cfg = os.path.join(share, "configs", "tinyshakespeare.ini")
     t = run(["train", "--config", cfg, "--set", "model.layers=1", "--set", "model.hidden=32",
              "--set", "model.embed=16", "--set", "train.batch=4", "--set", "train.seq=32",
