@@ -9,7 +9,7 @@
   validation losses, the best validation and its step, chars/s and elapsed exactly as in
   metrics.jsonl, every checkpoint verified (--verify), and the text report says the same;
 - a run of one epoch (train.steps 0): the run's length is the epoch's windows, the last step;
-- a run killed with SIGKILL: not running, no end record, "killed";
+- a run killed with SIGKILL: not running, no end record, "killed"; a run that diverged: exit 4;
 - a lock file naming another host: "cannot tell";
 - bad input: no RUN_DIR or an unknown option (exit 2), a missing directory, a file, an empty
   directory, a metrics.jsonl with a line that is not a record, a corrupt checkpoint with --verify
@@ -204,6 +204,22 @@ def killed(corpus, work):
     print("ok   another host's lock: cannot tell")
 
 
+def diverged(corpus, work):
+    """A run that diverges (lr 1e38, as test_signals): ended with exit 4."""
+    run_dir = os.path.join(work, "diverge")
+    p = h.run(["train", "--corpus", corpus, "--cell", "rnn", "--layers", "1", "--hidden", "32",
+               "--embed", "16", "--batch", "2", "--seq", "16", "--steps", "50", "--optim", "sgd",
+               "--lr", "1e38", "--set", "optim.clip=0", "--log-every", "1", "--run-dir", run_dir])
+    if p.returncode != 4:
+        problem(f"[diverged] the training exited {p.returncode}, expected 4:\n{p.stderr}")
+        return
+    q, s = status_json(run_dir)
+    if s and not (q.returncode == 0 and s["ended"] and s["ended"]["exit"] == 4 and
+                  s["ended"]["signal"] is None and "diverged" in s["ended"]["reason"]):
+        problem(f"[diverged] status: exit {q.returncode}: {s}")
+    print("ok   diverged: exit 4")
+
+
 def bad_input(work, finished_dir):
     p = h.run(["status"])
     one_error(p, "no RUN_DIR", 2, ["which run directory"])
@@ -253,6 +269,7 @@ def main():
     finished(corpus, run_dir)
     one_epoch(h.write_text(work, 8_000, name="small.txt"), work)
     killed(corpus, work)
+    diverged(corpus, work)
     bad_input(work, run_dir)
     if h.problems:
         h.fail(f"{len(h.problems)} problem(s)")
