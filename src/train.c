@@ -1051,7 +1051,7 @@ static void report(trainer_t *tr, double secs) {
 /* Rank 0, at the end of a run that did not finish once metrics.jsonl was open: the end record
  * {"step","summary":true,"exit":RC} ("signal":N too when a signal stopped it) — how the run ended,
  * for `charlm status` (a finished run's summary carries "exit":0). */
-static void log_end(trainer_t *tr, int rc) {
+static void record_end(trainer_t *tr, int rc) {
     log_field_t f[] = {{"exit", rc}, {"signal", signals_pending()}};
     log_summary(&tr->log, tr->step, f, rc == CHARLM_ESTOPPED && f[1].value ? 2 : 1);
 }
@@ -1106,7 +1106,7 @@ int train_run(const config_t *cfg, const char *resume, const dist_t *d) {
         print_sample(&tr);
     }
     /* a stop during start-up keeps its promise that nothing was written */
-    if (rc && rc != CHARLM_EINTERRUPTED && d->rank == 0) log_end(&tr, rc);
+    if (rc && rc != CHARLM_EINTERRUPTED && d->rank == 0) record_end(&tr, rc);
     trainer_close(&tr);
     return rc;
 }
