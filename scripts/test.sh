@@ -23,6 +23,7 @@ ctest --test-dir "$build" --output-on-failure --output-junit "$junit" "$@" || rc
 
 # ctest shows the output of failed tests only: a skipped test's reason (its output, which says
 # what is missing) comes from the JUnit report, as do the counts
+[[ -s "$junit" ]] || { echo "test.sh: ctest wrote no report (exit $rc)" >&2; exit "$((rc ? rc : 1))"; }
 python3 - "$junit" <<'PY'
 import sys
 import xml.etree.ElementTree as ET
