@@ -4,8 +4,10 @@
 #
 #   scripts/setup.sh            packages + Release build in build/
 #   scripts/setup.sh --extras   also python3-torch, python3-h5py, python3-matplotlib (reference
-#                               checks, benchmarks, plots) and slurm-wlm + munge (the test that
-#                               runs a one-node SLURM cluster on this machine)
+#                               checks, benchmarks, plots), slurm-wlm + munge (the test that
+#                               runs a one-node SLURM cluster on this machine) and man-db +
+#                               groff-base (the test that renders the man page): everything
+#                               scripts/test.sh needs
 #   BUILD_DIR=... CMAKE_ARGS="..." scripts/setup.sh   another build directory / cmake options
 set -euo pipefail
 
@@ -13,7 +15,8 @@ cd "$(dirname "$0")/.."
 packages=(build-essential cmake pkg-config openmpi-bin libopenmpi-dev libopenblas-dev
           libhdf5-dev hdf5-tools libinih-dev python3 fortunes fortunes-min)
 if [[ "${1:-}" == "--extras" ]]; then
-    packages+=(python3-torch python3-h5py python3-numpy python3-matplotlib slurm-wlm munge)
+    packages+=(python3-torch python3-h5py python3-numpy python3-matplotlib slurm-wlm munge
+              man-db groff-base)
 fi
 
 missing=()

@@ -668,15 +668,17 @@ static int reader_close(reader_t *r, int rc) {
     return rc;
 }
 
-int ckpt_read(ckpt_t *ck, const char *path) {
+int ckpt_read_header(ckpt_t *ck, const char *path, int verify) {
     memset(ck, 0, sizeof *ck);
     reader_t r;
     int rc = reader_open(&r, path);
-    if (!rc) rc = read_all(&r, ck);
+    if (!rc) rc = verify ? read_all(&r, ck) : read_info(&r, ck);
     rc = reader_close(&r, rc);
     if (rc) ckpt_free(ck);
     return rc;
 }
+
+int ckpt_read(ckpt_t *ck, const char *path) { return ckpt_read_header(ck, path, 1); }
 
 void ckpt_free(ckpt_t *ck) {
     free(ck->config);
@@ -705,8 +707,7 @@ void ckpt_path(char *out, size_t n, const char *run_dir, int64_t step) {
     snprintf(out, n, "%s/checkpoints/ckpt-%08" PRId64 ".h5", run_dir, step);
 }
 
-/* Steps of the ckpt-<step>.h5 files of run_dir/checkpoints, newest first; *n of them. */
-static int64_t *list_steps(const char *run_dir, int *n) {
+int64_t *ckpt_steps(const char *run_dir, int *n) {
     char dir[RUN_PATH];
     snprintf(dir, sizeof dir, "%s/checkpoints", run_dir);
     *n = 0;
@@ -737,7 +738,7 @@ int ckpt_find_latest(ckpt_t *ck, char *out, size_t n, const char *run_dir, ckpt_
                      void *ctx) {
     int count = 0, found = 0, nrefused = 0;
     memset(ck, 0, sizeof *ck);
-    int64_t *steps = list_steps(run_dir, &count);
+    int64_t *steps = ckpt_steps(run_dir, &count);
     /* the refusals are told only when an older checkpoint is taken: when none is, the newest
      * refusal is the error, and the others would repeat it */
     char **refused = xcalloc((size_t)count + 1, sizeof(char *));
@@ -765,13 +766,13 @@ int ckpt_find_latest(ckpt_t *ck, char *out, size_t n, const char *run_dir, ckpt_
 
 int ckpt_count(const char *run_dir) {
     int count = 0;
-    free(list_steps(run_dir, &count));
+    free(ckpt_steps(run_dir, &count));
     return count;
 }
 
 void ckpt_rotate(const char *run_dir, int keep) {
     int count = 0;
-    int64_t *steps = list_steps(run_dir, &count);
+    int64_t *steps = ckpt_steps(run_dir, &count);
     char path[RUN_PATH];
     for (int i = keep; i < count; i++) {
         ckpt_path(path, sizeof path, run_dir, steps[i]);
@@ -814,16 +815,12 @@ static void print_loss(FILE *out, const char *what, double v) {
 
 int ckpt_inspect(FILE *out, const char *path, int verify) {
     ckpt_t ck;
-    memset(&ck, 0, sizeof ck);
-    reader_t r;
-    int rc = reader_open(&r, path);
-    if (!rc) rc = verify ? read_all(&r, &ck) : read_info(&r, &ck);
-    rc = reader_close(&r, rc);
+    int rc = ckpt_read_header(&ck, path, verify);
     if (!rc) {
         const ckpt_info_t *in = &ck.info;
         const model_dims_t *md = &in->dims;
         fprintf(out, "%-18s %s\n", "file", path);
-        fprintf(out, "%-18s %d\n", "format_version", r.version);
+        fprintf(out, "%-18s %d\n", "format_version", ck.version);
         fprintf(out, "%-18s %" PRId64 "\n", "step", in->step);
         fprintf(out, "%-18s %" PRId64 " (window %" PRId64 " of the epoch)\n", "epoch", in->epoch,
                 in->cursor);
@@ -836,7 +833,7 @@ int ckpt_inspect(FILE *out, const char *path, int verify) {
                 optim_kind_name(in->optim), in->optim_step, in->lr);
         fprintf(out, "%-18s %d (written by %d ranks), window %d\n", "streams", in->streams,
                 in->world_size, in->seq);
-        if (r.version >= 3) {
+        if (ck.version >= 3) {
             char id[33], tfp[17], vfp[17];
             run_id_hex(id, in->run_id);
             digest_hex(tfp, in->train_fp);
@@ -845,7 +842,7 @@ int ckpt_inspect(FILE *out, const char *path, int verify) {
             fprintf(out, "%-18s training %s, validation %s\n", "data fingerprints", tfp,
                     in->val_fp ? vfp : "none");
         }
-        if (r.version >= 4)
+        if (ck.version >= 4)
             fprintf(out, "%-18s %.1f s of training; lr scale %.6g (plateau: %" PRId64 " bad, %"
                     PRId64 " stale)%s\n", "schedule", in->elapsed_s, in->plateau.scale,
                     in->plateau.bad, in->plateau.stale,
@@ -855,7 +852,7 @@ int ckpt_inspect(FILE *out, const char *path, int verify) {
         print_loss(out, "best validation", in->best_val_loss);
         if (verify)
             fprintf(out, "%-18s every dataset read, checksums good%s\n", "verify",
-                    r.version >= 3 ? ", digest of the contents good" : "");
+                    ck.version >= 3 ? ", digest of the contents good" : "");
         fprintf(out, "config:\n%s", ck.config);
     }
     ckpt_free(&ck);

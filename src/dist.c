@@ -8,6 +8,7 @@
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "charlm/err.h"
@@ -194,5 +195,18 @@ int dist_blas_threads(const dist_t *d) {
 #else
     (void)d;
     return 1;
+#endif
+}
+
+void dist_libraries(char *out, size_t n) {
+    char mpi[MPI_MAX_LIBRARY_VERSION_STRING];
+    int len = 0;
+    MPI_Get_library_version(mpi, &len);
+    mpi[strcspn(mpi, "\n")] = '\0'; /* Open MPI appends its repository and date lines */
+#if CHARLM_HAVE_OPENBLAS
+    snprintf(out, n, "MPI: %s\nBLAS: %s, kernels %s", mpi, openblas_get_config(),
+             openblas_get_corename());
+#else
+    snprintf(out, n, "MPI: %s\nBLAS: a CBLAS other than OpenBLAS (kernel set not known)", mpi);
 #endif
 }

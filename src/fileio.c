@@ -204,6 +204,24 @@ static int lock_file(fileio_lock_t *l, fileio_holder_t *prev) {
     }
 }
 
+int fileio_lock_holder(const char *dir, fileio_holder_t *h) {
+    char path[CHARLM_PATH_MAX + 8];
+    *h = (fileio_holder_t){.pid = 0};
+    if (snprintf(path, sizeof path, "%s/lock", dir) >= (int)sizeof path) return 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0; /* a holder that releases removes the file */
+    read_holder(h, fd);
+    /* flock(2) cannot be queried without taking it; a POSIX query sees where flock is emulated by
+     * POSIX locks (NFS) */
+    struct flock q = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+    int posix = fcntl(fd, F_GETLK, &q) == 0 && q.l_type != F_UNLCK;
+    close(fd);
+    char host[256];
+    fileio_host(host, sizeof host);
+    if (h->pid && !strcmp(h->host, host)) return alive(h->pid);
+    return posix ? 1 : -1;
+}
+
 int fileio_lock(fileio_lock_t *l, fileio_holder_t *prev, const char *dir) {
     *l = (fileio_lock_t){.dir = xstrdup(dir)};
     *prev = (fileio_holder_t){.pid = 0};

@@ -92,6 +92,12 @@ static int write_failed(hid_t loc, const char *kind, const char *name, const fai
 
 /* ---- files ---- */
 
+void h5io_library_version(char *out, size_t n) {
+    unsigned major = 0, minor = 0, release = 0;
+    H5get_libversion(&major, &minor, &release);
+    snprintf(out, n, "HDF5 %u.%u.%u", major, minor, release);
+}
+
 int h5io_is_hdf5(const char *path) {
     static const unsigned char signature[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
     unsigned char head[8];

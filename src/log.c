@@ -99,8 +99,7 @@ int log_open(log_t *lg, const log_params_t *p, int resumed, int64_t step) {
     return CHARLM_OK;
 }
 
-/* "12s", "3m12s", "2h05m", "3d04h"; "?" when unknown. */
-static void fmt_duration(char *buf, size_t n, double s) {
+void log_fmt_duration(char *buf, size_t n, double s) {
     if (!isfinite(s) || s < 0) {
         snprintf(buf, n, "?");
         return;
@@ -113,8 +112,7 @@ static void fmt_duration(char *buf, size_t n, double s) {
     else snprintf(buf, n, "%ldd%02ldh", t / 86400, t % 86400 / 3600);
 }
 
-/* "812", "41.2k", "1.23M" */
-static void fmt_rate(char *buf, size_t n, double r) {
+void log_fmt_rate(char *buf, size_t n, double r) {
     if (!isfinite(r) || r < 0) snprintf(buf, n, "?");
     else if (r < 1e3) snprintf(buf, n, "%.0f", r);
     else if (r < 1e6) snprintf(buf, n, "%.1fk", r / 1e3);
@@ -215,15 +213,15 @@ void log_train(log_t *lg, const log_train_t *m) {
     snprintf(f[F_EPOCH], sizeof f[F_EPOCH], "epoch %" PRId64, m->epoch);
     snprintf(f[F_LOSS], sizeof f[F_LOSS], "loss %.4f", m->train_loss);
     snprintf(f[F_LR], sizeof f[F_LR], "lr %.2e", m->lr);
-    fmt_rate(rate, sizeof rate, m->chars_per_s);
+    log_fmt_rate(rate, sizeof rate, m->chars_per_s);
     snprintf(f[F_RATE], sizeof f[F_RATE], "%s chars/s", rate);
     if (!lg->tty) { /* a log file has no clock beside it */
         memcpy(f[F_ELAPSED], "elapsed ", 8);
-        fmt_duration(f[F_ELAPSED] + 8, sizeof f[F_ELAPSED] - 8, m->elapsed_s);
+        log_fmt_duration(f[F_ELAPSED] + 8, sizeof f[F_ELAPSED] - 8, m->elapsed_s);
     }
     if (m->eta_s >= 0) {
         memcpy(f[F_ETA], "ETA ", 4);
-        fmt_duration(f[F_ETA] + 4, sizeof f[F_ETA] - 4, m->eta_s);
+        log_fmt_duration(f[F_ETA] + 4, sizeof f[F_ETA] - 4, m->eta_s);
     }
     size_t len = join_fields(line, sizeof line, f);
 

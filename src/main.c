@@ -1,5 +1,5 @@
-/* charlm command line (usage()): `charlm train | inspect | sample | eval | gradflow | prepare`.
- * Starts MPI, hands the arguments after the command's name to it — train's are the
+/* charlm command line (usage()): `charlm train | inspect | sample | eval | gradflow | prepare |
+ * status`. Starts MPI, hands the arguments after the command's name to it — train's are the
  * configuration file and overrides, loaded and validated here on every rank; the others parse
  * their own — and exits with the status every rank agreed on (README "Exit codes"). */
 #include <stdio.h>
@@ -15,7 +15,9 @@
 #include "charlm/h5io.h"
 #include "charlm/prepare.h"
 #include "charlm/sample.h"
+#include "charlm/h5io.h"
 #include "charlm/signals.h"
+#include "charlm/status.h"
 #include "charlm/train.h"
 
 static void usage(FILE *f) {
@@ -33,6 +35,7 @@ static void usage(FILE *f) {
           "       charlm gradflow CKPT --corpus TEXT... [--max-lag K] [--batch B]\n"
           "                    [--windows W] [--json FILE] [--unknown skip|error]\n"
           "       charlm prepare CORPUS... -o OUT.h5 [--force]\n"
+          "       charlm status RUN_DIR [--verify] [--json]\n"
           "       charlm --version | --help\n"
           "\n"
           "train options (each is a shorthand for --set KEY=VALUE):\n"
@@ -160,7 +163,17 @@ static const struct {
     {"eval", eval_main},
     {"gradflow", gradflow_main},
     {"prepare", prepare_main},
+    {"status", status_main},
 };
+
+/* charlm --version: the version and the libraries this binary runs with (the BLAS kernel set is
+ * the one OpenBLAS chose for this CPU at start-up). */
+static void print_version(void) {
+    char libs[1024], hdf5[64];
+    dist_libraries(libs, sizeof libs);
+    h5io_library_version(hdf5, sizeof hdf5);
+    printf("charlm %s\n%s\n%s\n", CHARLM_VERSION, hdf5, libs);
+}
 
 int main(int argc, char **argv) {
     /* a training run takes its stop signals from the first instruction on (MPI_Init included),
@@ -179,7 +192,7 @@ int main(int argc, char **argv) {
     } else if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
         if (d.rank == 0) usage(stdout);
     } else if (!strcmp(cmd, "--version")) {
-        if (d.rank == 0) printf("charlm %s\n", CHARLM_VERSION);
+        if (d.rank == 0) print_version();
     } else {
         rc = err_set(CHARLM_EUSAGE, argc > 1 ? "unknown command '%s'" : "no command given%s",
                      argc > 1 ? cmd : "");

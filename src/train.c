@@ -1132,11 +1132,13 @@ static void report(trainer_t *tr, double secs) {
     if (steps == 0 && tr->total && tr->step >= tr->total) {
         log_msg(&tr->log, "charlm: nothing to do: the run is at step %lld of %lld",
                 (long long)tr->step, (long long)tr->total);
+        log_summary(&tr->log, tr->step, "steps", &(log_field_t){"exit", CHARLM_OK}, 1);
         return;
     }
     if (steps == 0) {
         log_msg(&tr->log, "charlm: nothing to do: the run has used its train.time_limit = %g s "
                 "(%.1f s; optim.schedule_over = time)", tr->cfg->time_limit, tr->elapsed0);
+        log_summary(&tr->log, tr->step, "time limit", &(log_field_t){"exit", CHARLM_OK}, 1);
         return;
     }
     double rss_max = most[0], waited = most[1], comm = -most[2];
@@ -1169,8 +1171,19 @@ static void report(trainer_t *tr, double secs) {
                        {"time_eval_s", t->eval},    {"time_checkpoint_s", t->checkpoint},
                        {"elapsed_s", secs},         {"peak_rss_mib", rss / mib},
                        {"peak_rss_max_mib", rss_max / mib}, {"analytic_mib", need / mib},
-                       {"startup_rss_mib", tr->rss_start / mib}};
+                       {"startup_rss_mib", tr->rss_start / mib}, {"exit", CHARLM_OK}};
     log_summary(&tr->log, tr->step, tr->stop, f, (int)(sizeof f / sizeof *f));
+}
+
+/* Rank 0, at the end of a run that did not finish once metrics.jsonl was open: the end record
+ * {"step","summary":true,"exit":RC} ("signal":N too when a signal stopped it) — how the run ended,
+ * for `charlm status` (a finished run's summary carries "exit":0). */
+static void record_end(trainer_t *tr, int rc) {
+    log_field_t f[] = {{"exit", rc}, {"signal", signals_pending()}};
+    const char *stop = rc == CHARLM_ESTOPPED    ? "signal"
+                       : rc == CHARLM_EDIVERGED ? "diverged"
+                                                : "error";
+    log_summary(&tr->log, tr->step, stop, f, rc == CHARLM_ESTOPPED && f[1].value ? 2 : 1);
 }
 
 static void print_header(trainer_t *tr, int threads) {
@@ -1225,6 +1238,8 @@ int train_run(const config_t *cfg, const char *resume, const dist_t *d) {
         if (tr.ckpt[0]) log_msg(&tr.log, "charlm: checkpoint %s", tr.ckpt);
         print_sample(&tr);
     }
+    /* a stop during start-up keeps its promise that nothing was written */
+    if (rc && rc != CHARLM_EINTERRUPTED && d->rank == 0) record_end(&tr, rc);
     trainer_close(&tr);
     return rc;
 }

@@ -119,6 +119,11 @@ int ckpt_write(const char *path, const ckpt_write_t *w);
 int ckpt_read(ckpt_t *ck, const char *path);
 void ckpt_free(ckpt_t *ck);
 
+/* ckpt_read with verify; without, the attributes only (info, version and config: no dataset is
+ * read, the arrays stay NULL), as a reader beside a running training reads its checkpoints'
+ * headers. Same returns as ckpt_read. */
+int ckpt_read_header(ckpt_t *ck, const char *path, int verify);
+
 /* Builds the model stored in ck (allocated: model_free): with the moving average of the
  * parameters when ck has one (what validation chose best.h5 by), else the parameters. */
 void ckpt_model(model_t *m, const ckpt_t *ck);
@@ -142,6 +147,10 @@ typedef int (*ckpt_accept_t)(const ckpt_t *ck, const char *path, void *ctx);
  * refused every one: the refusal of the newest is then the recorded error (ck empty). */
 int ckpt_find_latest(ckpt_t *ck, char *out, size_t n, const char *run_dir, ckpt_accept_t accept,
                      void *ctx);
+
+/* The steps of the ckpt-<step>.h5 files of run_dir/checkpoints, newest first, in a new array
+ * (the caller frees it; NULL when none), their number in *n. Names only: no file is opened. */
+int64_t *ckpt_steps(const char *run_dir, int *n);
 
 /* The number of ckpt-*.h5 files in run_dir/checkpoints, whether they read or not. */
 int ckpt_count(const char *run_dir);

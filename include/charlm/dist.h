@@ -8,6 +8,7 @@
 #define CHARLM_DIST_H
 
 #include <mpi.h>
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct {
@@ -115,5 +116,11 @@ double dist_window_end(double loss, unsigned *stop, double *clock);
 /* Sets OpenBLAS threads to the node's cores divided by the ranks on it (at least 1), unless
  * OPENBLAS_NUM_THREADS or OMP_NUM_THREADS is set. Returns the thread count in use. */
 int dist_blas_threads(const dist_t *d);
+
+/* The libraries this process runs with, for `charlm --version`, into out (n bytes): "MPI: " and
+ * the first line of MPI_Get_library_version, then "\nBLAS: " and OpenBLAS's build configuration
+ * and the kernel set it chose for this CPU at start-up (openblas_get_config, _get_corename), or
+ * "a CBLAS other than OpenBLAS". Not collective; callable before dist_init. */
+void dist_libraries(char *out, size_t n);
 
 #endif

@@ -90,6 +90,13 @@ int fileio_lock(fileio_lock_t *l, fileio_holder_t *prev, const char *dir);
  * fileio_lock created which are empty (a run that failed at start-up leaves no directory). */
 void fileio_unlock(fileio_lock_t *l);
 
+/* Whether a process holds the lock of directory dir now, told without taking the lock or waiting
+ * (the holder is never disturbed): 1 it does, *h naming it; 0 nobody does (no lock file, or one
+ * whose holder on this host is gone: *h names it, pid 0 when no file); -1 it cannot be told from
+ * this host: the file names a process of another host and no lock of that host is visible here
+ * (fcntl F_GETLK, which sees the locks of NFS clients), or names nobody yet (*h pid 0). */
+int fileio_lock_holder(const char *dir, fileio_holder_t *h);
+
 /* This host's name, as lock files name it, into out (n bytes). */
 void fileio_host(char *out, size_t n);
 

@@ -36,6 +36,9 @@ void h5io_quiet(void);
  * in a static buffer, valid until the next call. */
 const char *h5io_cause(void);
 
+/* "HDF5 X.Y.Z" of the library this process runs with (H5get_libversion), into out (n bytes). */
+void h5io_library_version(char *out, size_t n);
+
 /* Whether path names an HDF5 file (signature check): 1 yes, 0 no or unreadable. */
 int h5io_is_hdf5(const char *path);
 

@@ -69,8 +69,14 @@ typedef struct {
 } log_field_t;
 
 /* Appends the end-of-run record {"step":step,"summary":true,"stop":STOP,KEY:VALUE...} to
- * metrics.jsonl; stop says why the run ended ("steps", "time limit", "early stop"). */
+ * metrics.jsonl; stop says why the run ended ("steps", "time limit", "early stop"; "signal",
+ * "diverged", "error" for a run that did not finish). */
 void log_summary(log_t *lg, int64_t step, const char *stop, const log_field_t *fields, int n);
+
+/* The progress line's formats, into buf (n bytes): a duration "12s", "3m12s", "2h05m", "3d04h"
+ * ("?" when s is negative or not finite) and a rate "812", "41.2k", "1.23M" ("?" likewise). */
+void log_fmt_duration(char *buf, size_t n, double s);
+void log_fmt_rate(char *buf, size_t n, double r);
 
 /* Prints a free-form message line (clearing the live line first). */
 void log_msg(log_t *lg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
