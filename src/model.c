@@ -332,6 +332,10 @@ static void acts_plan(model_acts_t *a, acts_plan_t *p, const model_dims_t *d, in
     a->dh = acts_calloc(p, B * H, sizeof(float));
     a->dh_prev = acts_calloc(p, B * H, sizeof(float));
     a->dc = acts_calloc(p, B * H, sizeof(float));
+    const kern_precision_t prec = flags & MODEL_ACTS_BF16 ? KERN_BF16 : KERN_FP32;
+    const kern_path_t path = T > 1 || prec == KERN_BF16 ? kern_path_auto(prec) : KERN_BLAS;
+    p->bytes += kern_mat_bytes(path, prec, B, d->H, d->G * d->H);
+    if (p->alloc) kern_mat_alloc(&a->whh, path, prec, B, d->H, d->G * d->H);
 }
 
 double model_acts_bytes(const model_dims_t *d, int B, int T, int flags) {
@@ -373,6 +377,7 @@ void model_acts_free(model_acts_t *a) {
     if (a->dgh != a->dgates) free(a->dgh);
     free(a->logits), free(a->gh), free(a->dgates), free(a->dout_a), free(a->dout_b);
     free(a->dh), free(a->dh_prev), free(a->dc);
+    kern_mat_free(&a->whh);
     memset(a, 0, sizeof *a);
 }
 
@@ -391,10 +396,12 @@ static const float *layer_input(const model_acts_t *a, int l, int H) {
 
 /* One recurrent layer over T steps from the carried state (state_h, state_c), which it replaces
  * with the state after step T. gates: out the gate activations; in, when X is NULL, the input
- * projection X W_ih^T + b_ih, which is otherwise computed here. h[0], c[0] = the carried state. */
+ * projection X W_ih^T + b_ih, which is otherwise computed here. h[0], c[0] = the carried state.
+ * whh: packed here with W_hh^T once for the T steps' products. */
 static void layer_forward(float *gates /* (T, B, G*H) */, float *aux /* (T, B, H) gru */,
                           float *h /* (T+1, B, H) */, float *c /* (T+1, B, H) lstm */,
-                          float *gh /* (B, G*H) scratch */, float *state_h /* (B, H) */,
+                          float *gh /* (B, G*H) scratch */, kern_mat_t *whh,
+                          float *state_h /* (B, H) */,
                           float *state_c /* (B, H) lstm */,
                           const float *X /* (T, B, In) or NULL */,
                           const float *w_ih /* (G*H, In) */, const float *b_ih /* (G*H) */,
@@ -405,10 +412,10 @@ static void layer_forward(float *gates /* (T, B, G*H) */, float *aux /* (T, B, H
     if (X) matmul_forward(gates, X, w_ih, b_ih, (int64_t)T * B, In, GH);
     memcpy(h, state_h, sizeof(float) * BH);
     if (c) memcpy(c, state_c, sizeof(float) * BH);
+    kern_pack(whh, w_hh, H, GH, 1); /* B = W_hh^T */
     for (int t = 0; t < T; t++) {
         const float *hp = h + t * BH;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, GH, H, 1.0f, hp, H, w_hh, H,
-                    0.0f, gh, GH);
+        kern_gemm(gh, hp, whh, B, 0);
         ops->forward(gates + t * B * (size_t)GH, aux ? aux + t * BH : NULL, h + (t + 1) * BH,
                      c ? c + (t + 1) * BH : NULL, gh, b_hh, hp, c ? c + t * BH : NULL, B, H);
     }
@@ -419,13 +426,14 @@ static void layer_forward(float *gates /* (T, B, G*H) */, float *aux /* (T, B, H
 /* Backward of layer_forward from dout = d loss / d h[1..T] (none flows into the carried-in
  * state); hooks->poll between steps. Leaves dgates (d loss / d the input projection) and dgh.
  * Writes dw_hh, db_hh; when X is given also dw_ih, db_ih, announced with hooks->ready(from),
- * then dX. When X is NULL, embed_backward takes dgates on. */
+ * then dX. When X is NULL, embed_backward takes dgates on. whh: packed here with W_hh. */
 static void layer_backward(float *dX /* (T, B, In) */, float *dw_ih /* (G*H, In) */,
                            float *db_ih /* (G*H) */, float *dw_hh /* (G*H, H) */,
                            float *db_hh /* (G*H) */, float *dgates /* (T, B, G*H) */,
                            float *dgh /* (T, B, G*H); = dgates but for gru */,
                            float *dh /* (B, H) */, float *dh_prev /* (B, H) */,
-                           float *dc /* (B, H) */, const float *dout /* (T, B, H) */,
+                           float *dc /* (B, H) */, kern_mat_t *whh,
+                           const float *dout /* (T, B, H) */,
                            const float *X /* (T, B, In) or NULL */,
                            const float *w_ih /* (G*H, In) */, const float *w_hh /* (G*H, H) */,
                            const float *gates /* (T, B, G*H) */, const float *aux /* (T, B, H) */,
@@ -437,15 +445,14 @@ static void layer_backward(float *dX /* (T, B, In) */, float *dw_ih /* (G*H, In)
     const size_t BH = (size_t)B * H, BGH = (size_t)B * GH;
     memset(dh_prev, 0, sizeof(float) * BH);
     memset(dc, 0, sizeof(float) * BH);
+    kern_pack(whh, w_hh, GH, H, 0);
     for (int t = T - 1; t >= 0; t--) {
         const float *dot = dout + t * BH;
         for (size_t i = 0; i < BH; i++) dh[i] = dot[i] + dh_prev[i];
         float *dgt = dgates + t * BGH, *dght = dgh + t * BGH;
         ops->backward(dgt, dght, dh_prev, dc, dh, gates + t * BGH, aux ? aux + t * BH : NULL,
                       h + t * BH, c ? c + t * BH : NULL, c ? c + (t + 1) * BH : NULL, B, H);
-        if (t > 0)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, H, GH, 1.0f, dght, GH, w_hh,
-                        H, 1.0f, dh_prev, H);
+        if (t > 0) kern_gemm(dh_prev, dght, whh, B, 1);
         if (hooks) hooks->poll(hooks->ctx);
     }
     /* W_hh's product was with h[0..T-1], the states each step started from */
@@ -488,9 +495,10 @@ double model_forward(model_acts_t *a, float *state_h, float *state_c, const mode
     embed_forward(a->x, a->proj, a->gates[0], a->inputs, p->emb, p->w_ih[0], p->b_ih[0], TB, d->V,
                   d->E, d->G * H);
     for (int l = 0; l < d->layers; l++) {
-        layer_forward(a->gates[l], a->aux[l], a->h[l], a->c[l], a->gh, state_h + l * BH,
-                      state_c ? state_c + l * BH : NULL, layer_input(a, l, H), p->w_ih[l],
-                      p->b_ih[l], p->w_hh[l], p->b_hh[l], m->ops, T, B, layer_in(d, l), H);
+        layer_forward(a->gates[l], a->aux[l], a->h[l], a->c[l], a->gh, &a->whh,
+                      state_h + l * BH, state_c ? state_c + l * BH : NULL, layer_input(a, l, H),
+                      p->w_ih[l], p->b_ih[l], p->w_hh[l], p->b_hh[l], m->ops, T, B,
+                      layer_in(d, l), H);
         if (a->dropout_on)
             dropout_forward(a->mask[l], a->dropped[l], a->h[l] + BH, drop, l, T, B, H);
     }
@@ -517,7 +525,7 @@ void model_backward(float *grads, model_acts_t *a, const model_t *m, int T,
     for (int l = d->layers - 1; l >= 0; l--) {
         if (a->dropout_on) dropout_backward(dout, a->mask[l], TB * H);
         layer_backward(dx, g.w_ih[l], g.b_ih[l], g.w_hh[l], g.b_hh[l], a->dgates, a->dgh, a->dh,
-                       a->dh_prev, a->dc, dout, layer_input(a, l, H), p->w_ih[l], p->w_hh[l],
+                       a->dh_prev, a->dc, &a->whh, dout, layer_input(a, l, H), p->w_ih[l], p->w_hh[l],
                        a->gates[l], a->aux[l], a->h[l], a->c[l], m->ops, T, B, layer_in(d, l), H,
                        hooks, tensor_offset(m, MODEL_T_W_IH, l));
         float *tmp = dout;

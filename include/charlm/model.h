@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "charlm/cells.h"
+#include "charlm/kern.h"
 
 #define MODEL_MAX_LAYERS 16
 /* the embedding, 4 per layer, the decoder's 2 */
@@ -93,6 +94,8 @@ typedef struct {
     float *dgh;                               /* (T, B, G*H) gru only, else = dgates */
     float *dout_a, *dout_b;                   /* (T, B, max(E, H)) ping-pong layer gradients */
     float *dh, *dh_prev, *dc;                 /* (B, H) */
+    kern_mat_t whh;                           /* W_hh of the layer in progress, packed for the
+                                                 per-step products (kern.h) */
 } model_acts_t;
 
 /* Dropout for one forward pass: p = 0 or eval mode means none. Masks are keyed by
@@ -142,7 +145,8 @@ void model_free(model_t *m);
 /* Flags of model_acts_alloc. */
 enum {
     MODEL_ACTS_DROPOUT = 1, /* allocate the dropout masks */
-    MODEL_ACTS_UNFOLDED = 2 /* never fold the embedding (tests compare both ways) */
+    MODEL_ACTS_UNFOLDED = 2, /* never fold the embedding (tests compare both ways) */
+    MODEL_ACTS_BF16 = 4      /* the per-step recurrent products in bf16 (model.precision) */
 };
 
 /* Allocates activations for B streams and T steps. The inputs are one-hot, so layer 0's input
@@ -150,6 +154,9 @@ enum {
  * vocabulary is at most half the window's B*T rows (and MODEL_ACTS_UNFOLDED is not given), the
  * passes compute that table once per window instead of the projection of every row, and its
  * gradient instead of W_ih0's over every row; this "folds" the embedding into layer 0. */
+/* The per-step recurrent products go through kern.h on kern_path_auto's path (for T = 1, a
+ * single step per pass as sampling runs, through cblas_sgemm: there is nothing to amortise
+ * the packing over), in bf16 with MODEL_ACTS_BF16. */
 void model_acts_alloc(model_acts_t *a, const model_t *m, int B, int T, int flags);
 void model_acts_free(model_acts_t *a);
 
