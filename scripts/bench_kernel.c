@@ -8,7 +8,9 @@
  * dgh W_hh: kern_pack of W_hh, then T products), the packing included, against T cblas_sgemm
  * calls of the same product, REPS times alternately, and prints the median GFLOP/s of each
  * (2 B H G*H per product), their ratio to cblas_sgemm and to an sgemm of 2048^3 measured in the
- * same run (the ceiling of scripts/bench.sh's "of peak" column on one core). */
+ * same run (the ceiling of scripts/bench.sh's "of peak" column on one core). Times are the
+ * thread's CPU time, not wall-clock time, so that the other processes of a shared machine count
+ * less (they still share the caches). */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 199309L
 #endif
@@ -22,9 +24,10 @@
 
 void openblas_set_num_threads(int num_threads);
 
+/* the CPU time of this thread, seconds */
 static double now(void) {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 

@@ -71,6 +71,7 @@ static const key_desc_t keys[] = {
     K_INT("model", "hidden", hidden, "128", 1),
     K_INT("model", "embed", embed, "64", 1),
     K_DBL("model", "dropout", dropout, "0", 0, B_INCL, 1, B_EXCL),
+    K_ENUM("model", "precision", precision, "fp32", kern_precision_names),
 
     K_INT("train", "batch", batch, "32", 1),
     K_INT("train", "seq", seq, "64", 1),

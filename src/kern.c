@@ -13,6 +13,8 @@
  * while every row block of A passes over it. */
 enum { NR = 32, KC = 256, MR512 = 8, MR256 = 6 };
 
+const char *const kern_precision_names[KERN_PRECISIONS] = {"fp32", "bf16"};
+
 static const char *const path_names[KERN_PATHS] = {"blas", "avx2", "avx512", "avx512bf16"};
 
 const char *kern_path_name(kern_path_t p) { return err_enum_name(path_names, KERN_PATHS, (int)p); }

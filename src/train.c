@@ -393,13 +393,18 @@ static void build_model(trainer_t *tr) {
         tr->snap.moments[i] = xcalloc((size_t)tr->model.nparams, sizeof(float));
 }
 
+/* model_acts_alloc's flags of a training window (validation runs in fp32, without dropout). */
+static int train_acts_flags(const config_t *cfg) {
+    return (cfg->dropout > 0 ? MODEL_ACTS_DROPOUT : 0) |
+           (cfg->precision == KERN_BF16 ? MODEL_ACTS_BF16 : 0);
+}
+
 /* The activations of a training and a validation window and the carried states; on rank 0 the
  * gathered states of all streams and the canonical configuration text for checkpoints. */
 static void alloc_buffers(trainer_t *tr) {
     const config_t *cfg = tr->cfg;
     const corpus_t *c = &tr->corpus;
-    model_acts_alloc(&tr->acts, &tr->model, c->B, c->T,
-                     cfg->dropout > 0 ? MODEL_ACTS_DROPOUT : 0);
+    model_acts_alloc(&tr->acts, &tr->model, c->B, c->T, train_acts_flags(cfg));
     tr->nstate = (size_t)cfg->layers * c->B * cfg->hidden;
     tr->state_h = xcalloc(tr->nstate, sizeof(float));
     tr->state_c = xcalloc(tr->nstate, sizeof(float));
@@ -509,11 +514,11 @@ static need_t train_need(const trainer_t *tr, int resuming) {
     const int rank0 = tr->d->rank == 0, moments = optim_nmoments(&op);
     const double P = model_nparams(&d), state = (double)d.layers * c->B * d.H,
                  all = (double)d.layers * c->S * d.H;
-    const int drop = cfg->dropout > 0 ? MODEL_ACTS_DROPOUT : 0;
+    const int flags = train_acts_flags(cfg);
     /* parameters, gradients, moments and the snapshot of parameters and moments (the way back
      * from a divergence); carried, previous, snapshot and validation states, h and c */
     need_t n = {.params = 4.0 * P * (3 + 2 * moments),
-                .acts = model_acts_bytes(&d, c->B, c->T, drop),
+                .acts = model_acts_bytes(&d, c->B, c->T, flags),
                 .states = 4.0 * state * (c->nval ? 8 : 6),
                 .shard = (double)(c->B * c->L + 1) * c->train.width};
     if (c->nval) n.acts += model_acts_bytes(&d, c->B, c->T, 0);

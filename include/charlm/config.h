@@ -24,6 +24,7 @@ typedef struct {
     cell_kind_t cell;
     int layers, hidden, embed; /* >= 1 each */
     double dropout;            /* [0, 1) */
+    kern_precision_t precision; /* of the per-step recurrent products (kern.h) */
     /* [train] */
     int batch;         /* streams per rank, >= 1 */
     int seq;           /* window length T, >= 1 */

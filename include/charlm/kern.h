@@ -17,7 +17,10 @@
 
 typedef enum { KERN_BLAS, KERN_AVX2, KERN_AVX512, KERN_AVX512_BF16, KERN_PATHS } kern_path_t;
 
-typedef enum { KERN_FP32 = 0, KERN_BF16 = 1 } kern_precision_t;
+typedef enum { KERN_FP32 = 0, KERN_BF16 = 1, KERN_PRECISIONS } kern_precision_t;
+
+/* "fp32", "bf16": the values of model.precision */
+extern const char *const kern_precision_names[KERN_PRECISIONS];
 
 /* "blas", "avx2", "avx512", "avx512bf16" */
 const char *kern_path_name(kern_path_t p);
