@@ -1,14 +1,19 @@
 /* bench_kernel: the recurrent step's products of one window, kern (every path this CPU runs)
  * against cblas_sgemm, alternating in one process so that a busy machine slows both alike.
  *
- * Usage: build/bench_kernel [REPS [B [T]]]      (defaults: 9 32 64; one OpenBLAS thread)
+ * Usage: build/bench_kernel [REPS [B [T [WHAT]]]]  (defaults: 9 32 64 all; one OpenBLAS thread)
+ *        WHAT: products, windows or all
  *
  * For each shape (H, G) of the benchmark's works it times one window of T steps, forward
  * (C (B, G*H) = h W_hh^T: kern_pack of W_hh^T, then T products) and backward (C (B, H) +=
  * dgh W_hh: kern_pack of W_hh, then T products), the packing included, against T cblas_sgemm
  * calls of the same product, REPS times alternately, and prints the median GFLOP/s of each
  * (2 B H G*H per product), their ratio to cblas_sgemm and to an sgemm of 2048^3 measured in the
- * same run (the ceiling of scripts/bench.sh's "of peak" column on one core). Times are the
+ * same run (the ceiling of scripts/bench.sh's "of peak" column on one core). Then whole
+ * training windows (model_forward + model_backward, 2 layers, E = H, V = 65, B streams x T
+ * steps) of the benchmark's works, alternating the kern path of this CPU (fp32, and bf16) with
+ * cblas_sgemm for the recurrent products, as chars/s of one rank and the GFLOP/s it executes
+ * (model_flops_executed_per_char). Times are the
  * thread's CPU time, not wall-clock time, so that the other processes of a shared machine count
  * less (they still share the caches). */
 #ifndef _POSIX_C_SOURCE
@@ -21,6 +26,8 @@
 #include <time.h>
 
 #include "charlm/kern.h"
+#include "charlm/model.h"
+#include "charlm/rng.h"
 
 void openblas_set_num_threads(int num_threads);
 
@@ -80,11 +87,77 @@ static double peak_gflops(void) {
     return best;
 }
 
+/* one training window of m on a: CPU seconds */
+static double train_window(model_acts_t *a, const model_t *m, float *grads, float *sh, float *sc,
+                           int T) {
+    double t0 = now();
+    model_forward(a, sh, m->ops->has_c ? sc : NULL, m, T, NULL, 1.0f, 1);
+    model_backward(grads, a, m, T, NULL);
+    return now() - t0;
+}
+
+/* The benchmark's works as whole windows: the CPU's kern paths (fp32, bf16) against blas. */
+static void bench_windows(int reps, int B, int T, double peak) {
+    static const struct { cell_kind_t cell; int H; } works[] = {
+        {CELL_LSTM, 512}, {CELL_GRU, 512}, {CELL_RNN, 512}, {CELL_LSTM, 128}, {CELL_LSTM, 1024}};
+    printf("\nwhole windows (forward + backward, 2 layers, E = H, V = 65), medians of %d\n", reps);
+    printf("%-11s %-15s %10s %10s %8s %8s\n", "work", "products", "chars/s", "GFLOP/s", "vs blas",
+           "of peak");
+    for (size_t w = 0; w < sizeof works / sizeof *works; w++) {
+        model_params_t mp = {.cell = works[w].cell, .layers = 2, .hidden = works[w].H,
+                             .embed = works[w].H};
+        model_dims_t d;
+        model_dims(&d, &mp, 65);
+        model_t m;
+        model_init(&m, &d, 1);
+        const size_t ns = (size_t)2 * B * d.H;
+        float *grads = malloc(sizeof(float) * (size_t)m.nparams), *sh = calloc(ns, sizeof(float)),
+              *sc = calloc(ns, sizeof(float));
+        /* [0] = cblas_sgemm, [1] = this CPU's fp32 path, [2] = its bf16 path */
+        static const char *const env[3] = {"blas", NULL, NULL};
+        const int flags[3] = {0, 0, MODEL_ACTS_BF16};
+        model_acts_t a[3];
+        double *t[3];
+        for (int k = 0; k < 3; k++) {
+            if (env[k]) setenv("CHARLM_KERN", env[k], 1);
+            else unsetenv("CHARLM_KERN");
+            model_acts_alloc(&a[k], &m, B, T, flags[k]);
+            for (int i = 0; i < B * T; i++) {
+                a[k].inputs[i] = (int32_t)(rng_mix(7u * i + 1) % 65);
+                a[k].targets[i] = (int32_t)(rng_mix(13u * i + 2) % 65);
+            }
+            t[k] = malloc(sizeof(double) * reps);
+            train_window(&a[k], &m, grads, sh, sc, T);
+        }
+        unsetenv("CHARLM_KERN");
+        for (int r = 0; r < reps; r++)
+            for (int k = 0; k < 3; k++) t[k][r] = train_window(&a[k], &m, grads, sh, sc, T);
+        const double fpc = model_flops_executed_per_char(&m, &a[0]), base = median(t[0], reps);
+        char work[32];
+        snprintf(work, sizeof work, "%s 2x%d", cell_kind_name(works[w].cell), works[w].H);
+        for (int k = 0; k < 3; k++) {
+            double sec = k ? median(t[k], reps) : base, cps = B * (double)T / sec;
+            char name[40];
+            snprintf(name, sizeof name, "%s%s", kern_path_name(a[k].whh.path),
+                     k == 2 ? " bf16" : "");
+            printf("%-11s %-15s %10.0f %10.1f %7.2fx %7.1f%%\n", work, name, cps, cps * fpc * 1e-9,
+                   base / sec, 100 * cps * fpc * 1e-9 / peak);
+            free(t[k]);
+            model_acts_free(&a[k]);
+        }
+        free(grads), free(sh), free(sc);
+        model_free(&m);
+    }
+}
+
 int main(int argc, char **argv) {
     int reps = argc > 1 ? atoi(argv[1]) : 9, B = argc > 2 ? atoi(argv[2]) : 32,
         T = argc > 3 ? atoi(argv[3]) : 64;
-    if (reps < 1 || B < 1 || T < 1) {
-        fprintf(stderr, "usage: bench_kernel [REPS [B [T]]]\n");
+    const char *what = argc > 4 ? argv[4] : "all";
+    const int products = !strcmp(what, "products") || !strcmp(what, "all"),
+              windows = !strcmp(what, "windows") || !strcmp(what, "all");
+    if (reps < 1 || B < 1 || T < 1 || !(products || windows)) {
+        fprintf(stderr, "usage: bench_kernel [REPS [B [T [products|windows|all]]]]\n");
         return 2;
     }
     openblas_set_num_threads(1);
@@ -92,9 +165,10 @@ int main(int argc, char **argv) {
     double peak = peak_gflops();
     printf("sgemm 2048^3, 1 thread: %.1f GFLOP/s; B=%d T=%d, medians of %d windows\n", peak, B, T,
            reps);
-    printf("%-6s %-3s %-9s %-11s %10s %10s %8s %8s\n", "H", "G", "pass", "path", "GFLOP/s",
-           "sgemm", "ratio", "of peak");
-    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+    if (products)
+        printf("%-6s %-3s %-9s %-11s %10s %10s %8s %8s\n", "H", "G", "pass", "path", "GFLOP/s",
+               "sgemm", "ratio", "of peak");
+    for (size_t s = 0; products && s < sizeof shapes / sizeof *shapes; s++) {
         const int H = shapes[s][0], GH = shapes[s][1] * H;
         float *w = malloc(sizeof(float) * (size_t)GH * H),
               *A = malloc(sizeof(float) * 2 * (size_t)B * GH),
@@ -128,5 +202,6 @@ int main(int argc, char **argv) {
         }
         free(w), free(A), free(C);
     }
+    if (windows) bench_windows(reps, B, T, peak);
     return 0;
 }
