@@ -1063,9 +1063,10 @@ static void print_header(trainer_t *tr, int threads) {
             (long long)c->nval);
     log_msg(&tr->log,
             "charlm: %d rank(s) x %d streams x %d steps = %d chars/window, %lld windows/epoch, "
-            "%lld steps%s, %d BLAS thread(s) per rank",
+            "%lld steps%s, %d BLAS thread(s) per rank; recurrent products %s %s",
             tr->d->size, c->B, c->T, c->S * c->T, (long long)c->windows,
-            (long long)tr->total, tr->total ? "" : " (no step limit)", threads);
+            (long long)tr->total, tr->total ? "" : " (no step limit)", threads,
+            kern_path_name(tr->acts.whh.path), kern_precision_names[tr->acts.whh.prec]);
 }
 
 int train_run(const config_t *cfg, const char *resume, const dist_t *d) {
