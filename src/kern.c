@@ -47,7 +47,8 @@ kern_path_t kern_path_auto(kern_precision_t prec) {
         }
         return (kern_path_t)p;
     }
-    static const kern_path_t best[] = {KERN_AVX512_BF16, KERN_AVX512, KERN_AVX2};
+    /* not KERN_AVX2: measured at 0.6-0.75x of OpenBLAS's Haswell kernels (scripts/README.md) */
+    static const kern_path_t best[] = {KERN_AVX512_BF16, KERN_AVX512};
     for (size_t i = 0; i < sizeof best / sizeof *best; i++)
         if (kern_path_supported(best[i], prec)) return best[i];
     return KERN_BLAS;
