@@ -179,6 +179,23 @@ void kern_pack(kern_mat_t *m, const float *w, int K, int N, int trans) {
  * Rows past mr re-read A's last row and are not stored, so one register tile serves every
  * edge. */
 
+/* C's first mr rows and nr columns (+)= the zmm tile c */
+__attribute__((target("avx512f"))) static inline void store_tile512(float *C, int ldc,
+                                                                   __m512 c[MR512][2], int mr,
+                                                                   int nr, int acc) {
+    __mmask16 m0 = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
+    __mmask16 m1 = nr >= 32 ? 0xffff : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1) : 0;
+    for (int i = 0; i < mr; i++) {
+        float *r = C + (size_t)i * ldc;
+        if (acc) {
+            c[i][0] = _mm512_add_ps(c[i][0], _mm512_maskz_loadu_ps(m0, r));
+            c[i][1] = _mm512_add_ps(c[i][1], _mm512_maskz_loadu_ps(m1, r + 16));
+        }
+        _mm512_mask_storeu_ps(r, m0, c[i][0]);
+        _mm512_mask_storeu_ps(r + 16, m1, c[i][1]);
+    }
+}
+
 __attribute__((target("avx512f"))) static void tile_avx512(float *C, int ldc, const float *A,
                                                           int lda, const float *P, int kc,
                                                           int mr, int nr, int acc) {
@@ -196,17 +213,7 @@ __attribute__((target("avx512f"))) static void tile_avx512(float *C, int ldc, co
             c[i][1] = _mm512_fmadd_ps(x, b1, c[i][1]);
         }
     }
-    __mmask16 m0 = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
-    __mmask16 m1 = nr >= 32 ? 0xffff : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1) : 0;
-    for (int i = 0; i < mr; i++) {
-        float *r = C + (size_t)i * ldc;
-        if (acc) {
-            c[i][0] = _mm512_add_ps(c[i][0], _mm512_maskz_loadu_ps(m0, r));
-            c[i][1] = _mm512_add_ps(c[i][1], _mm512_maskz_loadu_ps(m1, r + 16));
-        }
-        _mm512_mask_storeu_ps(r, m0, c[i][0]);
-        _mm512_mask_storeu_ps(r + 16, m1, c[i][1]);
-    }
+    store_tile512(C, ldc, c, mr, nr, acc);
 }
 
 /* AVX2: a tile of 6 rows by one half (16 columns) of a panel, its rows 32 floats apart. */
@@ -257,17 +264,7 @@ __attribute__((target("avx512f,avx512bf16"))) static void tile_bf16(float *C, in
             c[i][1] = _mm512_dpbf16_ps(c[i][1], x, b1);
         }
     }
-    __mmask16 m0 = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
-    __mmask16 m1 = nr >= 32 ? 0xffff : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1) : 0;
-    for (int i = 0; i < mr; i++) {
-        float *r = C + (size_t)i * ldc;
-        if (acc) {
-            c[i][0] = _mm512_add_ps(c[i][0], _mm512_maskz_loadu_ps(m0, r));
-            c[i][1] = _mm512_add_ps(c[i][1], _mm512_maskz_loadu_ps(m1, r + 16));
-        }
-        _mm512_mask_storeu_ps(r, m0, c[i][0]);
-        _mm512_mask_storeu_ps(r + 16, m1, c[i][1]);
-    }
+    store_tile512(C, ldc, c, mr, nr, acc);
 }
 
 /* ---- drivers ---- */
