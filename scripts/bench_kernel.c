@@ -79,7 +79,8 @@ static double peak_gflops(void) {
     double best = 0;
     for (int r = 0; r < 4; r++) {
         double t0 = now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c,
+                    n);
         double g = 2.0 * n * n * (double)n / (now() - t0) * 1e-9;
         if (r && g > best) best = g;
     }
@@ -190,7 +191,8 @@ int main(int argc, char **argv) {
                         tk[r] = window(p, &m, C, A, w, B, T, K, N, !back, back);
                         tb[r] = window(-1, &m, C, A, w, B, T, K, N, !back, back);
                     }
-                    double gk = flops / median(tk, reps) * 1e-9, gb = flops / median(tb, reps) * 1e-9;
+                    double gk = flops / median(tk, reps) * 1e-9;
+                    double gb = flops / median(tb, reps) * 1e-9;
                     char name[32];
                     snprintf(name, sizeof name, "%s%s", kern_path_name((kern_path_t)p),
                              p == KERN_BLAS ? "-bf16" : "");

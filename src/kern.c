@@ -205,7 +205,8 @@ __attribute__((target("avx512f"))) static void tile_avx512(float *C, int ldc, co
     #pragma GCC unroll 8
     for (int i = 0; i < MR512; i++) c[i][0] = c[i][1] = _mm512_setzero_ps();
     for (int k = 0; k < kc; k++) {
-        __m512 b0 = _mm512_load_ps(P + (size_t)k * NR), b1 = _mm512_load_ps(P + (size_t)k * NR + 16);
+        __m512 b0 = _mm512_load_ps(P + (size_t)k * NR);
+        __m512 b1 = _mm512_load_ps(P + (size_t)k * NR + 16);
         #pragma GCC unroll 8
         for (int i = 0; i < MR512; i++) {
             __m512 x = _mm512_set1_ps(a[i][k]);
@@ -304,7 +305,8 @@ __attribute__((target("avx512f,avx512bf16"))) static void round_rows_bf16(uint16
         uint16_t *o = out + (size_t)i * ld;
         int k = 0;
         for (; k + 16 <= K; k += 16)
-            _mm256_storeu_si256((__m256i *)(o + k), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(r + k)));
+            _mm256_storeu_si256((__m256i *)(o + k),
+                                (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(r + k)));
         for (; k < K; k++) o[k] = bf16_bits(r[k]);
         if (K % 2) o[K] = 0;
     }

@@ -525,9 +525,9 @@ void model_backward(float *grads, model_acts_t *a, const model_t *m, int T,
     for (int l = d->layers - 1; l >= 0; l--) {
         if (a->dropout_on) dropout_backward(dout, a->mask[l], TB * H);
         layer_backward(dx, g.w_ih[l], g.b_ih[l], g.w_hh[l], g.b_hh[l], a->dgates, a->dgh, a->dh,
-                       a->dh_prev, a->dc, &a->whh, dout, layer_input(a, l, H), p->w_ih[l], p->w_hh[l],
-                       a->gates[l], a->aux[l], a->h[l], a->c[l], m->ops, T, B, layer_in(d, l), H,
-                       hooks, tensor_offset(m, MODEL_T_W_IH, l));
+                       a->dh_prev, a->dc, &a->whh, dout, layer_input(a, l, H), p->w_ih[l],
+                       p->w_hh[l], a->gates[l], a->aux[l], a->h[l], a->c[l], m->ops, T, B,
+                       layer_in(d, l), H, hooks, tensor_offset(m, MODEL_T_W_IH, l));
         float *tmp = dout;
         dout = dx;
         dx = tmp;

@@ -81,7 +81,8 @@ static void check_cell(cell_kind_t cell) {
             continue;
         }
         setenv("CHARLM_KERN", kern_path_name(want[k]), 1);
-        pass_t b = run(&m, MODEL_ACTS_BF16, h0, c0, key), again = run(&m, MODEL_ACTS_BF16, h0, c0, key);
+        pass_t b = run(&m, MODEL_ACTS_BF16, h0, c0, key);
+        pass_t again = run(&m, MODEL_ACTS_BF16, h0, c0, key);
         double dl = fabs(b.loss - f.loss) / f.loss, dg = grad_diff(&m, b.grads, f.grads);
         printf("%s bf16 %s: loss %.6f (fp32 %.6f, relative %.2e), gradients %.2e\n", name,
                kern_path_name(want[k]), b.loss, f.loss, dl, dg);

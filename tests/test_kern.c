@@ -29,7 +29,8 @@ static double worst(const float *C, const float *C0, const float *A, const float
         for (int j = 0; j < N; j++) {
             double e = acc ? C0[(size_t)i * N + j] : 0, S = fabs(e);
             for (int k = 0; k < K; k++) {
-                float a = A[(size_t)i * K + k], b = trans ? w[(size_t)j * K + k] : w[(size_t)k * N + j];
+                float a = A[(size_t)i * K + k];
+                float b = trans ? w[(size_t)j * K + k] : w[(size_t)k * N + j];
                 if (round) a = kern_round_bf16(a), b = kern_round_bf16(b);
                 e += (double)a * b;
                 S += fabs((double)a * b);
@@ -49,7 +50,8 @@ static void check_path(kern_path_t p, kern_precision_t prec) {
     kern_mat_alloc(&m, p, prec, MAXM, MAXK, MAXN);
     EXPECT(kern_mat_bytes(p, prec, MAXM, MAXN, MAXK) == kern_mat_bytes(p, prec, MAXM, MAXK, MAXN));
     float *A = calloc((size_t)MAXM * MAXK, sizeof *A), *w = calloc((size_t)MAXK * MAXN, sizeof *w);
-    float *C = calloc((size_t)MAXM * MAXN, sizeof *C), *C0 = calloc((size_t)MAXM * MAXN, sizeof *C0);
+    float *C = calloc((size_t)MAXM * MAXN, sizeof *C);
+    float *C0 = calloc((size_t)MAXM * MAXN, sizeof *C0);
     float *row = calloc(MAXN, sizeof *row);
     uint32_t s = 7u + (uint32_t)p;
     for (size_t i = 0; i < (size_t)MAXM * MAXK; i++) A[i] = frand(&s);
@@ -70,7 +72,8 @@ static void check_path(kern_path_t p, kern_precision_t prec) {
                                    "the bound", kern_path_name(p), bf ? "bf16" : "fp32", M, K, N,
                                    trans, acc, q);
                         if (bf) {
-                            q = worst(C, C0, A, w, M, K, N, trans, acc, 0, ldexp(1.0, -7) + ldexp(1.0, -16));
+                            q = worst(C, C0, A, w, M, K, N, trans, acc, 0,
+                                      ldexp(1.0, -7) + ldexp(1.0, -16));
                             EXPECT_MSG(q <= 1, "%s bf16 vs fp32 M=%d K=%d N=%d: %.3g of bound",
                                        kern_path_name(p), M, K, N, q);
                         }
