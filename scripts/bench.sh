@@ -34,6 +34,9 @@
 #   CHARLM=build/charlm   PYTHON=/usr/bin/python3   MPIRUN=mpirun   CC=cc
 #   RESULTS_DIR=scripts/bench-results   where the raw output file goes
 #   SGEMM_SECONDS=3   duration of each sgemm measurement
+#   PRECISION=fp32    charlm's model.precision (bf16: the recurrent products in bfloat16)
+#   CHARLM_KERN       (unset) forces charlm's recurrent-product path: blas, avx2, avx512,
+#                     avx512bf16 (src/README.md §3); each run says which it took
 # The raw output names paths in the repository relative to its root (it is committed and says
 # nothing of the machine's directories); a CORPUS or RESULTS_DIR elsewhere is printed as given.
 set -euo pipefail
@@ -51,6 +54,7 @@ MPIRUN=${MPIRUN:-mpirun}
 CC=${CC:-cc}
 RESULTS_DIR=${RESULTS_DIR:-$ROOT/scripts/bench-results}
 SGEMM_SECONDS=${SGEMM_SECONDS:-3}
+PRECISION=${PRECISION:-fp32}
 STREAMS=64
 SEQ=64
 LAYERS=2
@@ -162,7 +166,8 @@ run_charlm() {
         --layers "$LAYERS" --hidden "$h" --embed "$h" --batch $((STREAMS / np)) --seq "$SEQ" \
         --steps "$steps" --log-every "$log" --eval-every 0 --optim adam --lr 0.002 \
         --set optim.clip=5 --set model.dropout=0 --set data.val_frac=0 \
-        --set checkpoint.every=0 --run-dir "$dir" >"$TMP/charlm.out" 2>"$TMP/charlm.err"; then
+        --set checkpoint.every=0 --set model.precision="$PRECISION" \
+        --run-dir "$dir" >"$TMP/charlm.out" 2>"$TMP/charlm.err"; then
         echo "bench.sh: charlm failed:" >&2; tail -5 "$TMP/charlm.err" >&2; exit 1
     fi
     CPS=$(grep -v '"summary"' "$dir/metrics.jsonl" | tail -n +2 \
@@ -170,6 +175,7 @@ run_charlm() {
     VOCAB=$(sed -n 's/.*vocabulary \([0-9]*\).*/\1/p' "$TMP/charlm.err" | head -1)
     SPLIT=$(sed -n 's/^charlm: time: //p' "$TMP/charlm.err" | head -1)
     MEM=$(sed -n 's/^charlm: memory: //p' "$TMP/charlm.err" | head -1)
+    KERN=$(sed -n 's/.*; recurrent products //p' "$TMP/charlm.err" | head -1)
     # FLOPs per character charlm executes (its summary: GFLOP/s over chars/s): fewer than the
     # model's nominal count when it folds the embedding into layer 0
     XFPC=$(grep '"summary"' "$dir/metrics.jsonl" | awk '{
@@ -206,7 +212,7 @@ say "blas:    OpenBLAS $CORE kernels (OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-(un
 say "torch:   $("$PYTHON" -c 'import torch; print(torch.__version__)' 2>/dev/null)"
 say "corpus:  $(repo_path "$CORPUS")"
 say "setup:   $LAYERS layers, E = H, $STREAMS global streams, T = $SEQ, Adam, clip 5; -np $NP;" \
-    "REPS=$REPS, reference warm-up $WARMUP windows"
+    "REPS=$REPS, reference warm-up $WARMUP windows, charlm model.precision=$PRECISION"
 say "load:    $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min load average at start)"
 
 # ---- the works -------------------------------------------------------------------------------
@@ -231,7 +237,7 @@ bench_works() {
             run_torch "$cell" "$h" "$windows"
             c_list+=("$CPS") t_list+=("$TPS")
             say "run $work rep $rep: charlm $CPS chars/s, torch $TPS chars/s; load $(load1);" \
-                "charlm time: $SPLIT; memory: $MEM"
+                "charlm time: $SPLIT; memory: $MEM; recurrent products: $KERN"
         done
         LOSSES[$work]=$LOSS
         cm=$(printf '%s\n' "${c_list[@]}" | median)

@@ -79,6 +79,7 @@ static const key_desc_t keys[] = {
     K_DBL("model", "weight_drop", weight_drop, "0", 0, B_INCL, 1, B_EXCL),
     K_ENUM("model", "tie", tie, "false", bool_names),
     K_ENUM("model", "layer_norm", layer_norm, "false", bool_names),
+    K_ENUM("model", "precision", precision, "fp32", kern_precision_names),
 
     K_INT("train", "batch", batch, "32", 1),
     K_INT("train", "seq", seq, "64", 1),

@@ -537,6 +537,10 @@ static void acts_plan(model_acts_t *a, acts_plan_t *p, const model_dims_t *d, in
     a->dh = acts_calloc(p, B * H, sizeof(float));
     a->dh_prev = acts_calloc(p, B * H, sizeof(float));
     a->dc = acts_calloc(p, B * H, sizeof(float));
+    const kern_precision_t prec = flags & MODEL_ACTS_BF16 ? KERN_BF16 : KERN_FP32;
+    const kern_path_t path = T > 1 || prec == KERN_BF16 ? kern_path_auto(prec) : KERN_BLAS;
+    p->bytes += kern_mat_bytes(path, prec, B, d->H, d->G * d->H);
+    if (p->alloc) kern_mat_alloc(&a->whh, path, prec, B, d->H, d->G * d->H);
 }
 
 double model_acts_bytes(const model_dims_t *d, int B, int T, int flags) {
@@ -583,6 +587,7 @@ void model_acts_free(model_acts_t *a) {
     if (a->dgh != a->dgates) free(a->dgh);
     free(a->logits), free(a->gh), free(a->dgates), free(a->dout_a), free(a->dout_b);
     free(a->dh), free(a->dh_prev), free(a->dc);
+    kern_mat_free(&a->whh);
     memset(a, 0, sizeof *a);
 }
 
@@ -620,10 +625,12 @@ static ln_rec_t ln_rec(const model_acts_t *a, const model_views_t *p, int l) {
 
 /* One recurrent layer over T steps from the carried state (state_h, state_c), which it replaces
  * with the state after step T. gates: out the gate activations; in, when X is NULL, the input
- * projection (ln_proj_t), which is otherwise computed here. h[0], c[0] = the carried state. */
+ * projection (ln_proj_t), which is otherwise computed here. h[0], c[0] = the carried state.
+ * whh: packed here with W_hh^T once for the T steps' products. */
 static void layer_forward(float *gates /* (T, B, G*H) */, float *aux /* (T, B, H) gru */,
                           float *h /* (T+1, B, H) */, float *c /* (T+1, B, H) lstm */,
-                          float *gh /* (B, G*H) scratch */, float *state_h /* (B, H) */,
+                          float *gh /* (B, G*H) scratch */, kern_mat_t *whh,
+                          float *state_h /* (B, H) */,
                           float *state_c /* (B, H) lstm */,
                           const float *X /* (T, B, In) or NULL */,
                           const float *w_ih /* (G*H, In) */, const float *b_ih /* (G*H) */,
@@ -635,10 +642,10 @@ static void layer_forward(float *gates /* (T, B, G*H) */, float *aux /* (T, B, H
     if (X) proj_forward(gates, X, w_ih, b_ih, lnp, (int64_t)T * B, In, G, H);
     memcpy(h, state_h, sizeof(float) * BH);
     if (c) memcpy(c, state_c, sizeof(float) * BH);
+    kern_pack(whh, w_hh, H, GH, 1); /* B = W_hh^T */
     for (int t = 0; t < T; t++) {
         const float *hp = h + t * BH;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, GH, H, 1.0f, hp, H, w_hh, H,
-                    0.0f, gh, GH);
+        kern_gemm(gh, hp, whh, B, 0);
         float *gt = gates + t * B * (size_t)GH, *ht = h + (t + 1) * BH;
         if (ln->g_hh)
             ln_forward(gh, ln->xhat_hh + t * B * (size_t)GH, ln->rstd_hh + (size_t)t * B * G, gh,
@@ -664,7 +671,8 @@ typedef struct {
  * and dgh, and, when dh_steps is given, the total d loss / d h[t+1] of every step t in it.
  * Writes dw_hh, db_hh (with whh_mask: dw_hh masked as DropConnect's W_hh was), and the
  * ln gradients but dg->g_ih; when X is given also dw_ih, db_ih, dg->g_ih, announced with
- * hooks->ready(from), then dX. When X is NULL, embed_backward takes dgates on. */
+ * hooks->ready(from), then dX. When X is NULL, embed_backward takes dgates on. whh: packed here
+ * with W_hh. */
 static void layer_backward(float *dX /* (T, B, In) */, float *dw_ih /* (G*H, In) */,
                            float *db_ih /* (G*H) */, float *dw_hh /* (G*H, H) */,
                            float *db_hh /* (G*H) */, const ln_grads_t *dg,
@@ -672,6 +680,7 @@ static void layer_backward(float *dX /* (T, B, In) */, float *dw_ih /* (G*H, In)
                            float *dgh /* (T, B, G*H); = dgates but for gru and ln */,
                            float *dh /* (B, H) */, float *dh_prev /* (B, H) */,
                            float *dc /* (B, H) */, float *dh_steps /* (T, B, H) or NULL */,
+                           kern_mat_t *whh,
                            const float *dout /* (T, B, H) */,
                            const float *X /* (T, B, In) or NULL */,
                            const float *w_ih /* (G*H, In) */, const float *w_hh /* (G*H, H) */,
@@ -685,6 +694,7 @@ static void layer_backward(float *dX /* (T, B, In) */, float *dw_ih /* (G*H, In)
     const size_t BH = (size_t)B * H, BGH = (size_t)B * GH;
     memset(dh_prev, 0, sizeof(float) * BH);
     memset(dc, 0, sizeof(float) * BH);
+    kern_pack(whh, w_hh, GH, H, 0);
     if (ln->g_hh) {
         memset(dg->g_hh, 0, sizeof(float) * (size_t)GH);
         memset(db_hh, 0, sizeof(float) * (size_t)GH);
@@ -712,9 +722,7 @@ static void layer_backward(float *dX /* (T, B, In) */, float *dw_ih /* (G*H, In)
             ln_backward(dght, dg->g_hh, db_hh, ln->xhat_hh + t * BGH,
                         ln->rstd_hh + (size_t)t * B * G, ln->g_hh, B, G, H);
         }
-        if (t > 0)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, H, GH, 1.0f, dght, GH, w_hh,
-                        H, 1.0f, dh_prev, H);
+        if (t > 0) kern_gemm(dh_prev, dght, whh, B, 1);
         if (hooks) hooks->poll(hooks->ctx);
     }
     /* W_hh's product was with h[0..T-1], the states each step started from */
@@ -790,10 +798,10 @@ double model_forward(model_acts_t *a, float *state_h, float *state_c, const mode
         }
         const ln_proj_t lnp = ln_proj(a, p, l);
         const ln_rec_t ln = ln_rec(a, p, l);
-        layer_forward(a->gates[l], a->aux[l], a->h[l], a->c[l], a->gh, state_h + l * BH,
-                      state_c ? state_c + l * BH : NULL, layer_input(a, l, H), p->w_ih[l],
-                      p->b_ih[l], layer_w_hh(a, p, l), p->b_hh[l], &lnp, &ln, m->ops, T, B,
-                      layer_in(d, l), H);
+        layer_forward(a->gates[l], a->aux[l], a->h[l], a->c[l], a->gh, &a->whh,
+                      state_h + l * BH, state_c ? state_c + l * BH : NULL, layer_input(a, l, H),
+                      p->w_ih[l], p->b_ih[l], layer_w_hh(a, p, l), p->b_hh[l], &lnp, &ln, m->ops,
+                      T, B, layer_in(d, l), H);
         if (a->dropout_on) {
             dropout_mask(a->mask[l], drop, drop->p, drop->locked, l, T, B, H);
             scale_by(a->dropped[l], a->h[l] + BH, a->mask[l], TB * H);
@@ -827,8 +835,9 @@ void model_backward(float *grads, model_acts_t *a, const model_t *m, int T,
         const ln_rec_t ln = ln_rec(a, p, l);
         const ln_grads_t lng = {g.ln_ih[l], g.ln_hh[l], g.ln_c_w[l], g.ln_c_b[l]};
         layer_backward(dx, g.w_ih[l], g.b_ih[l], g.w_hh[l], g.b_hh[l], &lng, a->dgates, a->dgh,
-                       a->dh, a->dh_prev, a->dc, a->dh_steps[l], dout, layer_input(a, l, H),
-                       p->w_ih[l], layer_w_hh(a, p, l), a->weight_drop_on ? a->whh_mask[l] : NULL,
+                       a->dh, a->dh_prev, a->dc, a->dh_steps[l], &a->whh, dout,
+                       layer_input(a, l, H), p->w_ih[l], layer_w_hh(a, p, l),
+                       a->weight_drop_on ? a->whh_mask[l] : NULL,
                        a->gates[l], a->aux[l], a->h[l], a->c[l], &lnp, &ln, m->ops, T, B,
                        layer_in(d, l), H, hooks, tensor_offset(m, MODEL_T_W_IH, l));
         float *tmp = dout;

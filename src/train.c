@@ -473,13 +473,18 @@ static void build_model(trainer_t *tr) {
     tr->parts[md->layers + 2] = tr->model.nparams;
 }
 
+/* model_acts_alloc's flags of a training window (validation runs in fp32, without dropout). */
+static int train_acts_flags(const config_t *cfg) {
+    model_dropout_t drop = config_model_dropout(cfg);
+    return model_dropout_flags(&drop) | (cfg->precision == KERN_BF16 ? MODEL_ACTS_BF16 : 0);
+}
+
 /* The activations of a training and a validation window and the carried states; on rank 0 the
  * gathered states of all streams and the canonical configuration text for checkpoints. */
 static void alloc_buffers(trainer_t *tr) {
     const config_t *cfg = tr->cfg;
     const corpus_t *c = &tr->corpus;
-    model_dropout_t drop = config_model_dropout(cfg);
-    model_acts_alloc(&tr->acts, &tr->model, c->B, c->T, model_dropout_flags(&drop));
+    model_acts_alloc(&tr->acts, &tr->model, c->B, c->T, train_acts_flags(cfg));
     tr->nstate = (size_t)cfg->layers * c->B * cfg->hidden;
     tr->state_h = xcalloc(tr->nstate, sizeof(float));
     tr->state_c = xcalloc(tr->nstate, sizeof(float));
@@ -589,13 +594,12 @@ static need_t train_need(const trainer_t *tr, int resuming) {
     const int rank0 = tr->d->rank == 0, moments = optim_nmoments(&op), ema = cfg->ema > 0;
     const double P = model_nparams(&d), state = (double)d.layers * c->B * d.H,
                  all = (double)d.layers * c->S * d.H;
-    model_dropout_t dropout = config_model_dropout(cfg);
-    const int drop = model_dropout_flags(&dropout);
+    const int flags = train_acts_flags(cfg);
     /* parameters, gradients, moments, the moving average and the snapshot of parameters, moments
      * and average (the way back from a divergence); carried, previous, snapshot and validation
      * states, h and c */
     need_t n = {.params = 4.0 * P * (3 + 2 * moments + 2 * ema),
-                .acts = model_acts_bytes(&d, c->B, c->T, drop),
+                .acts = model_acts_bytes(&d, c->B, c->T, flags),
                 .states = 4.0 * state * (c->nval ? 8 : 6),
                 .shard = (double)(c->B * c->L + 1) * c->train.width};
     if (c->nval) n.acts += model_acts_bytes(&d, c->B, c->T, 0);
@@ -1197,9 +1201,10 @@ static void print_header(trainer_t *tr, int threads) {
             (long long)c->nval);
     log_msg(&tr->log,
             "charlm: %d rank(s) x %d streams x %d steps = %d chars/window, %lld windows/epoch, "
-            "%lld steps%s, %d BLAS thread(s) per rank",
+            "%lld steps%s, %d BLAS thread(s) per rank; recurrent products %s %s",
             tr->d->size, c->B, c->T, c->S * c->T, (long long)c->windows,
-            (long long)tr->total, tr->total ? "" : " (no step limit)", threads);
+            (long long)tr->total, tr->total ? "" : " (no step limit)", threads,
+            kern_path_name(tr->acts.whh.path), kern_precision_names[tr->acts.whh.prec]);
 }
 
 int train_run(const config_t *cfg, const char *resume, const dist_t *d) {

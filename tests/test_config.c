@@ -67,6 +67,7 @@ static void test_defaults(void) {
     EXPECT(c.val_frac == 0.1);
     EXPECT(strcmp(c.val, "") == 0);
     EXPECT(c.cell == CELL_LSTM);
+    EXPECT(c.precision == KERN_FP32);
     EXPECT(c.layers == 2 && c.hidden == 128 && c.embed == 64);
     EXPECT(c.dropout == 0.0 && c.dropout_kind == 0 && c.dropout_input == 0.0);
     EXPECT(c.dropout_embed == 0.0 && c.weight_drop == 0.0 && !c.tie && !c.layer_norm);
@@ -183,6 +184,7 @@ static void test_bad_values(void) {
     expect_bad_set("log.every", "0", ">= 1");
     expect_bad_set("model.cell", "tree", "rnn, lstm, gru");
     expect_bad_set("model.cell", "LSTM", NULL);
+    expect_bad_set("model.precision", "fp16", "fp32, bf16");
     expect_bad_set("optim.kind", "adam2", "adagrad");
     expect_bad_set("optim.schedule", "linear", "cosine");
     expect_bad_set("run.dir", "", "empty");
@@ -204,6 +206,8 @@ static void test_bad_values(void) {
     err_clear();
     EXPECT(config_set(&c, "train.seed", "0", "--set") == CHARLM_OK && c.seed == 0);
     EXPECT(config_set(&c, "model.dropout", "0.999", "--set") == CHARLM_OK);
+    EXPECT(config_set(&c, "model.precision", "bf16", "--set") == CHARLM_OK &&
+           c.precision == KERN_BF16);
     EXPECT(config_set(&c, "data.val_frac", "0", "--set") == CHARLM_OK && c.val_frac == 0);
     EXPECT(config_set(&c, "optim.decay_rate", "1", "--set") == CHARLM_OK);
     EXPECT(config_set(&c, "model.hidden", "+7", "--set") == CHARLM_OK && c.hidden == 7);

@@ -30,6 +30,7 @@ typedef struct {
     double weight_drop;        /* DropConnect on W_hh, [0, 1) */
     int tie;                   /* 1: decoder.weight is embedding.weight (embed = hidden) */
     int layer_norm;            /* 1: layer-normalised cells */
+    kern_precision_t precision; /* of the per-step recurrent products (kern.h) */
     /* [train] */
     int batch;         /* streams per rank, >= 1 */
     int seq;           /* window length T, >= 1 */

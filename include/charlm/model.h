@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "charlm/cells.h"
+#include "charlm/kern.h"
 
 #define MODEL_MAX_LAYERS 16
 /* the embedding, 4 per layer (8 with layer normalisation of an LSTM), the decoder's 2 */
@@ -128,6 +129,8 @@ typedef struct {
     float *dh, *dh_prev, *dc;                 /* (B, H) */
     float *dh_steps[MODEL_MAX_LAYERS];        /* (T, B, H) MODEL_ACTS_DH_STEPS only: backward
                                                  leaves d loss / d h of layer l after step t */
+    kern_mat_t whh;                           /* W_hh of the layer in progress, packed for the
+                                                 per-step products (kern.h) */
 } model_acts_t;
 
 /* Dropout for one forward pass (src/README.md §3): every p = 0, or eval mode (drop NULL), means
@@ -187,7 +190,8 @@ enum {
     MODEL_ACTS_DROPOUT_INPUT = 4,  /* the mask of the embedding output; never folds */
     MODEL_ACTS_DROPOUT_EMBED = 8,  /* the embedding-row mask */
     MODEL_ACTS_WEIGHT_DROP = 16,   /* the masked W_hh of every layer */
-    MODEL_ACTS_DH_STEPS = 32       /* keep d loss / d h of every step (gradflow) */
+    MODEL_ACTS_DH_STEPS = 32,      /* keep d loss / d h of every step (gradflow) */
+    MODEL_ACTS_BF16 = 64           /* the per-step recurrent products in bf16 (model.precision) */
 };
 
 /* The flags of model_acts_alloc that the dropouts of drop need (drop NULL: none). */
@@ -198,6 +202,9 @@ int model_dropout_flags(const model_dropout_t *drop);
  * vocabulary is at most half the window's B*T rows (and MODEL_ACTS_UNFOLDED is not given), the
  * passes compute that table once per window instead of the projection of every row, and its
  * gradient instead of W_ih0's over every row; this "folds" the embedding into layer 0. */
+/* The per-step recurrent products go through kern.h on kern_path_auto's path (for T = 1, a
+ * single step per pass as sampling runs, through cblas_sgemm: there is nothing to amortise
+ * the packing over), in bf16 with MODEL_ACTS_BF16. */
 void model_acts_alloc(model_acts_t *a, const model_t *m, int B, int T, int flags);
 void model_acts_free(model_acts_t *a);
 

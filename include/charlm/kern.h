@@ -1,0 +1,72 @@
+/* kern: the per-step recurrent product C (M, N) = A (M, K) B of a window — h_prev W_hh^T
+ * forward, dgh W_hh backward — with B packed once per window into the panels its register-tiled
+ * micro-kernel streams (src/README.md §3). OpenBLAS re-packs B on every call, which for M = B
+ * streams (32 rows) costs as much as the product; here the packing is paid once for T steps.
+ *
+ * The path is chosen at run time from the CPU's features (kern_path_auto): AVX-512, else
+ * cblas_sgemm (the AVX2 + FMA kernel lost to OpenBLAS's AVX2 kernels: only CHARLM_KERN=avx2
+ * selects it); precision bf16 rounds B and A to bfloat16 and multiplies them with
+ * AVX512-BF16's vdpbf16ps, accumulating in fp32 (on a CPU without it: cblas_sgemm of the rounded
+ * values, the same products in another summation order). The own paths sum each output element
+ * over k in an order fixed by K alone, on one thread: results are deterministic, and a row's
+ * result does not depend on how many rows are multiplied with it (OpenBLAS's does). */
+#ifndef CHARLM_KERN_H
+#define CHARLM_KERN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum { KERN_BLAS, KERN_AVX2, KERN_AVX512, KERN_AVX512_BF16, KERN_PATHS } kern_path_t;
+
+typedef enum { KERN_FP32 = 0, KERN_BF16 = 1, KERN_PRECISIONS } kern_precision_t;
+
+/* "fp32", "bf16": the values of model.precision */
+extern const char *const kern_precision_names[KERN_PRECISIONS];
+
+/* "blas", "avx2", "avx512", "avx512bf16" */
+const char *kern_path_name(kern_path_t p);
+
+/* Whether this CPU can run path p at precision prec (KERN_BLAS: always; KERN_AVX512_BF16 only
+ * for bf16, the others only for fp32 but KERN_BLAS, which serves both). */
+int kern_path_supported(kern_path_t p, kern_precision_t prec);
+
+/* The path for precision prec: the one named by the environment variable CHARLM_KERN when set
+ * (aborts when it names no path this CPU supports at prec), else the fastest supported as
+ * measured (avx512bf16 for bf16, avx512 for fp32, else blas). */
+kern_path_t kern_path_auto(kern_precision_t prec);
+
+/* One B operand packed for a path, with the scratch of its products; allocated once. */
+typedef struct {
+    kern_path_t path;
+    kern_precision_t prec;
+    int max_m, k0, n0;     /* rows of A; B of shape (k0, n0) or (n0, k0) */
+    int K, N, trans;       /* of the packed B (kern_pack) */
+    const float *w;        /* the matrix packed (KERN_BLAS fp32 multiplies it directly) */
+    void *pack;  /* the panels: fp32, bf16 pairs (KERN_AVX512_BF16), or w rounded (bf16 BLAS) */
+    void *a;     /* bf16 only: A rounded, (max_m, max(k0, n0) + 1) bf16 or fp32 */
+    void *mem;   /* owned: pack and a, 64-byte aligned inside */
+} kern_mat_t;
+
+/* The bytes kern_mat_alloc allocates for these arguments. */
+double kern_mat_bytes(kern_path_t p, kern_precision_t prec, int max_m, int k0, int n0);
+
+/* Allocates m for B operands of shape (k0, n0) or (n0, k0) — a W_hh forward and backward — and
+ * products of up to max_m rows, on path p (which must be supported at prec). */
+void kern_mat_alloc(kern_mat_t *m, kern_path_t p, kern_precision_t prec, int max_m, int k0,
+                    int n0);
+
+void kern_mat_free(kern_mat_t *m);
+
+/* Packs B (K, N) into m: B = w^T of w (N, K) when trans, else B = w (K, N); w row-major and
+ * contiguous, read now (and by later KERN_BLAS fp32 products: keep it unchanged until then). */
+void kern_pack(kern_mat_t *m, const float *w /* (N, K) trans or (K, N) */, int K, int N,
+               int trans);
+
+/* C = A B (accumulate 0) or C += A B (accumulate 1), with B the last packed into m. */
+void kern_gemm(float *C /* (M, N) */, const float *A /* (M, K) */, kern_mat_t *m, int M,
+               int accumulate);
+
+/* x rounded to the nearest bfloat16 (ties to even), as a float. */
+float kern_round_bf16(float x);
+
+#endif

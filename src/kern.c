@@ -1,0 +1,349 @@
+#include "charlm/kern.h"
+
+#include <cblas.h>
+#include <immintrin.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "charlm/err.h"
+
+/* Panels of NR = 32 columns of B: two zmm or four ymm registers per row of the tile. K is cut
+ * into blocks of KC so that the block of a panel the micro-kernel streams (32 KB) stays in L1
+ * while every row block of A passes over it. */
+enum { NR = 32, KC = 256, MR512 = 8, MR256 = 6 };
+
+const char *const kern_precision_names[KERN_PRECISIONS] = {"fp32", "bf16"};
+
+static const char *const path_names[KERN_PATHS] = {"blas", "avx2", "avx512", "avx512bf16"};
+
+const char *kern_path_name(kern_path_t p) { return err_enum_name(path_names, KERN_PATHS, (int)p); }
+
+int kern_path_supported(kern_path_t p, kern_precision_t prec) {
+    __builtin_cpu_init();
+    switch (p) {
+    case KERN_BLAS: return 1;
+    case KERN_AVX2:
+        return prec == KERN_FP32 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case KERN_AVX512: return prec == KERN_FP32 && __builtin_cpu_supports("avx512f");
+    case KERN_AVX512_BF16:
+        return prec == KERN_BF16 && __builtin_cpu_supports("avx512f") &&
+               __builtin_cpu_supports("avx512bf16");
+    case KERN_PATHS: break;
+    }
+    return 0;
+}
+
+kern_path_t kern_path_auto(kern_precision_t prec) {
+    const char *env = getenv("CHARLM_KERN");
+    if (env && *env) {
+        int p = err_enum_value(path_names, KERN_PATHS, env);
+        if (p < 0 || !kern_path_supported((kern_path_t)p, prec)) {
+            char msg[160];
+            snprintf(msg, sizeof msg, "CHARLM_KERN=%s: not a kernel path this CPU runs at %s "
+                     "(blas, avx2, avx512 for fp32; blas, avx512bf16 for bf16)", env,
+                     prec == KERN_BF16 ? "bf16" : "fp32");
+            err_abort(__FILE__, __LINE__, msg);
+        }
+        return (kern_path_t)p;
+    }
+    /* not KERN_AVX2: measured at 0.6-0.75x of OpenBLAS's Haswell kernels (scripts/README.md) */
+    static const kern_path_t best[] = {KERN_AVX512_BF16, KERN_AVX512};
+    for (size_t i = 0; i < sizeof best / sizeof *best; i++)
+        if (kern_path_supported(best[i], prec)) return best[i];
+    return KERN_BLAS;
+}
+
+/* ---- bfloat16 ---- */
+
+/* The bf16 bits nearest x, ties to even; NaN stays a (quiet) NaN. */
+static uint16_t bf16_bits(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+float kern_round_bf16(float x) {
+    uint32_t u = (uint32_t)bf16_bits(x) << 16;
+    float r;
+    memcpy(&r, &u, sizeof r);
+    return r;
+}
+
+/* ---- packing ---- */
+
+static int panels(int N) { return (N + NR - 1) / NR; }
+static int pairs(int K) { return (K + 1) / 2; }
+
+/* B's element (k, n) */
+static float b_at(const float *w, int K, int N, int trans, int k, int n) {
+    return trans ? w[(size_t)n * K + k] : w[(size_t)k * N + n];
+}
+
+/* fp32 panels: panel p holds (k, j) = B(k, 32p + j) at p*K*32 + k*32 + j, zeros past N. */
+static void pack_fp32(float *pack, const float *w, int K, int N, int trans) {
+    for (int p = 0; p < panels(N); p++) {
+        float *P = pack + (size_t)p * K * NR;
+        for (int k = 0; k < K; k++)
+            for (int j = 0; j < NR; j++) {
+                int n = p * NR + j;
+                P[(size_t)k * NR + j] = n < N ? b_at(w, K, N, trans, k, n) : 0.0f;
+            }
+    }
+}
+
+/* bf16 panels of pairs along k: panel p holds (q, j, e) = B(2q + e, 32p + j) at
+ * p*pairs(K)*64 + q*64 + 2j + e, zeros past K and N: vdpbf16ps's lane j sums e = 0, 1. */
+static void pack_bf16(uint16_t *pack, const float *w, int K, int N, int trans) {
+    const int K2 = pairs(K);
+    for (int p = 0; p < panels(N); p++) {
+        uint16_t *P = pack + (size_t)p * K2 * 2 * NR;
+        for (int q = 0; q < K2; q++)
+            for (int j = 0; j < NR; j++)
+                for (int e = 0; e < 2; e++) {
+                    int n = p * NR + j, k = 2 * q + e;
+                    P[(size_t)q * 2 * NR + 2 * j + e] =
+                        n < N && k < K ? bf16_bits(b_at(w, K, N, trans, k, n)) : 0;
+                }
+    }
+}
+
+static size_t align64(size_t bytes) { return (bytes + 63) & ~(size_t)63; }
+
+/* The bytes of the panels of B (K, N) and of the rounded A of max_m rows. */
+static void mat_sizes(size_t *pack, size_t *a, kern_path_t p, kern_precision_t prec, int max_m,
+                      int K, int N) {
+    const size_t M = (size_t)max_m, Np = (size_t)panels(N) * NR, K2 = (size_t)pairs(K) * 2;
+    *pack = *a = 0;
+    if (p == KERN_AVX512_BF16) {
+        *pack = K2 * Np * sizeof(uint16_t);
+        *a = M * K2 * sizeof(uint16_t);
+    } else if (p != KERN_BLAS) {
+        *pack = (size_t)K * Np * sizeof(float);
+    } else if (prec == KERN_BF16) {
+        *pack = (size_t)K * (size_t)N * sizeof(float);
+        *a = M * (size_t)K * sizeof(float);
+    }
+}
+
+/* the larger sizes of the two shapes, aligned */
+static size_t mat_layout(size_t *pack, kern_path_t p, kern_precision_t prec, int max_m, int k0,
+                         int n0) {
+    size_t p1, a1, p2, a2;
+    mat_sizes(&p1, &a1, p, prec, max_m, k0, n0);
+    mat_sizes(&p2, &a2, p, prec, max_m, n0, k0);
+    *pack = align64(p1 > p2 ? p1 : p2);
+    size_t a = align64(a1 > a2 ? a1 : a2);
+    return *pack + a ? *pack + a + 64 : 0;
+}
+
+double kern_mat_bytes(kern_path_t p, kern_precision_t prec, int max_m, int k0, int n0) {
+    size_t pack;
+    return (double)mat_layout(&pack, p, prec, max_m, k0, n0);
+}
+
+void kern_mat_alloc(kern_mat_t *m, kern_path_t p, kern_precision_t prec, int max_m, int k0,
+                    int n0) {
+    CHARLM_CHECK(kern_path_supported(p, prec) && max_m >= 1 && k0 >= 1 && n0 >= 1);
+    *m = (kern_mat_t){.path = p, .prec = prec, .max_m = max_m, .k0 = k0, .n0 = n0};
+    size_t pack, total = mat_layout(&pack, p, prec, max_m, k0, n0);
+    if (!total) return;
+    m->mem = xcalloc(total, 1);
+    char *base = (char *)(((uintptr_t)m->mem + 63) & ~(uintptr_t)63);
+    m->pack = pack ? base : NULL;
+    m->a = total > pack + 64 ? base + pack : NULL;
+}
+
+void kern_mat_free(kern_mat_t *m) {
+    free(m->mem);
+    memset(m, 0, sizeof *m);
+}
+
+void kern_pack(kern_mat_t *m, const float *w, int K, int N, int trans) {
+    CHARLM_CHECK(K >= 1 && N >= 1 &&
+                 ((K <= m->k0 && N <= m->n0) || (K <= m->n0 && N <= m->k0)));
+    m->K = K, m->N = N, m->trans = trans, m->w = w;
+    if (m->path == KERN_AVX512_BF16) {
+        pack_bf16(m->pack, w, K, N, trans);
+    } else if (m->path != KERN_BLAS) {
+        pack_fp32(m->pack, w, K, N, trans);
+    } else if (m->prec == KERN_BF16) {
+        float *r = m->pack;
+        for (size_t i = 0; i < (size_t)K * N; i++) r[i] = kern_round_bf16(w[i]);
+    }
+}
+
+/* ---- micro-kernels: C tile (mr, nr) (+)= A rows (mr, kc) x a panel block (kc, 32) ----
+ * Rows past mr re-read A's last row and are not stored, so one register tile serves every
+ * edge. */
+
+/* C's first mr rows and nr columns (+)= the zmm tile c */
+__attribute__((target("avx512f"))) static inline void store_tile512(float *C, int ldc,
+                                                                   __m512 c[MR512][2], int mr,
+                                                                   int nr, int acc) {
+    __mmask16 m0 = nr >= 16 ? 0xffff : (__mmask16)((1u << nr) - 1);
+    __mmask16 m1 = nr >= 32 ? 0xffff : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1) : 0;
+    for (int i = 0; i < mr; i++) {
+        float *r = C + (size_t)i * ldc;
+        if (acc) {
+            c[i][0] = _mm512_add_ps(c[i][0], _mm512_maskz_loadu_ps(m0, r));
+            c[i][1] = _mm512_add_ps(c[i][1], _mm512_maskz_loadu_ps(m1, r + 16));
+        }
+        _mm512_mask_storeu_ps(r, m0, c[i][0]);
+        _mm512_mask_storeu_ps(r + 16, m1, c[i][1]);
+    }
+}
+
+__attribute__((target("avx512f"))) static void tile_avx512(float *C, int ldc, const float *A,
+                                                          int lda, const float *P, int kc,
+                                                          int mr, int nr, int acc) {
+    const float *a[MR512];
+    for (int i = 0; i < MR512; i++) a[i] = A + (size_t)(i < mr ? i : mr - 1) * lda;
+    __m512 c[MR512][2];
+    #pragma GCC unroll 8
+    for (int i = 0; i < MR512; i++) c[i][0] = c[i][1] = _mm512_setzero_ps();
+    for (int k = 0; k < kc; k++) {
+        __m512 b0 = _mm512_load_ps(P + (size_t)k * NR);
+        __m512 b1 = _mm512_load_ps(P + (size_t)k * NR + 16);
+        #pragma GCC unroll 8
+        for (int i = 0; i < MR512; i++) {
+            __m512 x = _mm512_set1_ps(a[i][k]);
+            c[i][0] = _mm512_fmadd_ps(x, b0, c[i][0]);
+            c[i][1] = _mm512_fmadd_ps(x, b1, c[i][1]);
+        }
+    }
+    store_tile512(C, ldc, c, mr, nr, acc);
+}
+
+/* AVX2: a tile of 6 rows by one half (16 columns) of a panel, its rows 32 floats apart. */
+__attribute__((target("avx2,fma"))) static void tile_avx2(float *C, int ldc, const float *A,
+                                                          int lda, const float *P, int kc,
+                                                          int mr, int nr, int acc) {
+    const float *a[MR256];
+    for (int i = 0; i < MR256; i++) a[i] = A + (size_t)(i < mr ? i : mr - 1) * lda;
+    __m256 c[MR256][2];
+    #pragma GCC unroll 6
+    for (int i = 0; i < MR256; i++) c[i][0] = c[i][1] = _mm256_setzero_ps();
+    for (int k = 0; k < kc; k++) {
+        __m256 b0 = _mm256_load_ps(P + (size_t)k * NR), b1 = _mm256_load_ps(P + (size_t)k * NR + 8);
+        #pragma GCC unroll 6
+        for (int i = 0; i < MR256; i++) {
+            __m256 x = _mm256_broadcast_ss(a[i] + k);
+            c[i][0] = _mm256_fmadd_ps(x, b0, c[i][0]);
+            c[i][1] = _mm256_fmadd_ps(x, b1, c[i][1]);
+        }
+    }
+    for (int i = 0; i < mr; i++) {
+        float t[16], *r = C + (size_t)i * ldc;
+        _mm256_storeu_ps(t, c[i][0]);
+        _mm256_storeu_ps(t + 8, c[i][1]);
+        for (int j = 0; j < nr; j++) r[j] = acc ? r[j] + t[j] : t[j];
+    }
+}
+
+/* bf16: A's rows as bf16 pairs (lda in pairs), a panel block of kc2 pairs of rows. */
+__attribute__((target("avx512f,avx512bf16"))) static void tile_bf16(float *C, int ldc,
+                                                                    const uint16_t *A, int lda,
+                                                                    const uint16_t *P, int kc2,
+                                                                    int mr, int nr, int acc) {
+    const uint16_t *a[MR512];
+    for (int i = 0; i < MR512; i++) a[i] = A + (size_t)(i < mr ? i : mr - 1) * lda * 2;
+    __m512 c[MR512][2];
+    #pragma GCC unroll 8
+    for (int i = 0; i < MR512; i++) c[i][0] = c[i][1] = _mm512_setzero_ps();
+    for (int q = 0; q < kc2; q++) {
+        __m512bh b0 = (__m512bh)_mm512_load_si512(P + (size_t)q * 2 * NR);
+        __m512bh b1 = (__m512bh)_mm512_load_si512(P + (size_t)q * 2 * NR + NR);
+        #pragma GCC unroll 8
+        for (int i = 0; i < MR512; i++) {
+            int32_t pair;
+            memcpy(&pair, a[i] + 2 * q, sizeof pair);
+            __m512bh x = (__m512bh)_mm512_set1_epi32(pair);
+            c[i][0] = _mm512_dpbf16_ps(c[i][0], x, b0);
+            c[i][1] = _mm512_dpbf16_ps(c[i][1], x, b1);
+        }
+    }
+    store_tile512(C, ldc, c, mr, nr, acc);
+}
+
+/* ---- drivers ---- */
+
+static int imin(int a, int b) { return a < b ? a : b; }
+
+static void gemm_fp32(float *C, const float *A, const kern_mat_t *m, int M, int acc) {
+    const int K = m->K, N = m->N;
+    const float *pack = m->pack;
+    for (int p = 0; p < panels(N); p++) {
+        const int nr = imin(NR, N - p * NR);
+        for (int k0 = 0; k0 < K; k0 += KC) {
+            const int kc = imin(KC, K - k0), add = acc || k0 > 0;
+            const float *P = pack + (size_t)p * K * NR + (size_t)k0 * NR;
+            float *Cp = C + (size_t)p * NR;
+            if (m->path == KERN_AVX512) {
+                for (int i = 0; i < M; i += MR512)
+                    tile_avx512(Cp + (size_t)i * N, N, A + (size_t)i * K + k0, K, P, kc,
+                                imin(MR512, M - i), nr, add);
+            } else {
+                for (int i = 0; i < M; i += MR256)
+                    for (int h = 0; h < 2 && 16 * h < nr; h++)
+                        tile_avx2(Cp + (size_t)i * N + 16 * h, N, A + (size_t)i * K + k0, K,
+                                  P + 16 * h, kc, imin(MR256, M - i), imin(16, nr - 16 * h), add);
+            }
+        }
+    }
+}
+
+/* A (M, K) rounded to bf16 pairs, rows pairs(K) pairs apart, a zero past an odd K. */
+__attribute__((target("avx512f,avx512bf16"))) static void round_rows_bf16(uint16_t *out,
+                                                                          const float *A, int M,
+                                                                          int K) {
+    const int ld = 2 * pairs(K);
+    for (int i = 0; i < M; i++) {
+        const float *r = A + (size_t)i * K;
+        uint16_t *o = out + (size_t)i * ld;
+        int k = 0;
+        for (; k + 16 <= K; k += 16)
+            _mm256_storeu_si256((__m256i *)(o + k),
+                                (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(r + k)));
+        for (; k < K; k++) o[k] = bf16_bits(r[k]);
+        if (K % 2) o[K] = 0;
+    }
+}
+
+static void gemm_bf16(float *C, const float *A, const kern_mat_t *m, int M, int acc) {
+    const int K2 = pairs(m->K), N = m->N;
+    const uint16_t *pack = m->pack, *a = m->a;
+    round_rows_bf16(m->a, A, M, m->K);
+    for (int p = 0; p < panels(N); p++) {
+        const int nr = imin(NR, N - p * NR);
+        for (int q0 = 0; q0 < K2; q0 += KC / 2) {
+            const int kc2 = imin(KC / 2, K2 - q0), add = acc || q0 > 0;
+            const uint16_t *P = pack + (size_t)p * K2 * 2 * NR + (size_t)q0 * 2 * NR;
+            for (int i = 0; i < M; i += MR512)
+                tile_bf16(C + (size_t)i * N + (size_t)p * NR, N, a + (size_t)i * K2 * 2 + 2 * q0,
+                          K2, P, kc2, imin(MR512, M - i), nr, add);
+        }
+    }
+}
+
+void kern_gemm(float *C, const float *A, kern_mat_t *m, int M, int accumulate) {
+    CHARLM_CHECK(m->K >= 1 && M >= 1 && M <= m->max_m);
+    const int K = m->K, N = m->N;
+    switch (m->path) {
+    case KERN_AVX512:
+    case KERN_AVX2: gemm_fp32(C, A, m, M, accumulate); return;
+    case KERN_AVX512_BF16: gemm_bf16(C, A, m, M, accumulate); return;
+    case KERN_BLAS: break;
+    case KERN_PATHS: CHARLM_CHECK(0);
+    }
+    const float *w = m->w;
+    if (m->prec == KERN_BF16) {
+        float *r = m->a;
+        for (size_t i = 0; i < (size_t)M * K; i++) r[i] = kern_round_bf16(A[i]);
+        A = r, w = m->pack;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, m->trans ? CblasTrans : CblasNoTrans, M, N, K, 1.0f,
+                A, K, w, m->trans ? K : N, accumulate ? 1.0f : 0.0f, C, N);
+}
