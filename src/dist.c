@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "charlm/err.h"
@@ -178,6 +179,31 @@ double dist_window_end(double loss, unsigned *stop, double *clock) {
         if (red[2 + i] > 0) *stop |= 1u << i;
     *clock = red[1];
     return red[0];
+}
+
+void dist_blas_kernels(char **argv) {
+#if CHARLM_HAVE_OPENBLAS && (defined(__x86_64__) || defined(__i386__))
+    /* the cores of OpenBLAS's DYNAMIC_ARCH list whose kernels use neither AVX2 nor AVX-512 */
+    static const char *const older[] = {"Prescott", "Core2", "Penryn", "Dunnington", "Nehalem",
+                                        "Atom", "Sandybridge", "Katmai", "Coppermine",
+                                        "Northwood", "Banias", "Opteron", "Barcelona", "Bobcat"};
+    if (getenv("OPENBLAS_CORETYPE")) return;
+    const char *core = openblas_get_corename(), *want = NULL;
+    int old = 0;
+    for (size_t i = 0; i < sizeof older / sizeof *older; i++)
+        old |= core && !strcasecmp(core, older[i]);
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512bf16")) want = "COOPERLAKE";
+    else if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+        want = "SKYLAKEX";
+    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) want = "HASWELL";
+    if (!old || !want || setenv("OPENBLAS_CORETYPE", want, 1) != 0) return;
+    execv("/proc/self/exe", argv);
+    unsetenv("OPENBLAS_CORETYPE"); /* the exec failed: go on with what OpenBLAS chose */
+#else
+    (void)argv;
+#endif
 }
 
 int dist_blas_threads(const dist_t *d) {

@@ -176,6 +176,7 @@ static void print_version(void) {
 }
 
 int main(int argc, char **argv) {
+    dist_blas_kernels(argv); /* may re-execute this program: before anything else */
     /* a training run takes its stop signals from the first instruction on (MPI_Init included),
      * and so does prepare, which must remove its temporary file; the other commands keep the
      * default actions: they write nothing that a kill would leave half done */

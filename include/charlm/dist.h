@@ -16,6 +16,15 @@ typedef struct {
     int local_size;     /* ranks on this node */
 } dist_t;
 
+/* When OpenBLAS took kernels below what this CPU runs — it names an older core for a CPU it does
+ * not know yet (Debian's 0.3.21 takes its SSE3 "Prescott" kernels on recent Xeons, a third of
+ * the speed) — re-executes this program (/proc/self/exe, argv) with OPENBLAS_CORETYPE set from
+ * the CPU's features: COOPERLAKE with AVX512-BF16, SKYLAKEX with AVX-512, HASWELL with AVX2 and
+ * FMA. Returns without doing anything when OPENBLAS_CORETYPE is set (the user's choice, or the
+ * re-executed process), when OpenBLAS's choice is not an older core, or when the exec fails.
+ * Call it first in main, before any signal handler or MPI: a launcher's rank keeps its pid. */
+void dist_blas_kernels(char **argv);
+
 /* MPI_Init and the rank facts. Errors in MPI calls abort the job (MPI_ERRORS_ARE_FATAL). */
 void dist_init(dist_t *d, int *argc, char ***argv);
 void dist_finalize(void);
