@@ -42,6 +42,11 @@ typedef struct {
  * again (replay_to), and every step pays 1/SNAPSHOT_EVERY of a copy of the parameters and
  * moments. */
 #define SNAPSHOT_EVERY 32
+/* A window's mean loss above this many nats per character is divergence even while finite: the
+ * uniform guess costs ln V (at most 21 nats), a learning model stays within a few times that, and
+ * a loss this large means parameters blown up by the last update (as a non-finite one does, but
+ * without an overflow the float arithmetic may or may not reach) */
+#define DIVERGED_LOSS 1e4
 /* The learning rates of recent steps kept for replay_to: more than the steps a replay can go
  * back over. */
 #define NLRS (2 * SNAPSHOT_EVERY)
@@ -867,8 +872,10 @@ static int diverged(trainer_t *tr, const window_t *w, int bad_window) {
     if ((rc = dist_agree(tr->d, rc))) return rc;
     if (bad_window)
         rc = err_set(CHARLM_EDIVERGED, "training diverged at step %lld: after its update the loss "
-                     "of step %lld is %g, the gradient norm %g; the last good state is in %s",
-                     (long long)bad_step, (long long)bad_step + 1, w->loss, w->gnorm, tr->ckpt);
+                     "of step %lld is %g%s, the gradient norm %g; the last good state is in %s",
+                     (long long)bad_step, (long long)bad_step + 1, w->loss,
+                     isfinite(w->loss) && w->loss > DIVERGED_LOSS ? " nats/char" : "", w->gnorm,
+                     tr->ckpt);
     else
         rc = err_set(CHARLM_EDIVERGED, "training diverged at step %lld: its update made "
                      "parameters or optimizer moments non-finite (loss %g, gradient norm %g); the "
@@ -929,7 +936,8 @@ static int train_window(trainer_t *tr, window_t *w) {
         optim_norms(w->parts, tr->grads, tr->parts, tr->nparts);
     w->gnorm = optim_clip(tr->grads, m->nparams, cfg->clip);
     w->clipped = cfg->clip > 0 && w->gnorm > cfg->clip;
-    if (!isfinite(w->loss) || !isfinite(w->gnorm)) return diverged(tr, w, 1);
+    if (!isfinite(w->loss) || w->loss > DIVERGED_LOSS || !isfinite(w->gnorm))
+        return diverged(tr, w, 1);
     if (!tr->replaying && (!tr->snap.taken || tr->step % SNAPSHOT_EVERY == 0)) take_snapshot(tr);
     tr->clock = clock;
     double lr = timed ? optim_lr_time(&tr->sched, tr->step, clock / cfg->time_limit)

@@ -327,11 +327,13 @@ def test_time(corpus, work):
         with h5py.File(ckpt(run, train[-1]["step"]), "r") as f:
             if not f.attrs["elapsed_s"] >= limit:
                 problem(f"time schedule: elapsed_s {f.attrs['elapsed_s']} < {limit}")
-    # its budget used up, a resume has nothing to train
+    # its budget used up, a resume has nothing to train: one end record, how it ended
     n_lines = len(lines(run))
     p = h.run(base(corpus, run, 0, timed + ["--time-limit", str(limit), "--resume", "auto"]))
+    new = lines(run)[n_lines:]
     if p.returncode != 0 or "nothing to do: the run has used its train.time_limit" not in \
-            p.stderr or len(lines(run)) != n_lines:
+            p.stderr or len(new) != 1 or not new[0].get("summary") or \
+            new[0].get("stop") != "time limit" or new[0].get("exit") != 0:
         problem(f"resuming a run whose time budget is used: exit {p.returncode}, "
                 f"{len(lines(run)) - n_lines} new metrics lines\n{p.stderr}")
     if len(h.problems) == n0:
