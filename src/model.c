@@ -1,6 +1,7 @@
 #include "charlm/model.h"
 
 #include <cblas.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -539,6 +540,13 @@ static void acts_plan(model_acts_t *a, acts_plan_t *p, const model_dims_t *d, in
     a->dc = acts_calloc(p, B * H, sizeof(float));
     const kern_precision_t prec = flags & MODEL_ACTS_BF16 ? KERN_BF16 : KERN_FP32;
     const kern_path_t path = T > 1 || prec == KERN_BF16 ? kern_path_auto(prec) : KERN_BLAS;
+    if ((int64_t)d->G * d->H > INT_MAX) {
+        /* beyond the kernel's int sizes, and beyond any memory: counted as its floats, so that
+         * the memory check refuses it before anything is allocated */
+        CHARLM_CHECK(!p->alloc);
+        p->bytes += 4.0 * d->H * ((double)d->G * d->H);
+        return;
+    }
     p->bytes += kern_mat_bytes(path, prec, B, d->H, d->G * d->H);
     if (p->alloc) kern_mat_alloc(&a->whh, path, prec, B, d->H, d->G * d->H);
 }
