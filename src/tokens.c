@@ -210,8 +210,13 @@ int tokens_create(tokens_writer_t *w, const char *path) {
     w->path = xstrdup(path);
     w->file = h5io_create(path);
     w->room = w->file >= 0 ? open(path, O_WRONLY) : -1;
-    if (w->file >= 0 && w->room < 0)
-        return err_set(CHARLM_EINPUT, "cannot create %s: %s", path, strerror(errno));
+    if (w->file >= 0 && w->room < 0) {
+        int rc = err_set(CHARLM_EINPUT, "cannot create %s: %s", path, strerror(errno));
+        tokens_finish(w, NULL);
+        remove(path);
+        return rc;
+    }
+    if (w->file < 0) tokens_finish(w, NULL); /* frees the path: the writer is closed */
     return w->file >= 0 ? CHARLM_OK : CHARLM_EINPUT;
 }
 
