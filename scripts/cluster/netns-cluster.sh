@@ -24,6 +24,8 @@
 # Environment:
 #   CHARLM_CLUSTER_DIR    state directory (default /tmp/charlm-cluster); shared/ inside it is the
 #                         cluster file system (put run.dir and the corpus there)
+#   CHARLM_CLUSTER_KEEP   more directories below /tmp that every node must see (colon-separated;
+#                         this checkout and the state directory always are)
 #   CHARLM_CLUSTER_NODES  number of nodes (default 2), named node1..nodeN
 #   CHARLM_CLUSTER_NAME   prefix of the namespace names (default charlm), so that several
 #                         clusters can exist at once
@@ -73,16 +75,20 @@ holder() {
 }
 
 # NODE's own setup, run inside its fresh namespaces before it sleeps as their holder: hostname,
-# /etc/hosts, node-local /tmp (with the state directory mounted again at its own path when it
-# lies below /tmp) and /dev/shm
+# /etc/hosts, node-local /tmp and /dev/shm. What every node must see at its own path is mounted
+# again inside the node's /tmp when it lies below /tmp: the state directory (with shared/), this
+# checkout (the launch agent, the binary in its build tree) and CHARLM_CLUSTER_KEEP (more paths,
+# separated by colons)
 node_setup() {
-    local node="$1" local_tmp="$dir/nodes/$1/tmp"
+    local node="$1" local_tmp="$dir/nodes/$1/tmp" keep p
     hostname "$node"
     mount --bind "$dir/hosts" /etc/hosts
-    if [[ "$dir" == /tmp/* ]]; then
-        mkdir -p "$local_tmp/${dir#/tmp/}"
-        mount --bind "$dir" "$local_tmp/${dir#/tmp/}"
-    fi
+    IFS=: read -r -a keep <<<"$dir:$(cd "$here/../.." && pwd):${CHARLM_CLUSTER_KEEP:-}"
+    for p in "${keep[@]}"; do
+        [[ "$p" == /tmp/?* && -d "$p" ]] || continue
+        mkdir -p "$local_tmp/${p#/tmp/}"
+        mount --bind "$p" "$local_tmp/${p#/tmp/}"
+    done
     mount --rbind "$local_tmp" /tmp
     mount -t tmpfs -o size=256m,mode=1777 tmpfs /dev/shm
     ip link set lo up
