@@ -29,6 +29,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import harness as h
@@ -38,6 +39,7 @@ N = 120            # steps of a run
 EVAL = 20          # validations at 20, 40, ... (and at the end)
 EVERY = 25         # periodic checkpoints at 25, 50, ...
 SEED = 20240611    # the injection plan
+RELAY_S = 0.1      # mpiexec relays a signal to its ranks from its event loop, some ms later
 CHAINS = {1: 3, 2: 3}      # chains per rank count
 STOPS = {1: 7, 2: 6}       # injections per chain
 SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGHUP")
@@ -271,6 +273,12 @@ def inject(ch, phase, counts):
             where = "validation" if pre == k and k not in vals and \
                 k not in progress(ch.run_dir)[1] else "window"
     post = progress(ch.run_dir)[0]
+    relayed = []
+    if target == "mpiexec" and phase != "start-up":
+        # the ranks see the signal only once mpiexec has relayed it: the stop may come after
+        # windows that ended meanwhile, so the bound is the progress RELAY_S after the send
+        sampler = threading.Timer(RELAY_S, lambda: relayed.append(progress(ch.run_dir)[0]))
+        sampler.start()
     extra = rnd.random()
     sent = 1
     if extra < 0.35:
@@ -286,6 +294,9 @@ def inject(ch, phase, counts):
             if any(map(os.path.exists, stop_tmps)):
                 counts["repeat in the stop's checkpoint write"] += 1
     code, err = ch.finish()
+    if target == "mpiexec" and phase != "start-up":
+        sampler.join()
+        post = max(post, relayed[0])
     what = f"[{ch.name}] leg {ch.legs}: {sig} x{sent} to {target} ({where}" + \
         (f" after step {pre})" if phase != "start-up" else ")")
     print(f"     {what}: exit {code}")
@@ -315,8 +326,9 @@ def inject(ch, phase, counts):
     s, path = int(m[0][0]), m[0][1]
     if phase == "start-up":
         where = "window"  # it came after the last agreement of start-up
-    # sent after the record of step pre and before that of post + 1: taken at the end of window
-    # pre + 1 at the earliest, post + 2 at the latest (window post + 1 may have ended unrecorded)
+    # sent after the record of step pre and before that of post + 1 (for mpiexec: relayed by
+    # then): taken at the end of window pre + 1 at the earliest, post + 2 at the latest (window
+    # post + 1 may have ended unrecorded)
     if not pre + 1 <= s <= post + 2:
         problem(f"{what}: stopped at step {s}, expected {pre + 1}..{post + 2}")
     want = os.path.join(ch.run_dir, "checkpoints", f"ckpt-{s:08d}.h5")
