@@ -96,8 +96,8 @@ static void lstm_backward_ln(float *dgates, float *dc, float *dln_w, float *dln_
         const float *g = gates + (size_t)b * 4 * H, *go = g + 3 * H;
         const float *ch = chat + (size_t)b * H, *dhb = dh + (size_t)b * H;
         float *dg = dgates + (size_t)b * 4 * H, *dout = dg + 3 * H, *dcb = dc + (size_t)b * H;
-        float m1 = 0, m2 = 0;
         /* d loss / d chat into the i block first */
+        #pragma GCC ivdep
         for (int j = 0; j < H; j++) {
             float o = go[j], tu = cell_tanh(ln_w[j] * ch[j] + ln_b[j]);
             float du = dhb[j] * o * (1.0f - tu * tu);
@@ -105,10 +105,8 @@ static void lstm_backward_ln(float *dgates, float *dc, float *dln_w, float *dln_
             dln_w[j] += du * ch[j];
             dln_b[j] += du;
             dg[j] = du * ln_w[j];
-            m1 += dg[j];
-            m2 += dg[j] * ch[j];
         }
-        m1 /= (float)H, m2 /= (float)H;
+        float m1 = cell_sum(dg, H) / (float)H, m2 = cell_dot_shifted(dg, ch, 0.0f, H) / (float)H;
         #pragma GCC ivdep
         for (int j = 0; j < H; j++) dg[j] = crstd[b] * (dg[j] - m1 - ch[j] * m2) + dcb[j];
         lstm_cell_backward(dg, dcb, dg, g, c_prev + (size_t)b * H, H);

@@ -325,16 +325,13 @@ static void ln_backward(float *d /* (N, G*H) */, float *dgain /* (G*H) */,
         float *dr = d + r * H;
         const float *xh = xhat + r * H, *gr = gain + (r % G) * H;
         float *dg = dgain + (r % G) * H, *db = dbias ? dbias + (r % G) * H : NULL;
-        float m1 = 0, m2 = 0;
+        if (db)
+            for (int j = 0; j < H; j++) db[j] += dr[j];
         for (int j = 0; j < H; j++) {
-            float dx = dr[j] * gr[j];
             dg[j] += dr[j] * xh[j];
-            if (db) db[j] += dr[j];
-            m1 += dx;
-            m2 += dx * xh[j];
-            dr[j] = dx;
+            dr[j] *= gr[j];
         }
-        m1 /= (float)H, m2 /= (float)H;
+        float m1 = cell_sum(dr, H) / (float)H, m2 = cell_dot_shifted(dr, xh, 0.0f, H) / (float)H;
         for (int j = 0; j < H; j++) dr[j] = rstd[r] * (dr[j] - m1 - xh[j] * m2);
     }
 }

@@ -85,15 +85,47 @@ static inline float cell_exp(float x) {
 /* Layer normalisation's epsilon (torch.nn.LayerNorm's default). */
 #define CELL_LN_EPS 1e-5f
 
+/* Sums of H-long rows for layer normalisation, in one fixed order whatever the vector width
+ * or build: lane k of CELL_LANES adds elements k, k + CELL_LANES, ..., the lanes are added in
+ * order, then the tail. Independent lanes let the compiler vectorise without reassociating
+ * (a plain running sum is a chain of dependent adds, a fifth of the LSTM's window time at
+ * H = 512), and the fixed order keeps results equal on every machine. */
+#define CELL_LANES 16
+
+static inline float cell_lanes_total(const float acc[CELL_LANES]) {
+    float s = 0;
+    for (int k = 0; k < CELL_LANES; k++) s += acc[k];
+    return s;
+}
+
+/* Returns sum_j x[j] over n. */
+static inline float cell_sum(const float *x, int n) {
+    float acc[CELL_LANES] = {0};
+    int j = 0;
+    for (; j + CELL_LANES <= n; j += CELL_LANES)
+        for (int k = 0; k < CELL_LANES; k++) acc[k] += x[j + k];
+    float s = cell_lanes_total(acc);
+    for (; j < n; j++) s += x[j];
+    return s;
+}
+
+/* Returns sum_j (x[j] - a) (y[j] - a) over n. */
+static inline float cell_dot_shifted(const float *x, const float *y, float a, int n) {
+    float acc[CELL_LANES] = {0};
+    int j = 0;
+    for (; j + CELL_LANES <= n; j += CELL_LANES)
+        for (int k = 0; k < CELL_LANES; k++) acc[k] += (x[j + k] - a) * (y[j + k] - a);
+    float s = cell_lanes_total(acc);
+    for (; j < n; j++) s += (x[j] - a) * (y[j] - a);
+    return s;
+}
+
 /* The mean of x (H) into *mean; returns 1/sqrt(var + CELL_LN_EPS), var the biased variance:
  * layer normalisation's statistics (src/README.md §3). */
 static inline float cell_ln_stats(const float *x, int H, float *mean) {
-    float m = 0, v = 0;
-    for (int j = 0; j < H; j++) m += x[j];
-    m /= (float)H;
-    for (int j = 0; j < H; j++) v += (x[j] - m) * (x[j] - m);
+    float m = cell_sum(x, H) / (float)H;
     *mean = m;
-    return 1.0f / sqrtf(v / (float)H + CELL_LN_EPS);
+    return 1.0f / sqrtf(cell_dot_shifted(x, x, m, H) / (float)H + CELL_LN_EPS);
 }
 
 static inline float cell_sigmoid(float x) { return 1.0f / (1.0f + cell_exp(-x)); }
