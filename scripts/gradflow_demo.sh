@@ -1,5 +1,5 @@
 #!/bin/sh
-# The gradient-flow figure of the README (doc/gradflow.png): an RNN, an LSTM and a GRU of the same
+# The gradient-flow figure of the README (scripts/gradflow-demo.png): an RNN, an LSTM and a GRU of the same
 # size trained on the same text for the same number of windows, then `charlm gradflow` on the
 # same held-out text, plotted by scripts/plot_gradflow.py.
 #   scripts/gradflow_demo.sh [OUT_DIR]     (default: gradflow-demo)

@@ -103,17 +103,11 @@ class Cluster:
 
     def processes(self, node, exe):
         """{pid: MPI rank or None} of node's processes running the program exe."""
-        exe, found = os.path.realpath(exe), {}
+        found = {}
         for pid in self.pids(node):
-            try:
-                if os.path.realpath(f"/proc/{pid}/exe") != exe:
-                    continue
-                with open(f"/proc/{pid}/environ", "rb") as f:
-                    env = dict(x.split(b"=", 1) for x in f.read().split(b"\0") if b"=" in x)
-            except OSError:
-                continue
-            r = env.get(b"OMPI_COMM_WORLD_RANK", env.get(b"PMI_RANK"))
-            found[pid] = int(r) if r is not None else None
+            env = h.program_env(pid, exe)
+            if env is not None:
+                found[pid] = h.mpi_rank(env)
         return found
 
     def down(self):

@@ -14,6 +14,23 @@ import tempfile
 
 CHARLM = os.environ.get("CHARLM", "build/charlm")
 SKIP = 77  # CTest SKIP_RETURN_CODE
+SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
+
+
+def torch_reference():
+    """Returns (torch, charlm_torch) with PyTorch on one thread and scripts/charlm_torch.py
+    imported, or exits SKIP with one line when PyTorch or h5py (which reads checkpoints) is
+    missing: the PyTorch checks need Debian's python3-torch and python3-h5py."""
+    try:
+        import h5py  # noqa: F401
+        import torch
+    except ImportError as e:
+        print(f"skipped: {e} (needs Debian's python3-torch and python3-h5py, /usr/bin/python3)")
+        sys.exit(SKIP)
+    torch.set_num_threads(1)
+    sys.path.insert(0, SCRIPTS)
+    import charlm_torch
+    return torch, charlm_torch
 
 
 def _split(name):
@@ -38,6 +55,44 @@ def run(args, np=None, timeout=600, check=False, prefix=()):
         sys.stderr.write(p.stdout + p.stderr)
         fail(f"charlm {' '.join(args)} exited {p.returncode}")
     return p
+
+
+def refused(args, code, needle):
+    """Runs charlm with args; returns None when it exited with code and printed exactly one line
+    holding needle on stderr (how every bad input must be refused), else what it did instead."""
+    r = run(args)
+    if r.returncode == code and needle in r.stderr and r.stderr.count("\n") == 1:
+        return None
+    return f"{args}: exit {r.returncode} (expected {code} and one line with {needle!r}), " \
+        f"stderr {r.stderr!r}"
+
+
+def skip_without_slurm():
+    """Exits SKIP with one line when SLURM's commands or daemons (or munge) are not installed."""
+    missing = [p for p in ("sbatch", "squeue", "scancel", "scontrol", "slurmctld", "slurmd",
+                           "munged") if not shutil.which(p) and
+               not os.path.exists(os.path.join("/usr/sbin", p))]
+    if missing:
+        print(f"SLURM not installed (no {', '.join(missing)}): apt-get install slurm-wlm munge")
+        sys.exit(SKIP)
+
+
+def program_env(pid, exe):
+    """The environment of process pid ({bytes: bytes}) when it runs the program exe; None when
+    it runs another or is gone."""
+    try:
+        if os.path.realpath(f"/proc/{pid}/exe") != os.path.realpath(exe):
+            return None
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return dict(x.split(b"=", 1) for x in f.read().split(b"\0") if b"=" in x)
+    except OSError:
+        return None
+
+
+def mpi_rank(env):
+    """The MPI rank in a process environment (Open MPI's or PMI's variable), or None."""
+    r = env.get(b"OMPI_COMM_WORLD_RANK", env.get(b"PMI_RANK"))
+    return int(r) if r is not None else None
 
 
 def metrics(run_dir):

@@ -107,9 +107,9 @@ def main():
                          (["--dynamic", "--dynamic-decay", "2"], "--dynamic-decay 2"),
                          (["--dynamic", "--dynamic-seq", "0"], "--dynamic-seq 0"),
                          (["--per-window"], "--per-window needs --dynamic")):
-        r = h.run(["eval", ckpt, text] + args)
-        if r.returncode != 2 or needle not in r.stderr or r.stderr.count("\n") != 1:
-            bad.append(f"{args}: exit {r.returncode}, stderr {r.stderr!r}")
+        msg = h.refused(["eval", ckpt, text] + args, 2, needle)
+        if msg:
+            bad.append(msg)
 
     if bad:
         h.fail("\n".join(bad))

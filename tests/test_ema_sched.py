@@ -41,7 +41,6 @@ import json
 import math
 import os
 import re
-import shutil
 import subprocess
 
 import harness as h

@@ -23,21 +23,10 @@ import sys
 
 import harness as h
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-SCRIPTS = os.path.join(os.path.dirname(HERE), "scripts")
 LAYERS, HIDDEN, EMBED, SEQ, K = 2, 12, 8, 8, 20
 TOL = 1e-3
 
-try:
-    import h5py  # noqa: F401  (charlm_torch reads checkpoints with it)
-    import torch
-except ImportError as e:
-    print(f"skipped: {e} (needs Debian's python3-torch and python3-h5py, /usr/bin/python3)")
-    sys.exit(h.SKIP)
-sys.path.insert(0, SCRIPTS)
-import charlm_torch as ct  # noqa: E402
-
-torch.set_num_threads(1)
+torch, ct = h.torch_reference()
 
 
 def train(w, corpus, cell, steps=30, lr="0.01"):
@@ -194,9 +183,9 @@ def main():
          1, "x.json"),
     ]
     for name, args, code, needle in cases:
-        r = h.run(["gradflow"] + args)
-        if r.returncode != code or needle not in r.stderr or r.stderr.count("\n") != 1:
-            bad.append(f"{name}: exit {r.returncode} (expected {code}), stderr {r.stderr!r}")
+        msg = h.refused(["gradflow"] + args, code, needle)
+        if msg:
+            bad.append(f"{name}: {msg}")
     r = h.run(["gradflow", ckpt, "--corpus", strange, "--unknown", "skip", "--max-lag", "12"])
     if r.returncode != 0:
         bad.append(f"--unknown skip: exit {r.returncode}: {r.stderr!r}")
@@ -207,7 +196,7 @@ def main():
     except ImportError:
         print("plot_gradflow.py not run: no matplotlib")
     else:
-        plot = [sys.executable, os.path.join(SCRIPTS, "plot_gradflow.py")]
+        plot = [sys.executable, os.path.join(h.SCRIPTS, "plot_gradflow.py")]
         png = os.path.join(w, "flow.png")
         r = subprocess.run(plot + [os.path.join(w, f"{c}.json") for c in ("rnn", "lstm", "gru")] +
                            ["-o", png, "--relative"], capture_output=True, text=True)

@@ -94,7 +94,7 @@ def run_installed(prefix, hide, work):
             not lines[3].startswith("BLAS: ") or \
             ("OpenBLAS" in lines[3] and not re.search(r", kernels \S+$", lines[3])):
         problem(f"charlm --version: exit {v.returncode}:\n{v.stdout}{v.stderr}")
-    th = re.search(r'^\.TH CHARLM 1 \S+ "charlm (\S+)"', read("doc", "charlm.1"), re.M)
+    th = re.search(r'^\.TH CHARLM 1 \S+ "charlm (\S+)"', read("src", "charlm.1"), re.M)
     if lines and (not th or lines[0] != f"charlm {th.group(1)}"):
         problem(f"the man page's .TH names version {th and th.group(1)}, the binary {lines[0]}")
     cfg = os.path.join(share, "configs", "tinyshakespeare.ini")

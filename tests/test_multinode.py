@@ -50,6 +50,17 @@ def lines(run_dir):
             [(m["step"], m["val_loss"]) for m in val])
 
 
+def same(what, got, ref):
+    """True when got's (train, validation) lines equal ref's; else records a problem naming what,
+    the line counts and the first differences."""
+    if got == ref:
+        return True
+    diff = [(x, y) for x, y in zip(got[0] + got[1], ref[0] + ref[1]) if x != y][:3]
+    h.problem(f"{what}: {len(got[0])}/{len(got[1])} lines vs {len(ref[0])}/{len(ref[1])}, "
+              f"first differences {diff}")
+    return False
+
+
 def placement(out):
     """{node: ranks} from mpirun --display-map."""
     return {n: int(k) for n, k in re.findall(r"Data for node: (\S+)\s+Num slots: \d+\s+Max "
@@ -139,11 +150,10 @@ def main():
             if where != {"node1": np_ // 2, "node2": np_ // 2}:
                 h.problem(f"-np {np_}: ranks placed {where}, expected half on each node")
             a, b = lines(ref), lines(run_dir)
-            if a != b or len(a[0]) != 24 or len(a[1]) != 2:
-                diff = [(x, y) for x, y in zip(a[0] + a[1], b[0] + b[1]) if x != y][:3]
-                h.problem(f"-np {np_}: across nodes vs one host: {len(b[0])}/{len(b[1])} vs "
-                          f"{len(a[0])}/{len(a[1])} lines, first differences {diff}")
-            else:
+            if (len(a[0]), len(a[1])) != (24, 2):
+                h.problem(f"-np {np_}: the single-host run wrote {len(a[0])} train lines and "
+                          f"{len(a[1])} validations, expected 24 and 2")
+            elif same(f"-np {np_}: across nodes vs one host", b, a):
                 print(f"-np {np_} across nodes ({where}): 24 train lines and 2 validations equal "
                       f"to the single-host run bit for bit (final val {b[1][-1][1]})")
 
@@ -164,11 +174,7 @@ def main():
         if p.returncode != 0 or f"resuming from {ck}" not in p.stderr:
             h.fail(f"resume with rank 0 on node2 exited {p.returncode}:\n{p.stdout}{p.stderr}")
         got = lines(run_dir)
-        if got != ref:
-            diff = [(x, y) for x, y in zip(got[0] + got[1], ref[0] + ref[1]) if x != y][:3]
-            h.problem(f"resumed on node2,node1: {len(got[0])}/{len(got[1])} lines vs "
-                      f"{len(ref[0])}/{len(ref[1])}, first differences {diff}")
-        else:
+        if same("resumed on node2,node1", got, ref):
             print(f"resumed with rank 0 on node2 from step {stopped}: {len(got[0])} train lines "
                   f"and {len(got[1])} validations equal to the uninterrupted run")
         if not os.path.exists(ck):

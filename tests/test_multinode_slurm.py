@@ -11,7 +11,6 @@ run on node1 and node2.
 Skipped (77), saying why, without root, network namespaces, SLURM or munge."""
 import os
 import re
-import shutil
 import sys
 import time
 
@@ -25,12 +24,7 @@ SMALLER = ["--set", "model.hidden=64", "--set", "train.batch=4"]  # than test_sl
 
 def main():
     c.skip_unless_possible()
-    missing = [p for p in ("sbatch", "squeue", "scancel", "scontrol", "slurmctld", "slurmd",
-                           "munged") if not shutil.which(p) and
-               not os.path.exists(os.path.join("/usr/sbin", p))]
-    if missing:
-        print(f"SLURM not installed (no {', '.join(missing)}): apt-get install slurm-wlm munge")
-        sys.exit(h.SKIP)
+    h.skip_without_slurm()
     os.environ.setdefault("MPIEXEC", "mpiexec")
     os.environ.setdefault("MPIEXEC_NUMPROC_FLAG", "-n")
     os.environ["OPENBLAS_NUM_THREADS"] = "1"

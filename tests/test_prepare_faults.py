@@ -12,7 +12,6 @@ import hashlib
 import os
 import random
 import resource
-import shutil
 import signal
 import subprocess
 import sys

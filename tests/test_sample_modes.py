@@ -12,9 +12,7 @@ import fcntl
 import itertools
 import json
 import os
-import pty
 import select
-import signal
 import subprocess
 import termios
 

@@ -56,22 +56,14 @@ def children():
 def ranks(launcher_pid):
     """{MPI rank: pid} of the charlm processes below launcher_pid (children, or grandchildren
     through an Open MPI daemon), the rank read from OMPI_COMM_WORLD_RANK / PMI_RANK."""
-    exe = os.path.realpath(h.CHARLM)
     kids, found, todo = children(), {}, [launcher_pid]
     while todo:
         pid = todo.pop()
         for k in kids.get(pid, []):
             todo.append(k)
-            try:
-                if os.path.realpath(f"/proc/{k}/exe") != exe:
-                    continue
-                with open(f"/proc/{k}/environ", "rb") as f:
-                    env = dict(x.split(b"=", 1) for x in f.read().split(b"\0") if b"=" in x)
-            except OSError:
-                continue
-            r = env.get(b"OMPI_COMM_WORLD_RANK", env.get(b"PMI_RANK"))
-            if r is not None:
-                found[int(r)] = k
+            env = h.program_env(k, h.CHARLM)
+            if env is not None and h.mpi_rank(env) is not None:
+                found[h.mpi_rank(env)] = k
     return found
 
 

@@ -18,7 +18,6 @@ import json
 import os
 import random
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -224,12 +223,7 @@ def diagnostics(tmp, state):
 
 
 def main():
-    missing = [p for p in ("sbatch", "squeue", "scancel", "scontrol", "slurmctld", "slurmd",
-                           "munged") if not shutil.which(p) and
-               not os.path.exists(os.path.join("/usr/sbin", p))]
-    if missing:
-        print(f"SLURM not installed (no {', '.join(missing)}): apt-get install slurm-wlm munge")
-        sys.exit(h.SKIP)
+    h.skip_without_slurm()
     if os.geteuid() != 0:
         print("not root: the local one-node SLURM cluster runs its daemons as root")
         sys.exit(h.SKIP)

@@ -30,8 +30,6 @@ import sys
 
 import harness as h
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-SCRIPTS = os.path.join(os.path.dirname(HERE), "scripts")
 DUMP_GRADS = os.environ.get("CHARLM_DUMP_GRADS", "build/tests/dump_grads")
 
 TOL_LOSS = 1e-5   # relative, eval loss and window loss
@@ -47,17 +45,9 @@ CASES = [  # name, cell, extra training arguments
 ]
 WIN_B, WIN_T = 3, 48  # the gradient window
 
-try:
-    import h5py
-    import torch
-    import torch.nn.functional as F
-except ImportError as e:
-    print(f"skipped: {e} (needs Debian's python3-torch and python3-h5py, /usr/bin/python3)")
-    sys.exit(h.SKIP)
-sys.path.insert(0, SCRIPTS)
-import charlm_torch as ct  # noqa: E402
-
-torch.set_num_threads(1)
+torch, ct = h.torch_reference()
+import h5py  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 
 def train(w, corpus, name, cell, extra):
@@ -228,7 +218,7 @@ def main():
 
         # export_torch.py: the file loads into the same module and gives the same loss
         pt = os.path.join(w, f"model-{name}.pt")
-        p = subprocess.run([sys.executable, os.path.join(SCRIPTS, "export_torch.py"), ckpt, pt],
+        p = subprocess.run([sys.executable, os.path.join(h.SCRIPTS, "export_torch.py"), ckpt, pt],
                            capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
         if p.returncode != 0:
             bad.append(f"{name}: export_torch.py exited {p.returncode}: {p.stderr}")

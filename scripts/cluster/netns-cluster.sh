@@ -45,6 +45,8 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 self="$here/$(basename "${BASH_SOURCE[0]}")"
+# shellcheck source=scripts/slurm/conf-common.sh
+. "$here/../slurm/conf-common.sh"
 dir="${CHARLM_CLUSTER_DIR:-/tmp/charlm-cluster}"
 nodes="${CHARLM_CLUSTER_NODES:-2}"
 name="${CHARLM_CLUSTER_NAME:-charlm}"
@@ -202,35 +204,13 @@ slurm_conf() {
 # Throw-away cluster of $nodes emulated nodes written by scripts/cluster/netns-cluster.sh
 ClusterName=charlm-netns
 SlurmctldHost=node1($net.1)
-AuthType=auth/munge
-CredType=cred/munge
-AuthInfo=socket=/tmp/munge/munge.socket,cred_expire=5
-SlurmUser=root
-SlurmdUser=root
+$(slurm_conf_common /tmp/munge/munge.socket)
 StateSaveLocation=$dir/slurm/state
 SlurmdSpoolDir=/tmp/slurmd-spool
 SlurmctldPidFile=$dir/slurm/slurmctld.pid
 SlurmdPidFile=/tmp/slurmd.pid
 SlurmctldLogFile=$dir/slurm/log/slurmctld.log
 SlurmdLogFile=$dir/slurm/log/slurmd-%n.log
-MailProg=/bin/true
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/affinity
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-SwitchType=switch/none
-MpiDefault=none
-SlurmdParameters=config_overrides
-FirstJobId=$(($(date +%s) % 60000 * 1000 + 1))
-SchedulerType=sched/backfill
-SchedulerParameters=sched_interval=2,bf_interval=2
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-JobRequeue=1
-MinJobAge=5
-KillWait=5
-InactiveLimit=0
-ReturnToService=2
 PartitionName=debug Nodes=node[1-$nodes] Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 EOF
     local k

@@ -22,6 +22,8 @@
 # one does nothing. The daemons bind to 127.0.0.1 only (CommunicationParameters=NoCtldInAddrAny,
 # NoInAddrAny with SlurmctldHost=localhost, NodeAddr=127.0.0.1).
 set -euo pipefail
+# shellcheck source=scripts/slurm/conf-common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/conf-common.sh"
 
 dir="${CHARLM_SLURM_DIR:-/tmp/charlm-slurm}"
 port="${CHARLM_SLURM_PORT:-6817}"
@@ -100,14 +102,7 @@ SlurmctldHost=localhost
 SlurmctldPort=$port
 SlurmdPort=$((port + 1))
 CommunicationParameters=NoCtldInAddrAny,NoInAddrAny
-AuthType=auth/munge
-CredType=cred/munge
-# cred_expire: a requeued job waits this long before it can start again (default 120 s,
-# minimum 5); it is also the lifetime of a job step's launch credential
-AuthInfo=socket=$socket,cred_expire=5
-
-SlurmUser=root
-SlurmdUser=root
+$(slurm_conf_common "$socket")
 StateSaveLocation=$dir/state
 SlurmdSpoolDir=$dir/spool/%n
 SlurmctldPidFile=$dir/slurmctld.pid
@@ -116,38 +111,13 @@ SlurmctldLogFile=$dir/log/slurmctld.log
 SlurmdLogFile=$dir/log/slurmd.log
 SlurmctldDebug=info
 SlurmdDebug=info
-MailProg=/bin/true
-
-# no cgroups, no accounting database
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/affinity
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-SwitchType=switch/none
-MpiDefault=none
-SlurmdParameters=config_overrides
-# job ids unique across clusters started here: PMIx keys per-step files by job id, and a new
-# cluster's job 1 must not meet what an earlier one's left behind
-FirstJobId=$(( $(date +%s) % 60000 * 1000 + 1 ))
-
-SchedulerType=sched/backfill
-SchedulerParameters=sched_interval=2,bf_interval=2
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-
-# jobs may be requeued (scontrol requeue, preemption); finished jobs leave squeue quickly.
-# A job of partition urgent preempts (requeues) a job of $partition after a grace time of 30 s
-# that starts with the job's own --signal (charlm.sbatch: USR1 to the batch script: checkpoint).
-JobRequeue=1
+# a job of partition urgent preempts (requeues) a job of $partition after a grace time of 30 s
+# that starts with the job's own --signal (charlm.sbatch: USR1 to the batch script: checkpoint)
 PreemptType=preempt/partition_prio
 PreemptMode=REQUEUE
 SlurmctldParameters=preempt_send_user_signal
-MinJobAge=5
-KillWait=5
-InactiveLimit=0
 SlurmctldTimeout=30
 SlurmdTimeout=60
-ReturnToService=2
 
 NodeName=$node NodeHostname=localhost NodeAddr=127.0.0.1 $topo RealMemory=$mem State=UNKNOWN
 PartitionName=$partition Nodes=$node Default=YES MaxTime=INFINITE State=UP PriorityTier=1 OverSubscribe=NO GraceTime=30
