@@ -5,14 +5,19 @@ Several runs go on one figure, one colour each, labelled by the run directory's 
 
 Usage:
     /usr/bin/python3 scripts/plot_metrics.py RUN_DIR [RUN_DIR...] [-o OUT.png]
-                                             [--x step|time] [--title TEXT] [--dpi N]
+                                             [--x step|time] [--val-only] [--label NAME ...]
+                                             [--title TEXT] [--dpi N]
 
-RUN_DIR is a run directory (run.dir of `charlm train`) or a metrics.jsonl file. The figure goes
-to OUT.png; by default to RUN_DIR/metrics.png for one run, ./metrics.png for several.
---x time plots against the elapsed training time (minutes) instead of the step.
+RUN_DIR is a run directory (run.dir of `charlm train`) or a metrics.jsonl file, or the --curve
+file of scripts/torch_ref.py's quality mode (validations only: {"seconds", "step", "val_loss"}).
+The figure goes to OUT.png; by default to RUN_DIR/metrics.png for one run, ./metrics.png for
+several. --x time plots against the run's wall time (minutes) instead of the step: a validation
+at its own elapsed_s (seconds for a torch_ref curve), else at its step's training line.
+--val-only draws the validation curves alone; --label names the runs in the legend (one per
+RUN_DIR, in order; default the directory names).
 
 metrics.jsonl: one JSON object per line; training lines carry step, train_loss and chars_per_s
-(and elapsed_s), validation lines step and val_loss; the end-of-run summary ("summary": true)
+(and elapsed_s), validation lines step and val_loss (and elapsed_s); the end-of-run summary ("summary": true)
 is left out. When a run was resumed from an older checkpoint its redone steps appear twice: the
 later line wins. A line that does not parse (a run still writing) is skipped.
 
@@ -26,8 +31,8 @@ import sys
 
 def read_metrics(path):
     """(train, val, skipped) of a metrics.jsonl: train a list of (step, train_loss, chars_per_s,
-    elapsed_s), val a list of (step, val_loss), both sorted by step, the later line winning for
-    a repeated step; skipped = lines that did not parse."""
+    elapsed_s), val a list of (step, val_loss, elapsed_s or nan), both sorted by step, the later
+    line winning for a repeated step; skipped = lines that did not parse."""
     train, val, skipped = {}, {}, 0
     with open(path, encoding="utf-8") as f:
         for line in f:
@@ -42,7 +47,8 @@ def read_metrics(path):
                 continue
             step = m["step"]
             if "val_loss" in m:
-                val[step] = (step, m["val_loss"])
+                val[step] = (step, m["val_loss"],
+                              m.get("elapsed_s", m.get("seconds", math.nan)))
             elif "train_loss" in m:
                 train[step] = (step, m["train_loss"], m.get("chars_per_s", math.nan),
                                m.get("elapsed_s", math.nan))
@@ -80,6 +86,8 @@ def main(argv=None):
                     "./metrics.png for several runs)")
     ap.add_argument("--x", choices=("step", "time"), default="step",
                     help="x axis: training step (default) or elapsed minutes")
+    ap.add_argument("--val-only", action="store_true", help="only the validation curves")
+    ap.add_argument("--label", action="append", help="a run's name in the legend (repeat)")
     ap.add_argument("--title", help="figure title")
     ap.add_argument("--dpi", type=int, default=120)
     a = ap.parse_args(argv)
@@ -92,8 +100,11 @@ def main(argv=None):
                          "/usr/bin/python3)\n")
         return 1
 
+    if a.label and len(a.label) != len(a.runs):
+        sys.stderr.write(f"plot_metrics.py: {len(a.label)} --label for {len(a.runs)} runs\n")
+        return 2
     runs = []
-    for arg, name in zip(a.runs, labels(a.runs)):
+    for arg, name in zip(a.runs, a.label or labels(a.runs)):
         path = metrics_path(arg)
         try:
             train, val, skipped = read_metrics(path)
@@ -108,8 +119,12 @@ def main(argv=None):
             return 1
         runs.append((name, train, val))
 
-    fig, (ax_loss, ax_speed) = plt.subplots(2, 1, sharex=True, figsize=(9, 7),
-                                            gridspec_kw={"height_ratios": [2.2, 1]})
+    if a.val_only:
+        fig, ax_loss = plt.subplots(figsize=(9, 5))
+        ax_speed = ax_loss  # the x label goes on the one panel
+    else:
+        fig, (ax_loss, ax_speed) = plt.subplots(2, 1, sharex=True, figsize=(9, 7),
+                                                gridspec_kw={"height_ratios": [2.2, 1]})
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (name, train, val) in enumerate(runs):
         color = colors[i % len(colors)]
@@ -117,25 +132,26 @@ def main(argv=None):
         t_min = [r[3] / 60.0 for r in train]
         if a.x == "time":
             tx = t_min
-            vx = [interp(s, t_step, t_min) for s, _ in val]
+            vx = [e / 60.0 if math.isfinite(e) else interp(s, t_step, t_min) for s, _, e in val]
         else:
-            tx, vx = t_step, [s for s, _ in val]
-        if train:
+            tx, vx = t_step, [s for s, _, _ in val]
+        if train and not a.val_only:
             ax_loss.plot(tx, [r[1] for r in train], color=color, lw=1.0, alpha=0.8,
                          label=f"{name} train")
             ax_speed.plot(tx, [r[2] for r in train], color=color, lw=1.0, label=name)
         if val:
-            ax_loss.plot(vx, [v for _, v in val], color=color, lw=2.0, ls="--", marker="o",
+            ax_loss.plot(vx, [v for _, v, _ in val], color=color, lw=2.0, ls="--", marker="o",
                          ms=4, label=f"{name} validation")
     ax_loss.set_ylabel("loss (nats/char)")
     ax_loss.grid(True, alpha=0.3)
     ax_loss.legend(fontsize="small")
-    ax_speed.set_ylabel("chars/s")
-    ax_speed.set_xlabel("elapsed training time (min)" if a.x == "time" else "step")
-    ax_speed.grid(True, alpha=0.3)
-    ax_speed.set_ylim(bottom=0)
-    if len(runs) > 1:
-        ax_speed.legend(fontsize="small")
+    ax_speed.set_xlabel("wall time of the run (min)" if a.x == "time" else "step")
+    if not a.val_only:
+        ax_speed.set_ylabel("chars/s")
+        ax_speed.grid(True, alpha=0.3)
+        ax_speed.set_ylim(bottom=0)
+        if len(runs) > 1:
+            ax_speed.legend(fontsize="small")
     fig.suptitle(a.title or "charlm: " + ", ".join(name for name, _, _ in runs))
     fig.tight_layout()
 

@@ -264,7 +264,7 @@ void log_train(log_t *lg, const log_train_t *m) {
 }
 
 
-void log_val(log_t *lg, int64_t step, double val_loss) {
+void log_val(log_t *lg, int64_t step, double val_loss, double elapsed_s) {
     double bpc = val_loss / LN2;
     end_live(lg);
     if (!lg->err_dead) {
@@ -276,6 +276,7 @@ void log_val(log_t *lg, int64_t step, double val_loss) {
     rec_add(&r, "{\"step\":%" PRId64, step);
     rec_num(&r, "val_loss", val_loss);
     rec_num(&r, "val_bpc", bpc);
+    rec_num(&r, "elapsed_s", elapsed_s);
     metrics_write(lg, &r, step);
 }
 

@@ -176,11 +176,14 @@ static void print_version(void) {
 }
 
 int main(int argc, char **argv) {
+    /* a training run takes its stop signals from the first instruction on (the re-execution
+     * and MPI_Init included), and so does prepare, which must remove its temporary file; the
+     * other commands keep the default actions: they write nothing that a kill would leave half
+     * done */
+    int stops = argc > 1 && (!strcmp(argv[1], "train") || !strcmp(argv[1], "prepare"));
+    if (stops) signals_hold();
     dist_blas_kernels(argv); /* may re-execute this program: before anything else */
-    /* a training run takes its stop signals from the first instruction on (MPI_Init included),
-     * and so does prepare, which must remove its temporary file; the other commands keep the
-     * default actions: they write nothing that a kill would leave half done */
-    if (argc > 1 && (!strcmp(argv[1], "train") || !strcmp(argv[1], "prepare"))) signals_install();
+    if (stops) signals_install();
     dist_t d;
     dist_init(&d, &argc, &argv);
     h5io_quiet(); /* our messages name the file and dataset instead */

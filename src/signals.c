@@ -26,18 +26,32 @@ static void on_stop(int sig) {
     }
 }
 
+static void stop_mask(sigset_t *set) {
+    sigemptyset(set);
+    for (size_t i = 0; i < sizeof stop_signals / sizeof *stop_signals; i++)
+        sigaddset(set, stop_signals[i]);
+}
+
+void signals_hold(void) {
+    sigset_t set;
+    stop_mask(&set);
+    CHARLM_CHECK(sigprocmask(SIG_BLOCK, &set, NULL) == 0);
+}
+
 static void install(int flags) {
     /* the mask keeps the handler from interrupting itself with another stop signal */
     struct sigaction sa = {.sa_handler = on_stop, .sa_flags = flags};
-    sigemptyset(&sa.sa_mask);
-    for (size_t i = 0; i < sizeof stop_signals / sizeof *stop_signals; i++)
-        sigaddset(&sa.sa_mask, stop_signals[i]);
+    stop_mask(&sa.sa_mask);
     for (size_t i = 0; i < sizeof stop_signals / sizeof *stop_signals; i++)
         CHARLM_CHECK(sigaction(stop_signals[i], &sa, NULL) == 0);
     struct sigaction ign = {.sa_handler = SIG_IGN};
     sigemptyset(&ign.sa_mask);
     CHARLM_CHECK(sigaction(SIGPIPE, &ign, NULL) == 0);
     CHARLM_CHECK(sigaction(SIGXFSZ, &ign, NULL) == 0);
+    /* what signals_hold kept pending (across a re-execution too) reaches on_stop now */
+    sigset_t set;
+    stop_mask(&set);
+    CHARLM_CHECK(sigprocmask(SIG_UNBLOCK, &set, NULL) == 0);
 }
 
 /* SA_RESTART: a signal must not fail a read or write in progress (the corpus, a checkpoint) with

@@ -1061,7 +1061,7 @@ static void maybe_eval(trainer_t *tr, window_t *w) {
     tr->t_log += t; /* chars/s counts training windows only */
     tr->tm.eval += t;
     if (tr->d->rank != 0) return;
-    log_val(&tr->log, tr->step, tr->last_val);
+    log_val(&tr->log, tr->step, tr->last_val, run_seconds(tr));
     if (cfg->sample_every && tr->step % cfg->sample_every == 0) print_sample(tr);
     double row[2] = {(double)tr->step, tr->last_val};
     hist_push(&tr->val_hist, &tr->n_val, &tr->cap_val, 2, row);

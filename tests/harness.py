@@ -8,6 +8,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -93,6 +94,19 @@ def mpi_rank(env):
     """The MPI rank in a process environment (Open MPI's or PMI's variable), or None."""
     r = env.get(b"OMPI_COMM_WORLD_RANK", env.get(b"PMI_RANK"))
     return int(r) if r is not None else None
+
+
+def takes_stop_signals(pid):
+    """Whether process pid blocks or catches SIGTERM (its SigBlk and SigCgt masks in /proc):
+    charlm train and prepare do from the first instruction of their main on, before which the
+    dynamic loader runs and a signal takes its default action whatever the program does."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            masks = [int(line.split()[1], 16) for line in f
+                     if line.startswith(("SigBlk:", "SigCgt:"))]
+    except (OSError, ValueError):
+        return False
+    return any(m >> (signal.SIGTERM - 1) & 1 for m in masks)
 
 
 def metrics(run_dir):

@@ -391,7 +391,8 @@ def same_metrics(ref_run, run_dir, steps):
     (t0, v0), (t1, v1) = h.metrics(ref_run), h.metrics(run_dir)
     return [t["step"] for t in t1] == list(range(1, steps + 1)) and \
         all(a["train_loss"] == b["train_loss"] and a["grad_norm"] == b["grad_norm"]
-            for a, b in zip(t0, t1)) and v0[-1] == v1[-1]
+            for a, b in zip(t0, t1)) and \
+        (v0[-1]["step"], v0[-1]["val_loss"]) == (v1[-1]["step"], v1[-1]["val_loss"])
 
 
 def truncate(path):

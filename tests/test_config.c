@@ -524,7 +524,7 @@ static void test_log(void) {
     m.total_steps = 0;
     log_train(&lg, &m);
     log_msg(&lg, "checkpoint %s", "ckpt-121.h5");
-    log_val(&lg, 200, 1.8123);
+    log_val(&lg, 200, 1.8123, 12.5);
     log_close(&lg);
     snprintf(cmd, sizeof cmd, "%s/metrics.jsonl", tmpdir);
     char *s = slurp(cmd);
@@ -537,7 +537,8 @@ static void test_log(void) {
         EXPECT_MSG(contains(s, "{\"step\":121,\"epoch\":0,\"train_loss\":null,\"lr\":0.002,"
                                "\"grad_norm\":null,"),
                    "%s", s);
-        EXPECT_MSG(contains(s, "{\"step\":200,\"val_loss\":1.8123,\"val_bpc\":2.61459622}\n"),
+        EXPECT_MSG(contains(s, "{\"step\":200,\"val_loss\":1.8123,\"val_bpc\":2.61459622,"
+                               "\"elapsed_s\":12.5}\n"),
                    "%s", s);
         free(s);
     }

@@ -146,7 +146,7 @@ def mid_run(corpus, work, cell):
     (t0, v0), (t1, v1) = h.metrics(full), h.metrics(run_dir)
     key = [(t["step"], t["train_loss"], t["grad_norm"]) for t in t0]
     if p.returncode != 0 or key != [(t["step"], t["train_loss"], t["grad_norm"]) for t in t1] \
-            or v0[-1] != v1[-1]:
+            or (v0[-1]["step"], v0[-1]["val_loss"]) != (v1[-1]["step"], v1[-1]["val_loss"]):
         problem(f"[{what}] resumed again at lr 0.5 (exit {p.returncode}), the run differs from an "
                 f"uninterrupted one:\n{t0}\n{t1}\n{p.stderr}")
     if len(problems) == n0:

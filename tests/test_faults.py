@@ -108,18 +108,6 @@ def snapshot(run_dir):
     return snap
 
 
-def handler_installed(pid):
-    """Whether process pid catches SIGTERM (its SigCgt mask in /proc)."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("SigCgt:"):
-                    return int(line.split()[1], 16) >> (signal.SIGTERM - 1) & 1
-    except OSError:
-        pass
-    return False
-
-
 def wait_until(cond, proc, timeout=60.0, poll=0.001):
     """Polls cond() until true; False when proc ended or time ran out first."""
     t_end = time.time() + timeout
@@ -182,13 +170,13 @@ class Chain:
         self.pids = {}
 
     def find_ranks(self):
-        """{rank: pid} once every rank has its handlers installed; {} when the leg ended."""
+        """{rank: pid} once every rank takes its stop signals; {} when the leg ended."""
         def found():
             if self.np == 1:
                 self.pids = {0: self.proc.pid}
             elif len(self.pids) < self.np:
                 self.pids = ranks(self.proc.pid)
-            return len(self.pids) == self.np and all(map(handler_installed, self.pids.values()))
+            return len(self.pids) == self.np and all(map(h.takes_stop_signals, self.pids.values()))
         return self.pids if wait_until(found, self.proc, poll=0.002) else {}
 
     def finish(self):

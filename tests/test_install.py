@@ -57,10 +57,12 @@ def installed_files(prefix):
     for w in ("bin/charlm", "share/charlm/slurm/charlm.sbatch"):
         if not os.access(os.path.join(prefix, w), os.X_OK):
             problem(f"not executable: {w}")
-    ini = open(os.path.join(share, "configs", "tinyshakespeare.ini")).read()
     text = os.path.join(share, "data", "tinyshakespeare.txt")
-    if f"corpus = {text}\n" not in ini:
-        problem(f"the installed tinyshakespeare.ini does not name {text}")
+    for name in ("tinyshakespeare", "tinyshakespeare-10min", "tinyshakespeare-30min"):
+        path = os.path.join(share, "configs", name + ".ini")
+        ini = open(path).read() if os.path.isfile(path) else ""
+        if f"corpus = {text}\n" not in ini:
+            problem(f"the installed {name}.ini is missing or does not name {text}")
 
 
 def names_no_tree(prefix):
@@ -105,6 +107,15 @@ def run_installed(prefix, hide, work):
     best = os.path.join(work, "run", "checkpoints", "best.h5")
     if t.returncode != 0 or not os.path.exists(best):
         h.fail(f"installed charlm train: exit {t.returncode}:\n{t.stdout}{t.stderr}")
+    # the time-budget recipes load and train as installed (their keys are valid, their text is
+    # found): two steps of a small model each
+    for name in ("tinyshakespeare-10min", "tinyshakespeare-30min"):
+        r = run(["train", "--config", os.path.join(share, "configs", name + ".ini"), "--set",
+                 "model.hidden=32", "--set", "train.batch=2", "--set", "train.steps=2", "--set",
+                 "train.time_limit=0", "--set", "optim.schedule_over=steps", "--set",
+                 "data.val_frac=0.01", "--run-dir", "run-" + name])
+        if r.returncode != 0 or "2 steps" not in r.stderr:
+            problem(f"installed {name}.ini: exit {r.returncode}:\n{r.stderr}")
     s = run(["sample", "run/checkpoints/best.h5", "--prime", "ROMEO:", "--length", "40"])
     if s.returncode != 0 or not s.stdout.startswith("ROMEO:"):
         problem(f"installed charlm sample: exit {s.returncode}:\n{s.stdout}{s.stderr}")

@@ -10,7 +10,7 @@ import sys
 
 import harness as h
 
-SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
+SCRIPTS = h.SCRIPTS
 PLOT = os.path.join(SCRIPTS, "plot_metrics.py")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -97,6 +97,28 @@ def main():
     if p.returncode != 0:
         bad.append(f"--x time: exit {p.returncode}: {p.stderr}")
     check_png(out, "--x time", bad)
+
+    # a validation's own wall time: elapsed_s of charlm's line, seconds of a torch_ref curve
+    curve = os.path.join(w, "torch-curve.jsonl")
+    with open(curve, "w") as f:
+        f.write("".join(json.dumps({"seconds": 30.0 * k, "step": 40 * k, "val_loss": 3.0 / k,
+                                    "lr": 0.002}) + "\n" for k in (1, 2, 3)))
+    with open(os.path.join(b, "metrics.jsonl"), "a") as f:
+        f.write('\n{"step": 320, "val_loss": 1.3, "val_bpc": 1.9, "elapsed_s": 77.5}\n')
+    tv, cv = plot_metrics.read_metrics(curve), plot_metrics.read_metrics(
+        os.path.join(b, "metrics.jsonl"))
+    if tv[1] != [(40, 3.0, 30.0), (80, 1.5, 60.0), (120, 1.0, 90.0)] or tv[0] or \
+            cv[1][-1] != (320, 1.3, 77.5) or not math.isnan(cv[1][0][2]):
+        bad.append(f"read_metrics: validation times {tv[1]}, {cv[1][-1]}, {cv[1][0]}")
+    out = os.path.join(w, "curves.png")
+    p = plot(b, curve, "--x", "time", "--val-only", "--label", "charlm", "--label", "torch",
+             "-o", out)
+    if p.returncode != 0:
+        bad.append(f"--val-only with a torch_ref curve: exit {p.returncode}: {p.stderr}")
+    check_png(out, "--val-only with a torch_ref curve", bad)
+    p = plot(b, curve, "--label", "one", "-o", os.path.join(w, "z.png"))
+    if p.returncode != 2 or "1 --label for 2 runs" not in p.stderr:
+        bad.append(f"one --label for two runs: exit {p.returncode}: {p.stderr!r}")
 
     p = plot(os.path.join(w, "missing"), "-o", os.path.join(w, "x.png"))
     if p.returncode != 1 or "missing" not in p.stderr or os.path.exists(os.path.join(w, "x.png")):

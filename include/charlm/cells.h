@@ -88,7 +88,7 @@ static inline float cell_exp(float x) {
 /* Sums of H-long rows for layer normalisation, in one fixed order whatever the vector width
  * or build: lane k of CELL_LANES adds elements k, k + CELL_LANES, ..., the lanes are added in
  * order, then the tail. Independent lanes let the compiler vectorise without reassociating
- * (a plain running sum is a chain of dependent adds, a fifth of the LSTM's window time at
+ * (a plain running sum is a chain of dependent adds: about 14% of an LN-LSTM window at
  * H = 512), and the fixed order keeps results equal on every machine. */
 #define CELL_LANES 16
 

@@ -60,8 +60,10 @@ int log_open(log_t *lg, const log_params_t *p, int resumed, int64_t step);
  * digits (round-trip for float32), so runs can be compared exactly. */
 void log_train(log_t *lg, const log_train_t *m);
 
-/* Prints a validation line and appends {"step","val_loss","val_bpc"} to metrics.jsonl. */
-void log_val(log_t *lg, int64_t step, double val_loss);
+/* Prints a validation line and appends {"step","val_loss","val_bpc","elapsed_s"} to
+ * metrics.jsonl; elapsed_s is the run's wall time when the validation ended (what a loss
+ * against time curve plots; the train lines' elapsed_s is taken before it). */
+void log_val(log_t *lg, int64_t step, double val_loss, double elapsed_s);
 
 typedef struct {
     const char *key;

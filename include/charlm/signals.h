@@ -9,10 +9,17 @@
 #ifndef CHARLM_SIGNALS_H
 #define CHARLM_SIGNALS_H
 
-/* Installs the handlers with sigaction (kept after each delivery, SA_RESTART). Call it first in
- * main, before MPI_Init: Open MPI's launcher forwards TERM, INT, USR1 and HUP to the ranks at any
- * time, and MPI_Init keeps handlers installed before it. A repeated SIGINT (Ctrl-C twice) writes
- * one note that the stop is under way; it does not abort. */
+/* Blocks the stop signals: those that arrive stay pending until signals_install. Call it first
+ * in main, before dist_blas_kernels: a re-execution resets handlers to the default action (which
+ * kills) but keeps the blocked mask and the pending signals, so a stop sent in between is not
+ * lost and kills nothing. */
+void signals_hold(void);
+
+/* Installs the handlers with sigaction (kept after each delivery, SA_RESTART), then unblocks the
+ * stop signals (a signal held by signals_hold is delivered then). Call it early in main, before
+ * MPI_Init: Open MPI's launcher forwards TERM, INT, USR1 and HUP to the ranks at any time, and
+ * MPI_Init keeps handlers installed before it. A repeated SIGINT (Ctrl-C twice) writes one note
+ * that the stop is under way; it does not abort. */
 void signals_install(void);
 
 /* signals_install, except that a stop signal interrupts a blocking read or write (EINTR) instead
