@@ -84,10 +84,15 @@ def while_running(corpus, work):
         if len(seen) < 3:
             problem(f"[running] {polls} polls saw the run at {len(seen)} growing steps, not 3 "
                     f"(training exit {proc.poll()})")
+        # the ETA needs the window's size, which the first checkpoint gives: before it (a poll
+        # that comes early, as in a slow sanitizer build) it is unknown
+        if seen and not seen[-1]["checkpoints"]:
+            problem(f"[running] no poll after the first checkpoint: {seen[-1]}")
         for s in seen:
+            eta_ok = isinstance(s["eta_s"], (int, float)) and s["eta_s"] > 0 \
+                if s["checkpoints"] else s["eta_s"] is None
             if not (s["running"] is True and s["holder"] and s["holder"]["pid"] == proc.pid and
-                    s["total_steps"] == 100000 and s["ended"] is None and
-                    isinstance(s["eta_s"], (int, float)) and s["eta_s"] > 0 and
+                    s["total_steps"] == 100000 and s["ended"] is None and eta_ok and
                     s["train_loss"] is not None and s["chars_per_s"] and
                     s["state"].startswith("running")):
                 problem(f"[running] status of the running training (pid {proc.pid}): {s}")
