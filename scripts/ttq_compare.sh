@@ -101,22 +101,18 @@ say "PyTorch DDP (OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}, validating ever
     "${torch_args[@]}" >"$out/torch.log" 2>&1 || { say "torch_ref.py failed: $out/torch.log"; status=1; }
 t2=$(date +%s.%N)
 
-"$python" - "$out" "$t0" "$t1" "$t2" "$limit" "$config" "${torch_args[*]}" <<'EOF' |
-import json, os, re, sys
-out, t0, t1, t2, limit, config, targs = sys.argv[1:]
+"$python" - "$here" "$out" "$t0" "$t1" "$t2" "$limit" "$config" "${torch_args[*]}" <<'EOF' |
+import os, re, sys
+here, out, t0, t1, t2, limit, config, targs = sys.argv[1:]
+sys.path.insert(0, here)
+from plot_metrics import read_metrics  # reads charlm's metrics.jsonl and torch_ref's curve
 def last_val(path):
-    v = None
+    """(step, val_loss) of the run's last validation, or None."""
     try:
-        for line in open(path):
-            try:
-                m = json.loads(line)
-            except ValueError:
-                continue
-            if "val_loss" in m:
-                v = m
+        val = read_metrics(path)[1]
     except OSError:
-        pass
-    return v
+        return None
+    return val[-1][:2] if val else None
 c = last_val(os.path.join(out, "charlm", "metrics.jsonl"))
 t = last_val(os.path.join(out, "torch-curve.jsonl"))
 res = re.search(r"RESULT .*", open(os.path.join(out, "torch.log")).read())
@@ -124,8 +120,8 @@ print(f"# time to quality, side by side: {config}, train.time_limit {limit} s")
 print(f"# PyTorch recipe: {targs}")
 print(f"{'':8} {'val loss':>9} {'steps':>6} {'wall s':>7}")
 for name, v, wall in (("charlm", c, float(t1) - float(t0)), ("pytorch", t, float(t2) - float(t1))):
-    loss = f"{v['val_loss']:.4f}" if v else "-"
-    print(f"{name:8} {loss:>9} {v['step'] if v else '-':>6} {wall:7.1f}")
+    loss = f"{v[1]:.4f}" if v else "-"
+    print(f"{name:8} {loss:>9} {v[0] if v else '-':>6} {wall:7.1f}")
 if res:
     print(f"# torch_ref: {res.group(0)}")
 EOF
