@@ -13,11 +13,12 @@
 # weight-matrix element per character), the GFLOP/s charlm executed and their fraction of the
 # sgemm peak measured by this same run (scripts/sgemm_peak.c, $NP single-thread
 # processes at once). Then LSTM 2x512 at -np 2 x 1 BLAS thread against -np 1 x 2 threads.
-# On an AVX-512 CPU whose OpenBLAS dispatch is not an AVX-512 kernel (these machines set
-# OPENBLAS_CORETYPE=Haswell), the works and the peak are measured a second time with
-# OPENBLAS_CORETYPE=SKYLAKEX exported to charlm, the reference and sgemm_peak alike (the
-# reference's matrix products are OpenBLAS's too), with the final training losses of both
-# kernel sets side by side.
+# All three use the OpenBLAS kernels charlm takes (OPENBLAS_CORETYPE from `charlm --version`:
+# charlm corrects a library choice below the CPU's features, and the reference's matrix products
+# are OpenBLAS's too), or the set named in OPENBLAS_CORETYPE. When that set is not an AVX-512
+# one on an AVX-512 CPU (the AMD EPYC machines here set OPENBLAS_CORETYPE=Haswell), the works and the peak are measured a
+# second time with OPENBLAS_CORETYPE=SKYLAKEX for all three, with the final training losses of
+# both kernel sets side by side.
 #
 # charlm's chars/s of a run is the median of its metrics.jsonl records (each the throughput of
 # the last log.every training windows) after the first record (start-up and warm-up); the
@@ -127,6 +128,14 @@ flops_per_char() { # cell H E V
 # a private copy: a rebuild of build/ during the run does not mix two versions
 cp "$CHARLM" "$TMP/charlm"
 CHARLM_BIN=$TMP/charlm
+
+# charlm takes OpenBLAS's kernels from the CPU's features where the library's own choice is
+# below them (src/README.md §8); the reference and sgemm_peak get the same set (a set you name
+# in OPENBLAS_CORETYPE goes to all three)
+if [[ -z ${OPENBLAS_CORETYPE:-} ]]; then
+    core=$("$CHARLM_BIN" --version 2>/dev/null | sed -n 's/^BLAS: .*, kernels \([A-Za-z0-9]*\).*/\1/p')
+    if [[ -n $core ]]; then export OPENBLAS_CORETYPE=$core; fi
+fi
 
 # ---- sgemm peak ------------------------------------------------------------------------------
 SGEMM=$TMP/sgemm_peak
