@@ -16,9 +16,9 @@
 # All three use the OpenBLAS kernels charlm takes (OPENBLAS_CORETYPE from `charlm --version`:
 # charlm corrects a library choice below the CPU's features, and the reference's matrix products
 # are OpenBLAS's too), or the set named in OPENBLAS_CORETYPE. When that set is not an AVX-512
-# one on an AVX-512 CPU (the AMD EPYC machines here set OPENBLAS_CORETYPE=Haswell), the works and the peak are measured a
-# second time with OPENBLAS_CORETYPE=SKYLAKEX for all three, with the final training losses of
-# both kernel sets side by side.
+# one on an AVX-512 CPU (the AMD EPYC machines here set OPENBLAS_CORETYPE=Haswell), the works
+# and the peak are measured a second time with OPENBLAS_CORETYPE=SKYLAKEX for all three, with
+# the final training losses of both kernel sets side by side.
 #
 # charlm's chars/s of a run is the median of its metrics.jsonl records (each the throughput of
 # the last log.every training windows) after the first record (start-up and warm-up); the
