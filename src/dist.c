@@ -206,6 +206,38 @@ void dist_blas_kernels(char **argv) {
 #endif
 }
 
+int dist_first_unlike(const char *what, const char *who, char *other_what, char *other_who) {
+    int rank, n;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &n);
+    char mine[2 * DIST_TEXT] = {0}; /* what, then who, each NUL-padded */
+    snprintf(mine, DIST_TEXT, "%s", what);
+    snprintf(mine + DIST_TEXT, DIST_TEXT, "%s", who);
+    char *all = NULL;
+    if (rank == 0) all = xcalloc((size_t)n, sizeof mine);
+    MPI_Gather(mine, (int)sizeof mine, MPI_CHAR, all, (int)sizeof mine, MPI_CHAR, 0,
+               MPI_COMM_WORLD);
+    int first = -1;
+    for (int r = 1; rank == 0 && r < n && first < 0; r++) {
+        const char *theirs = all + (size_t)r * sizeof mine;
+        if (memcmp(theirs, mine, DIST_TEXT) != 0) {
+            first = r;
+            memcpy(other_what, theirs, DIST_TEXT);
+            memcpy(other_who, theirs + DIST_TEXT, DIST_TEXT);
+        }
+    }
+    free(all);
+    return first;
+}
+
+const char *dist_blas_kernel_set(void) {
+#if CHARLM_HAVE_OPENBLAS
+    return openblas_get_corename();
+#else
+    return "unknown";
+#endif
+}
+
 int dist_blas_threads(const dist_t *d) {
 #if CHARLM_HAVE_OPENBLAS
     if (!getenv("OPENBLAS_NUM_THREADS") && !getenv("OMP_NUM_THREADS")) {
@@ -231,7 +263,7 @@ void dist_libraries(char *out, size_t n) {
     mpi[strcspn(mpi, "\n")] = '\0'; /* Open MPI appends its repository and date lines */
 #if CHARLM_HAVE_OPENBLAS
     snprintf(out, n, "MPI: %s\nBLAS: %s, kernels %s", mpi, openblas_get_config(),
-             openblas_get_corename());
+             dist_blas_kernel_set());
 #else
     snprintf(out, n, "MPI: %s\nBLAS: a CBLAS other than OpenBLAS (kernel set not known)", mpi);
 #endif

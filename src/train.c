@@ -1209,10 +1209,30 @@ static void print_header(trainer_t *tr, int threads) {
             (long long)c->nval);
     log_msg(&tr->log,
             "charlm: %d rank(s) x %d streams x %d steps = %d chars/window, %lld windows/epoch, "
-            "%lld steps%s, %d BLAS thread(s) per rank; recurrent products %s %s",
+            "%lld steps%s, %d BLAS thread(s) per rank; recurrent products %s %s, OpenBLAS kernels %s",
             tr->d->size, c->B, c->T, c->S * c->T, (long long)c->windows,
             (long long)tr->total, tr->total ? "" : " (no step limit)", threads,
-            kern_path_name(tr->acts.whh.path), kern_precision_names[tr->acts.whh.prec]);
+            kern_path_name(tr->acts.whh.path), kern_precision_names[tr->acts.whh.prec],
+            dist_blas_kernel_set());
+}
+
+/* Collective. Rank 0 warns when a rank's sums round otherwise than its own: another OpenBLAS
+ * kernel set (a node whose environment lacks the OPENBLAS_CORETYPE of the first, or a CPU of
+ * another kind) or another recurrent-product path. Training still agrees across ranks (they
+ * all apply the same all-reduced gradient), but the run no longer repeats bit for bit when its
+ * ranks are placed otherwise, which resume checks and rank-count comparisons rely on. */
+static void check_numerics(const trainer_t *tr) {
+    char what[DIST_TEXT], host[DIST_TEXT], their_what[DIST_TEXT], their_host[DIST_TEXT];
+    snprintf(what, sizeof what, "OpenBLAS kernels %s, recurrent products %s %s",
+             dist_blas_kernel_set(), kern_path_name(tr->acts.whh.path),
+             kern_precision_names[tr->acts.whh.prec]);
+    fileio_host(host, sizeof host);
+    int r = dist_first_unlike(what, host, their_what, their_host);
+    if (r > 0)
+        fprintf(stderr, "charlm: warning: rank %d (host %s) computes with %s, rank 0 (host %s) "
+                "with %s: their sums round differently, so this run will not repeat bit for bit "
+                "with its ranks placed otherwise; give every rank the same environment (Open "
+                "MPI: mpirun -x OPENBLAS_CORETYPE)\n", r, their_host, their_what, host, what);
 }
 
 int train_run(const config_t *cfg, const char *resume, const dist_t *d) {
@@ -1220,6 +1240,7 @@ int train_run(const config_t *cfg, const char *resume, const dist_t *d) {
     int rc = trainer_open(&tr, cfg, resume, d);
     if (!rc) {
         int threads = dist_blas_threads(d);
+        check_numerics(&tr);
         if (d->rank == 0) print_header(&tr, threads);
         tr.t0 = tr.t_log = dist_time();
         tr.step0 = tr.step_log = tr.step;

@@ -81,11 +81,18 @@ class Cluster:
         """argv that runs args on node (a login environment, this working directory)."""
         return [SCRIPT, "exec", node] + list(args)
 
-    def mpirun(self, args, node="node1"):
+    # what decides how a rank's sums round (README "Multi-node runs"): a rank without the
+    # caller's values would not repeat a single-host run bit for bit
+    NUMERICS = ("OPENBLAS_CORETYPE", "CHARLM_KERN")
+
+    def mpirun(self, args, node="node1", numerics=True):
         """argv of Open MPI's mpirun on node over the cluster's TCP network (netns-cluster.sh
-        mpirun), with the environment's Open MPI settings passed on. Open MPI puts the first
+        mpirun), with the environment's Open MPI settings passed on and, unless numerics is
+        false, its NUMERICS exported to every rank (-x), as a user would. Open MPI puts the first
         ranks on the node that mpirun runs on."""
-        return ["env", f"CHARLM_CLUSTER_MPIRUN_NODE={node}", SCRIPT, "mpirun"] + list(args)
+        export = [a for v in self.NUMERICS if numerics and v in self.env for a in ("-x", v)]
+        return ["env", f"CHARLM_CLUSTER_MPIRUN_NODE={node}", SCRIPT, "mpirun"] + export + \
+            list(args)
 
     def popen(self, argv, **kw):
         return subprocess.Popen(argv, env=self.env, stdout=subprocess.PIPE,

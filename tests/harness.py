@@ -48,6 +48,17 @@ def command(args, np=None, prefix=()):
             _split("MPIEXEC_PREFLAGS") + [CHARLM] + _split("MPIEXEC_POSTFLAGS") + list(args))
 
 
+def command_mpmd(parts):
+    """The argv of one MPI job of several programs (mpiexec's `A : B` form): parts is a list of
+    (np, prefix, args), each np ranks of `prefix charlm args`."""
+    argv = _split("MPIEXEC")
+    for i, (np, prefix, args) in enumerate(parts):
+        argv += ([":"] if i else []) + _split("MPIEXEC_NUMPROC_FLAG") + [str(np)] + \
+            _split("MPIEXEC_PREFLAGS") + list(prefix) + [CHARLM] + _split("MPIEXEC_POSTFLAGS") + \
+            list(args)
+    return argv
+
+
 def run(args, np=None, timeout=600, check=False, prefix=()):
     """Runs charlm; returns the CompletedProcess (text). With check, fails on non-zero exit."""
     p = subprocess.run(command(args, np, prefix), capture_output=True, text=True, timeout=timeout,

@@ -5,7 +5,11 @@
  *    norm): bf16 keeps 8 significant bits (a relative rounding of 2^-8 = 3.9e-3 per operand),
  *    only in the recurrent products (measured here: 1e-5 and 3e-3);
  *  - but not equal to fp32's: the precision does take effect;
- *  - the two paths within 1e-5 of each other (the same rounded operands, summed in other orders);
+ *  - the two paths ten times closer to each other than either is to fp32: they round the same
+ *    operands and differ only in the order of fp32 sums (measured with OpenBLAS's Haswell,
+ *    Cooperlake and Prescott kernels: loss 2e-10 to 3e-9 and gradients 1.3e-7 to 1.0e-5 apart,
+ *    against 5e-6 to 9e-6 and 1.1e-3 to 2.7e-3 from fp32), where a path that did not round
+ *    would be as far from the other as from fp32;
  *  - a second pass gives the same bits (what bit-exact resume needs). */
 #include <math.h>
 #include <stdlib.h>
@@ -73,6 +77,7 @@ static void check_cell(cell_kind_t cell) {
     unsetenv("CHARLM_KERN");
     pass_t f = run(&m, 0, h0, c0, key);
     pass_t paths[2];
+    double from_fp32[2][2]; /* (path, loss | gradients) */
     const kern_path_t want[2] = {KERN_AVX512_BF16, KERN_BLAS};
     int n = 0;
     for (int k = 0; k < 2; k++) {
@@ -93,14 +98,20 @@ static void check_cell(cell_kind_t cell) {
                    !memcmp(again.grads, b.grads, sizeof(float) * (size_t)m.nparams),
                    "%s %s: a second pass differs", name, kern_path_name(want[k]));
         free(again.grads);
+        from_fp32[n][0] = dl, from_fp32[n][1] = dg;
         paths[n++] = b;
     }
     unsetenv("CHARLM_KERN");
     if (n == 2) {
         double dl = fabs(paths[0].loss - paths[1].loss) / paths[1].loss,
                dg = grad_diff(&m, paths[0].grads, paths[1].grads);
-        EXPECT_MSG(dl <= 1e-5 && dg <= 1e-5, "%s: bf16 paths apart: loss %.2e, gradients %.2e",
-                   name, dl, dg);
+        double near_l = fmin(from_fp32[0][0], from_fp32[1][0]) / 10,
+               near_g = fmin(from_fp32[0][1], from_fp32[1][1]) / 10;
+        printf("%s: bf16 paths apart: loss %.2e (at most %.2e), gradients %.2e (at most %.2e)\n",
+               name, dl, near_l, dg, near_g);
+        EXPECT_MSG(dl <= near_l && dg <= near_g,
+                   "%s: bf16 paths apart: loss %.2e, gradients %.2e, not ten times closer than "
+                   "to fp32", name, dl, dg);
     }
     for (int k = 0; k < n; k++) free(paths[k].grads);
     free(f.grads);

@@ -7,6 +7,9 @@ tcp,self; no shared memory even within a node), each node with its own hostname,
   gradient norm) and validation equal, bit for bit, the single-host run (shared memory) with
   the same ranks and streams; the map shows the ranks on both nodes, and Open MPI's session
   directories are in each node's own /tmp.
+- With OPENBLAS_CORETYPE set for mpirun on node1 and not exported (no `-x`), rank 0 warns that
+  the rank on node2 computes with other OpenBLAS kernels, naming both hosts and kernel sets;
+  the runs above, every rank given the caller's OPENBLAS_CORETYPE and CHARLM_KERN, do not.
 - SIGTERM to the rank on node2, mid-run: the job exits 3 with a checkpoint on the shared
   directory, written by rank 0 on node1 (run.dir/lock named node1 while it ran); resumed with
   the node order reversed (mpirun and rank 0 now on node2, the lock naming node2), SIGUSR1 to
@@ -146,6 +149,9 @@ def main():
                                  small_args(corpus, run_dir, 2)))
             if p.returncode != 0:
                 h.fail(f"-np {np_} --host {hosts} exited {p.returncode}:\n{p.stdout}{p.stderr}")
+            if "computes with" in p.stderr:
+                h.problem(f"-np {np_}: a warning of ranks that round otherwise, with the same "
+                          f"environment on every rank:\n{p.stderr}")
             where = placement(p.stdout + p.stderr)
             if where != {"node1": np_ // 2, "node2": np_ // 2}:
                 h.problem(f"-np {np_}: ranks placed {where}, expected half on each node")
@@ -156,6 +162,26 @@ def main():
             elif same(f"-np {np_}: across nodes vs one host", b, a):
                 print(f"-np {np_} across nodes ({where}): 24 train lines and 2 validations equal "
                       f"to the single-host run bit for bit (final val {b[1][-1][1]})")
+
+        # 1b. OPENBLAS_CORETYPE on node1 only (set for mpirun, not exported): rank 0 warns
+        p = cl.run(cl.command("node2", [charlm, "--version"]))
+        own = re.search(r"kernels (\S+)", p.stdout)
+        if own is None:
+            h.fail(f"charlm --version on node2 names no OpenBLAS kernels:\n{p.stdout}{p.stderr}")
+        forced = "Haswell" if own.group(1).lower() == "prescott" else "Prescott"
+        p = cl.run(["env", f"OPENBLAS_CORETYPE={forced}"] +
+                   cl.mpirun(["-np", "2", "--host", "node1:1,node2:1", charlm] +
+                             small_args(corpus, os.path.join(cl.shared, "mixed"), 2, steps=2),
+                             numerics=False))
+        want = (f"charlm: warning: rank 1 (host node2) computes with OpenBLAS kernels "
+                f"{own.group(1)}, ")
+        if p.returncode != 0 or want not in p.stderr or \
+                f"rank 0 (host node1) with OpenBLAS kernels {forced}," not in p.stderr:
+            h.problem(f"OPENBLAS_CORETYPE={forced} on node1 only: exit {p.returncode}, expected "
+                      f"a warning starting {want!r}:\n{p.stderr}")
+        else:
+            print(f"OPENBLAS_CORETYPE={forced} on node1 only: rank 0 warns that rank 1 on node2 "
+                  f"computes with {own.group(1)}")
 
         # 2. SIGTERM to the rank on node2; resumed with rank 0 on node2, SIGUSR1 to mpirun
         # there (its daemon on node1 passes it on); resumed again, to the end

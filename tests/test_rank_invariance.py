@@ -1,6 +1,6 @@
 """Rank-count invariance (src/README.md §1): `-np 1 train.batch=2k` and `-np 2 train.batch=k` compute
-the same training: the same loss and gradient norm at every one of 24 windows — the first
-within 1e-6 relative, later ones within 1e-4 — and the same validation loss, for each cell,
+the same training: the same loss and gradient norm at every one of 24 windows, and the same
+validation loss, for each cell,
 with dropout on (the masks are keyed by global stream, not by rank). The same for lstm with every
 schedule feature on (README "Schedules and weight averaging"): the moving average of the weights
 (which validation uses), the plateau schedule with a threshold that makes every validation after
@@ -8,7 +8,16 @@ the first a bad one (the same lr on both), train.early_stop, a clip that some st
 gradient norm of every part and "clipped" agree too. And for each cell again with every
 regularisation and architecture option on at once: locked dropout on the layers' outputs and on
 the embedding output, dropout of embedding rows, DropConnect on W_hh (those masks are keyed by
-step alone), the decoder tied to the embedding and layer normalisation."""
+step alone), the decoder tied to the embedding and layer normalisation.
+
+"The same" within fp32's rounding of sums taken in another order (the two runs split each
+window's matrix products at other rows, and the all-reduce adds the halves): at the first window
+within 1e-5 relative (measured: up to 1.1e-6, with OpenBLAS's Haswell kernels); later, as the
+two runs' weights drift apart by such roundings and training amplifies them, the losses within
+1e-4 (measured: up to 5.0e-7) and the gradient norms within 1e-3 (measured: up to 7.6e-5, for
+lstm with every option on OpenBLAS's Cooperlake kernels). Dropout masks keyed by a rank's own
+stream index instead of the global one move the first window's loss by 5.6e-4 and its gradient
+norms by 1e-2 to 4e-2 (measured)."""
 import os
 
 import harness as h
@@ -51,15 +60,18 @@ def main():
         if len(t1) != STEPS or len(t2) != STEPS or len(v1) != nval or len(v2) != nval:
             h.fail(f"{cell}: expected {STEPS} train and {nval} validation lines, got "
                    f"{len(t1)}/{len(v1)} and {len(t2)}/{len(v2)}")
-        worst = 0.0
+        worst = {"loss": 0.0, "norm": 0.0}
         for a, b in zip(t1, t2):
-            tol = 1e-6 if a["step"] == 1 else 1e-4
-            pairs = [(key, a[key], b[key]) for key in ("train_loss", "grad_norm", "lr")]
-            pairs += [(f"grad_norm_layers[{i}]", x, y)
+            first = a["step"] == 1
+            pairs = [(key, a[key], b[key], 1e-5 if first else 1e-4)
+                     for key in ("train_loss", "lr")]
+            pairs += [("grad_norm", a["grad_norm"], b["grad_norm"], 1e-5 if first else 1e-3)]
+            pairs += [(f"grad_norm_layers[{i}]", x, y, 1e-5 if first else 1e-3)
                       for i, (x, y) in enumerate(zip(a["grad_norm_layers"], b["grad_norm_layers"]))]
-            for key, x, y in pairs:
+            for key, x, y, tol in pairs:
                 e = rel(x, y)
-                worst = max(worst, e)
+                kind = "norm" if key.startswith("grad_norm") else "loss"
+                worst[kind] = max(worst[kind], e)
                 if e > tol:
                     print(f"{cell} step {a['step']} {key}: {x} vs {y} (rel {e:.2e})")
                     bad += 1
@@ -72,7 +84,7 @@ def main():
             bad += 1
         for a, b in zip(v1, v2):
             e = rel(a["val_loss"], b["val_loss"])
-            worst = max(worst, e)
+            worst["loss"] = max(worst["loss"], e)
             if e > 1e-4:
                 print(f"{cell} validation at step {a['step']}: {a['val_loss']} vs {b['val_loss']}")
                 bad += 1
@@ -81,7 +93,8 @@ def main():
             print(f"{cell}: loss did not fall ({t1[0]['train_loss']} -> {t1[-1]['train_loss']})")
             bad += 1
         print(f"{cell}: -np 1 x {2 * K} vs -np 2 x {K}: {STEPS} windows, worst relative "
-              f"difference {worst:.2e}, loss {t1[0]['train_loss']:.4f} -> {t1[-1]['train_loss']:.4f}")
+              f"difference of a loss {worst['loss']:.2e}, of a gradient norm {worst['norm']:.2e}; "
+              f"loss {t1[0]['train_loss']:.4f} -> {t1[-1]['train_loss']:.4f}")
     if bad:
         h.fail(f"{bad} mismatches")
 

@@ -3,7 +3,8 @@
  * the streams' carried state, reductions of metrics, the once-per-window agreement on the loss
  * and on stopping, and the collective agreement on errors, so that every rank leaves together and
  * exactly one message is printed for a failure, whichever rank met it. Every function but
- * dist_time and dist_blas_threads is collective: every rank calls it, in the same order. */
+ * dist_time, the dist_blas_* ones and dist_libraries is collective: every rank calls it, in the
+ * same order. */
 #ifndef CHARLM_DIST_H
 #define CHARLM_DIST_H
 
@@ -121,6 +122,20 @@ enum { DIST_STOP_TIME = 1u << 0, DIST_STOP_SIGNAL = 1u << 1, DIST_STOP_FAILED = 
  * the other ranks' values are ignored). One all-reduce for all three: its latency across nodes
  * is paid every window. */
 double dist_window_end(double loss, unsigned *stop, double *clock);
+
+/* The texts dist_first_unlike compares and hands back: at most DIST_TEXT - 1 bytes each. */
+#define DIST_TEXT 128
+
+/* Collective. Each rank passes what (a description of its own, e.g. how its sums round) and who
+ * (where it runs); on rank 0, returns the lowest rank whose what differs from rank 0's and
+ * copies that rank's what and who into other_what and other_who (DIST_TEXT bytes each), or
+ * returns -1 when every rank's equals rank 0's. Returns -1 on the other ranks. Longer texts
+ * are compared and returned cut to DIST_TEXT - 1 bytes. */
+int dist_first_unlike(const char *what, const char *who, char *other_what, char *other_who);
+
+/* The name of the kernel set OpenBLAS chose at start-up (openblas_get_corename), or "unknown"
+ * for a CBLAS other than OpenBLAS. A static string; not collective. */
+const char *dist_blas_kernel_set(void);
 
 /* Sets OpenBLAS threads to the node's cores divided by the ranks on it (at least 1), unless
  * OPENBLAS_NUM_THREADS or OMP_NUM_THREADS is set. Returns the thread count in use. */

@@ -181,12 +181,14 @@ node_exec() {
 # Open MPI's mpirun on node1 (or CHARLM_CLUSTER_MPIRUN_NODE: Open MPI maps the first ranks to
 # the node it runs on, whatever the order of --host) with the rsh agent above, TCP only (btl
 # tcp,self: no shared memory even between the ranks of one node), the cluster's subnet for both
-# the MPI traffic and the run-time's own (oob). The caller's OMPI_*, OPENBLAS_NUM_THREADS,
-# OMP_NUM_THREADS and HDF5_USE_FILE_LOCKING are passed on.
+# the MPI traffic and the run-time's own (oob). The caller's OMPI_*, OPENBLAS_*, CHARLM_KERN,
+# OMP_NUM_THREADS and HDF5_USE_FILE_LOCKING are passed on to mpirun, as a login node's shell
+# would have them: the ranks on mpirun's node inherit them, the other nodes' only what `-x`
+# exports (and Open MPI's OMPI_MCA_* settings).
 node_mpirun() {
     local pass=() v
     for v in $(compgen -e); do
-        case "$v" in OMPI_* | OPENBLAS_NUM_THREADS | OMP_NUM_THREADS | HDF5_USE_FILE_LOCKING)
+        case "$v" in OMPI_* | OPENBLAS_* | CHARLM_KERN | OMP_NUM_THREADS | HDF5_USE_FILE_LOCKING)
             pass+=("$v=${!v}") ;;
         esac
     done
