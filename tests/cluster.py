@@ -95,8 +95,7 @@ class Cluster:
             list(args)
 
     def popen(self, argv, **kw):
-        return subprocess.Popen(argv, env=self.env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, **kw)
+        return h.Background(argv, env=self.env, **kw)
 
     def run(self, argv, timeout=600):
         return subprocess.run(argv, env=self.env, capture_output=True, text=True,

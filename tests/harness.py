@@ -59,6 +59,29 @@ def command_mpmd(parts):
     return argv
 
 
+class Background(subprocess.Popen):
+    """A process started in the background whose stdout and stderr go to unnamed temporary
+    files, not pipes: a test that polls a run (its metrics, its pids) before it collects the
+    output would otherwise block the run once it has written a pipe's 64 KiB (charlm's progress
+    line of every logged window fills that in about 600 windows). communicate() waits (raising
+    subprocess.TimeoutExpired as Popen's does) and returns both outputs as text; stdin is
+    /dev/null."""
+
+    def __init__(self, argv, **kw):
+        self._files = (tempfile.TemporaryFile(), tempfile.TemporaryFile())
+        super().__init__(argv, stdout=self._files[0], stderr=self._files[1],
+                         stdin=subprocess.DEVNULL, **kw)
+
+    def communicate(self, input=None, timeout=None):
+        self.wait(timeout=timeout)
+        outs = []
+        for f in self._files:
+            f.seek(0)
+            outs.append(f.read().decode("utf-8", errors="replace"))
+            f.close()
+        return tuple(outs)
+
+
 def run(args, np=None, timeout=600, check=False, prefix=()):
     """Runs charlm; returns the CompletedProcess (text). With check, fails on non-zero exit."""
     p = subprocess.run(command(args, np, prefix), capture_output=True, text=True, timeout=timeout,

@@ -150,9 +150,7 @@ def main():
     full = os.path.join(work, "full16")
     h.run(args(corpus, full, 1, steps), np=16, check=True, timeout=600)
     run_dir = os.path.join(work, "stopped16")
-    proc = subprocess.Popen(h.command(args(corpus, run_dir, 1, steps), np=16), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL)
+    proc = h.Background(h.command(args(corpus, run_dir, 1, steps), np=16))
     if not wait_for_step(proc, run_dir, 8, timeout=300):
         proc.kill()
         out, err = proc.communicate()

@@ -24,8 +24,7 @@ def one(tmp, np):
     run_dir = os.path.join(tmp, f"run-np{np}")
     args = ["train", "--corpus", corpus, "--hidden", "8", "--embed", "4", "--steps", "5",
             "--run-dir", run_dir]
-    p = subprocess.Popen(h.command(args, np), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         stdin=subprocess.DEVNULL, text=True)
+    p = h.Background(h.command(args, np))
     time.sleep(1.5)  # past MPI_Init, into the scan
     if p.poll() is not None:
         out, err = p.communicate()

@@ -140,8 +140,7 @@ def signals(work):
         sig = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)[i % 3]
         out = os.path.join(work, f"stopped-{i}.h5")
         delay = rng.uniform(0, 1.5) if i % 2 else rng.uniform(0, 0.01)
-        q = subprocess.Popen(h.command(["prepare", big, "-o", out]), stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        q = h.Background(h.command(["prepare", big, "-o", out]))
         # the delay counts from charlm's main (before it the loader runs, and a signal kills):
         # a short one lands in the re-execution that picks OpenBLAS's kernels, or in MPI_Init
         t0 = time.time()

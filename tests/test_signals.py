@@ -78,8 +78,7 @@ def last_step(run_dir):
 
 
 def start(args, np):
-    return subprocess.Popen(h.command(args, np), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL, text=True)
+    return h.Background(h.command(args, np))
 
 
 def wait_for_step(proc, run_dir, step, timeout=120):

@@ -63,9 +63,7 @@ def one_error(p, what, code, want):
 def while_running(corpus, work):
     """The background run: polled while it trains, then stopped by SIGTERM. Returns run_dir."""
     run_dir = os.path.join(work, "long")
-    proc = subprocess.Popen(h.command(train_args(corpus, run_dir, ["--steps", "100000"])),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL, text=True)
+    proc = h.Background(h.command(train_args(corpus, run_dir, ["--steps", "100000"])))
     seen, polls, t_end = [], 0, time.time() + 240
     try:
         while len(seen) < 3 and proc.poll() is None and time.time() < t_end:
