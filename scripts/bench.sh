@@ -36,6 +36,10 @@
 #   RESULTS_DIR=scripts/bench-results   where the raw output file goes
 #   SGEMM_SECONDS=3   duration of each sgemm measurement
 #   PRECISION=fp32    charlm's model.precision (bf16: the recurrent products in bfloat16)
+#   TABLE=1           0 = skip the works against PyTorch (and the AVX-512 table)
+#   BF16_CMP=0        1 = charlm alone, model.precision fp32 against bf16, alternating, REPS
+#                     runs each per work, each ending with one validation (data.val_frac 0.1):
+#                     median chars/s, their ratio and the two validation losses
 #   CHARLM_KERN       (unset) forces charlm's recurrent-product path: blas, avx2, avx512,
 #                     avx512bf16 (src/README.md §3); each run says which it took
 # The raw output names paths in the repository relative to its root (it is committed and says
@@ -56,6 +60,8 @@ CC=${CC:-cc}
 RESULTS_DIR=${RESULTS_DIR:-$ROOT/scripts/bench-results}
 SGEMM_SECONDS=${SGEMM_SECONDS:-3}
 PRECISION=${PRECISION:-fp32}
+TABLE=${TABLE:-1}
+BF16_CMP=${BF16_CMP:-0}
 STREAMS=64
 SEQ=64
 LAYERS=2
@@ -162,10 +168,13 @@ measure_sgemm() {
 }
 
 # ---- one run of each program -----------------------------------------------------------------
-# run_charlm NP THREADS CELL H STEPS LOG -> sets CPS (chars/s), VOCAB and SPLIT (charlm's
-# time split line)
+# run_charlm NP THREADS CELL H STEPS LOG [PREC [VAL]] -> sets CPS (chars/s), VOCAB and SPLIT
+# (charlm's time split line); model.precision PREC ($PRECISION); with VAL = 1, 10% of the corpus
+# held out and one validation at the last step, its loss in VLOSS
 run_charlm() {
-    local np=$1 threads=$2 cell=$3 h=$4 steps=$5 log=$6 dir=$TMP/run bind=()
+    local np=$1 threads=$2 cell=$3 h=$4 steps=$5 log=$6 prec=${7:-$PRECISION} val=${8:-0}
+    local dir=$TMP/run bind=() every=0 frac=0
+    if (( val )); then every=$steps frac=0.1; fi
     rm -rf "$dir"
     # a single rank with several threads must not be bound to one core (Open MPI binds np <= 2
     # to cores by default)
@@ -173,13 +182,13 @@ run_charlm() {
     if ! OPENBLAS_NUM_THREADS=$threads OMP_NUM_THREADS=$threads \
         "$MPIRUN" "${bind[@]}" -np "$np" "$CHARLM_BIN" train --corpus "$CORPUS" --cell "$cell" \
         --layers "$LAYERS" --hidden "$h" --embed "$h" --batch $((STREAMS / np)) --seq "$SEQ" \
-        --steps "$steps" --log-every "$log" --eval-every 0 --optim adam --lr 0.002 \
-        --set optim.clip=5 --set model.dropout=0 --set data.val_frac=0 \
-        --set checkpoint.every=0 --set model.precision="$PRECISION" \
+        --steps "$steps" --log-every "$log" --eval-every "$every" --optim adam --lr 0.002 \
+        --set optim.clip=5 --set model.dropout=0 --set data.val_frac="$frac" \
+        --set checkpoint.every=0 --set model.precision="$prec" \
         --run-dir "$dir" >"$TMP/charlm.out" 2>"$TMP/charlm.err"; then
         echo "bench.sh: charlm failed:" >&2; tail -5 "$TMP/charlm.err" >&2; exit 1
     fi
-    CPS=$(grep -v '"summary"' "$dir/metrics.jsonl" | tail -n +2 \
+    CPS=$(grep -v '"summary"\|"val_loss"' "$dir/metrics.jsonl" | tail -n +2 \
         | sed -n 's/.*"chars_per_s":\([-0-9.e+]*\).*/\1/p' | median)
     VOCAB=$(sed -n 's/.*vocabulary \([0-9]*\).*/\1/p' "$TMP/charlm.err" | head -1)
     SPLIT=$(sed -n 's/^charlm: time: //p' "$TMP/charlm.err" | head -1)
@@ -191,7 +200,8 @@ run_charlm() {
         match($0, /"chars_per_s":[-0-9.e+]*/); c = substr($0, RSTART + 14, RLENGTH - 14)
         match($0, /"gflops":[-0-9.e+]*/); g = substr($0, RSTART + 9, RLENGTH - 9)
         printf "%.0f\n", g * 1e9 / c }')
-    LOSS=$(grep -v '"summary"' "$dir/metrics.jsonl" | tail -1 | sed -n 's/.*"train_loss":\([-0-9.e+]*\).*/\1/p')
+    LOSS=$(grep '"train_loss"' "$dir/metrics.jsonl" | tail -1 | sed -n 's/.*"train_loss":\([-0-9.e+]*\).*/\1/p')
+    VLOSS=$(grep '"val_loss"' "$dir/metrics.jsonl" | tail -1 | sed -n 's/.*"val_loss":\([-0-9.e+]*\).*/\1/p')
 }
 
 # run_torch CELL H WINDOWS -> sets TPS (chars/s)
@@ -274,13 +284,15 @@ bench_works() {
     done
 }
 
-bench_works "OpenBLAS $CORE kernels (OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-(unset)})"
+if [[ $TABLE == 1 ]]; then
+    bench_works "OpenBLAS $CORE kernels (OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-(unset)})"
+fi
 declare -A LOSSES_DEFAULT
-for work in $WORKS; do LOSSES_DEFAULT[$work]=${LOSSES[$work]}; done
+for work in $WORKS; do LOSSES_DEFAULT[$work]=${LOSSES[$work]:-}; done
 
 # OpenBLAS dispatches its kernels by CPU (OPENBLAS_CORETYPE overrides). When that dispatch is not
 # an AVX-512 kernel on an AVX-512 CPU, measure everything again with OpenBLAS's AVX-512 kernels.
-if [[ $AVX512 == 1 ]] && grep -qw avx512f /proc/cpuinfo &&
+if [[ $TABLE == 1 && $AVX512 == 1 ]] && grep -qw avx512f /proc/cpuinfo &&
    [[ ! $CORE =~ SkylakeX|Cooperlake|SapphireRapids ]]; then
     OPENBLAS_CORETYPE=SKYLAKEX bench_works \
         "OpenBLAS AVX-512 kernels (OPENBLAS_CORETYPE=SKYLAKEX for charlm, the reference and sgemm)"
@@ -290,6 +302,32 @@ if [[ $AVX512 == 1 ]] && grep -qw avx512f /proc/cpuinfo &&
     for work in $WORKS; do
         say "  $work: ${LOSSES_DEFAULT[$work]} vs ${LOSSES[$work]}"
     done
+fi
+
+# ---- fp32 against bf16 --------------------------------------------------------------------------
+if [[ $BF16_CMP == 1 ]]; then
+    say ""
+    say "== charlm model.precision fp32 against bf16 (OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-(unset)};"
+    say "alternating; 10% of the corpus held out, one validation at the last step)"
+    say "$(printf '%-9s %6s %11s %11s %7s %12s %12s' work steps fp32_c/s bf16_c/s ratio fp32_val bf16_val)"
+    rows=()
+    for work in $WORKS; do
+        read -r cell h steps log < <(work_spec "$work")
+        a_list=() b_list=()
+        for (( rep = 1; rep <= REPS; rep++ )); do
+            run_charlm "$NP" 1 "$cell" "$h" "$steps" "$log" fp32 1
+            a_list+=("$CPS") va=$VLOSS ka=$KERN
+            run_charlm "$NP" 1 "$cell" "$h" "$steps" "$log" bf16 1
+            b_list+=("$CPS") vb=$VLOSS
+            say "run $work rep $rep: fp32 ${a_list[-1]} chars/s (val $va; $ka), bf16 $CPS" \
+                "chars/s (val $vb; $KERN); load $(load1)"
+        done
+        am=$(printf '%s\n' "${a_list[@]}" | median)
+        bm=$(printf '%s\n' "${b_list[@]}" | median)
+        rows+=("$(awk -v w="$work" -v s="$steps" -v a="$am" -v b="$bm" -v x="$va" -v y="$vb" \
+            'BEGIN { printf "%-9s %6d %11.0f %11.0f %6.2fx %12s %12s", w, s, a, b, b / a, x, y }')")
+    done
+    for row in "${rows[@]}"; do say "$row"; done
 fi
 
 # ---- ranks vs threads --------------------------------------------------------------------------

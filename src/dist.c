@@ -234,7 +234,7 @@ const char *dist_blas_kernel_set(void) {
 #if CHARLM_HAVE_OPENBLAS
     return openblas_get_corename();
 #else
-    return "unknown";
+    return "unknown (not OpenBLAS)";
 #endif
 }
 

@@ -1209,7 +1209,8 @@ static void print_header(trainer_t *tr, int threads) {
             (long long)c->nval);
     log_msg(&tr->log,
             "charlm: %d rank(s) x %d streams x %d steps = %d chars/window, %lld windows/epoch, "
-            "%lld steps%s, %d BLAS thread(s) per rank; recurrent products %s %s, OpenBLAS kernels %s",
+            "%lld steps%s, %d BLAS thread(s) per rank; recurrent products %s %s, "
+            "OpenBLAS kernels %s",
             tr->d->size, c->B, c->T, c->S * c->T, (long long)c->windows,
             (long long)tr->total, tr->total ? "" : " (no step limit)", threads,
             kern_path_name(tr->acts.whh.path), kern_precision_names[tr->acts.whh.prec],

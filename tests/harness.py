@@ -69,17 +69,20 @@ class Background(subprocess.Popen):
 
     def __init__(self, argv, **kw):
         self._files = (tempfile.TemporaryFile(), tempfile.TemporaryFile())
+        self._outs = None
         super().__init__(argv, stdout=self._files[0], stderr=self._files[1],
                          stdin=subprocess.DEVNULL, **kw)
 
     def communicate(self, input=None, timeout=None):
         self.wait(timeout=timeout)
-        outs = []
-        for f in self._files:
-            f.seek(0)
-            outs.append(f.read().decode("utf-8", errors="replace"))
-            f.close()
-        return tuple(outs)
+        if self._outs is None:
+            outs = []
+            for f in self._files:
+                f.seek(0)
+                outs.append(f.read().decode("utf-8", errors="replace"))
+                f.close()
+            self._outs = tuple(outs)
+        return self._outs
 
 
 def run(args, np=None, timeout=600, check=False, prefix=()):

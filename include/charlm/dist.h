@@ -133,8 +133,8 @@ double dist_window_end(double loss, unsigned *stop, double *clock);
  * are compared and returned cut to DIST_TEXT - 1 bytes. */
 int dist_first_unlike(const char *what, const char *who, char *other_what, char *other_who);
 
-/* The name of the kernel set OpenBLAS chose at start-up (openblas_get_corename), or "unknown"
- * for a CBLAS other than OpenBLAS. A static string; not collective. */
+/* The name of the kernel set OpenBLAS chose at start-up (openblas_get_corename), or "unknown
+ * (not OpenBLAS)" for another CBLAS. A static string; not collective. */
 const char *dist_blas_kernel_set(void);
 
 /* Sets OpenBLAS threads to the node's cores divided by the ranks on it (at least 1), unless
