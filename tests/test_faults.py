@@ -453,13 +453,22 @@ def metrics_failure(corpus, work, ref, np, fill=None):
     """metrics.jsonl stops taking writes: under a file-size limit on rank 0 (300 kB: above a
     checkpoint, reached by metrics.jsonl after ~2300 steps), or (fill) on a file system filled
     after step 600. The run must stop at once: exit 1 naming the file, complete lines only, a
-    checkpoint when one fits; then --resume auto, with room again, ends equal."""
+    checkpoint when one fits; then --resume auto, with room again, ends equal.
+
+    The full disk comes after the checkpoint of step 2000 and with no other one due before the
+    end (step 4000): filling the file system takes hundreds of windows on a fast machine (390
+    seen), and a checkpoint due in between would meet the full disk before metrics.jsonl does
+    (whose last page on tmpfs still takes a few records)."""
     name = f"{'full disk' if fill else 'file-size limit'}, -np {np}"
     run_dir = os.path.join(fill["dir"] if fill else work, f"metrics-np{np}")
+    args = small_args
+    if fill:
+        def args(c, r, extra=()):
+            return small_args(c, r, ["--set", "checkpoint.every=2000"] + list(extra))
     # stderr goes to work: a file on the full file system would lose the lines checked here
-    ch = Chain(corpus, run_dir, np, None, None, name, args=small_args, logdir=work)
+    ch = Chain(corpus, run_dir, np, None, None, name, args=args, logdir=work)
     ch.start()
-    start_at = 600 if fill else 1  # the limit comes after MPI_Init, which it would fail
+    start_at = 2010 if fill else 1  # the limit comes after MPI_Init, which it would fail
     if not ch.find_ranks() or not wait_until(lambda: progress(run_dir)[0] >= start_at, ch.proc):
         code, err = ch.finish()
         problem(f"[{name}] the run ended (exit {code}) before step {start_at}:\n{err}")
