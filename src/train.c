@@ -1198,7 +1198,16 @@ static void record_end(trainer_t *tr, int rc) {
     log_summary(&tr->log, tr->step, stop, f, rc == CHARLM_ESTOPPED && f[1].value ? 2 : 1);
 }
 
-static void print_header(trainer_t *tr, int threads) {
+/* What decides how this rank's sums round, into out (n bytes): its recurrent-product path and
+ * precision and OpenBLAS's kernel set, as the header line shows them and check_numerics
+ * compares them. */
+static void numerics(const trainer_t *tr, char *out, size_t n) {
+    snprintf(out, n, "recurrent products %s %s, OpenBLAS kernels %s",
+             kern_path_name(tr->acts.whh.path), kern_precision_names[tr->acts.whh.prec],
+             dist_blas_kernel_set());
+}
+
+static void print_header(trainer_t *tr, int threads, const char *what) {
     const config_t *cfg = tr->cfg;
     const corpus_t *c = &tr->corpus;
     log_msg(&tr->log,
@@ -1209,24 +1218,19 @@ static void print_header(trainer_t *tr, int threads) {
             (long long)c->nval);
     log_msg(&tr->log,
             "charlm: %d rank(s) x %d streams x %d steps = %d chars/window, %lld windows/epoch, "
-            "%lld steps%s, %d BLAS thread(s) per rank; recurrent products %s %s, "
-            "OpenBLAS kernels %s",
+            "%lld steps%s, %d BLAS thread(s) per rank; %s",
             tr->d->size, c->B, c->T, c->S * c->T, (long long)c->windows,
-            (long long)tr->total, tr->total ? "" : " (no step limit)", threads,
-            kern_path_name(tr->acts.whh.path), kern_precision_names[tr->acts.whh.prec],
-            dist_blas_kernel_set());
+            (long long)tr->total, tr->total ? "" : " (no step limit)", threads, what);
 }
 
-/* Collective. Rank 0 warns when a rank's sums round otherwise than its own: another OpenBLAS
+/* Collective. what: this rank's numerics() text. Rank 0 warns when a rank's sums round
+ * otherwise than its own: another OpenBLAS
  * kernel set (a node whose environment lacks the OPENBLAS_CORETYPE of the first, or a CPU of
  * another kind) or another recurrent-product path. Training still agrees across ranks (they
  * all apply the same all-reduced gradient), but the run no longer repeats bit for bit when its
  * ranks are placed otherwise, which resume checks and rank-count comparisons rely on. */
-static void check_numerics(const trainer_t *tr) {
-    char what[DIST_TEXT], host[DIST_TEXT], their_what[DIST_TEXT], their_host[DIST_TEXT];
-    snprintf(what, sizeof what, "OpenBLAS kernels %s, recurrent products %s %s",
-             dist_blas_kernel_set(), kern_path_name(tr->acts.whh.path),
-             kern_precision_names[tr->acts.whh.prec]);
+static void check_numerics(const char *what) {
+    char host[DIST_TEXT], their_what[DIST_TEXT], their_host[DIST_TEXT];
     fileio_host(host, sizeof host);
     int r = dist_first_unlike(what, host, their_what, their_host);
     if (r > 0)
@@ -1241,8 +1245,10 @@ int train_run(const config_t *cfg, const char *resume, const dist_t *d) {
     int rc = trainer_open(&tr, cfg, resume, d);
     if (!rc) {
         int threads = dist_blas_threads(d);
-        check_numerics(&tr);
-        if (d->rank == 0) print_header(&tr, threads);
+        char what[DIST_TEXT];
+        numerics(&tr, what, sizeof what);
+        check_numerics(what);
+        if (d->rank == 0) print_header(&tr, threads, what);
         tr.t0 = tr.t_log = dist_time();
         tr.step0 = tr.step_log = tr.step;
         /* a schedule over time whose budget the run has used up (the checkpoint's seconds, the

@@ -452,7 +452,7 @@ def limit_file_size(pid, nbytes):
 def metrics_failure(corpus, work, ref, np, fill=None):
     """metrics.jsonl stops taking writes: under a file-size limit on rank 0 (300 kB: above a
     checkpoint, reached by metrics.jsonl after ~2300 steps), or (fill) on a file system filled
-    after step 600. The run must stop at once: exit 1 naming the file, complete lines only, a
+    after step 2010. The run must stop at once: exit 1 naming the file, complete lines only, a
     checkpoint when one fits; then --resume auto, with room again, ends equal.
 
     The full disk comes after the checkpoint of step 2000 and with no other one due before the
