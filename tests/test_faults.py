@@ -536,14 +536,17 @@ def full_disk_inside(corpus, work, ref):
     filler = os.path.join(mnt, "filler")
 
     def fill():
-        with open(filler, "wb") as f:
-            try:
-                while True:
-                    f.write(b"\0" * 65536)
-                    f.flush()
-            except OSError as e:
-                if e.errno != errno.ENOSPC:
-                    raise
+        # unbuffered: a buffered file keeps the part of its last write that did not fit and
+        # fails again with ENOSPC when it is closed
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            while True:
+                os.write(fd, b"\0" * 65536)
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+        finally:
+            os.close(fd)
 
     def free():
         os.remove(filler)
