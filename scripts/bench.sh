@@ -40,6 +40,8 @@
 #   BF16_CMP=0        1 = charlm alone, model.precision fp32 against bf16, alternating, REPS
 #                     runs each per work, each ending with one validation (data.val_frac 0.1):
 #                     median chars/s, their ratio and the two validation losses
+#   BASE=PATH         (unset) another charlm binary, e.g. build-base/charlm built from an earlier
+#                     commit: charlm alone, BASE against CHARLM, as BF16_CMP compares precisions
 #   CHARLM_KERN       (unset) forces charlm's recurrent-product path: blas, avx2, avx512,
 #                     avx512bf16 (src/README.md §3); each run says which it took
 # The raw output names paths in the repository relative to its root (it is committed and says
@@ -62,6 +64,7 @@ SGEMM_SECONDS=${SGEMM_SECONDS:-3}
 PRECISION=${PRECISION:-fp32}
 TABLE=${TABLE:-1}
 BF16_CMP=${BF16_CMP:-0}
+BASE=${BASE:-}
 STREAMS=64
 SEQ=64
 LAYERS=2
@@ -69,6 +72,7 @@ LAYERS=2
 CORPUS=${CORPUS:-$ROOT/tests/data/tinyshakespeare.txt}
 [[ -e $CORPUS ]] || { echo "bench.sh: no corpus $CORPUS; set CORPUS=PATH" >&2; exit 2; }
 [[ -x $CHARLM ]] || { echo "bench.sh: $CHARLM not built (run scripts/setup.sh)" >&2; exit 2; }
+[[ -z $BASE || -x $BASE ]] || { echo "bench.sh: BASE=$BASE: not an executable" >&2; exit 2; }
 "$PYTHON" -c 'import torch' 2>/dev/null \
     || { echo "bench.sh: $PYTHON has no torch (apt-get install python3-torch)" >&2; exit 2; }
 (( STREAMS % NP == 0 )) || { echo "bench.sh: NP=$NP does not divide $STREAMS streams" >&2; exit 2; }
@@ -134,6 +138,7 @@ flops_per_char() { # cell H E V
 # a private copy: a rebuild of build/ during the run does not mix two versions
 cp "$CHARLM" "$TMP/charlm"
 CHARLM_BIN=$TMP/charlm
+if [[ -n $BASE ]]; then cp "$BASE" "$TMP/charlm-base"; BASE_BIN=$TMP/charlm-base; fi
 
 # charlm takes OpenBLAS's kernels from the CPU's features where the library's own choice is
 # below them (src/README.md §8); the reference and sgemm_peak get the same set (a set you name
@@ -170,7 +175,7 @@ measure_sgemm() {
 # ---- one run of each program -----------------------------------------------------------------
 # run_charlm NP THREADS CELL H STEPS LOG [PREC [VAL]] -> sets CPS (chars/s), VOCAB and SPLIT
 # (charlm's time split line); model.precision PREC ($PRECISION); with VAL = 1, 10% of the corpus
-# held out and one validation at the last step, its loss in VLOSS
+# held out and one validation at the last step, its loss in VLOSS; the binary RUN_BIN when set
 run_charlm() {
     local np=$1 threads=$2 cell=$3 h=$4 steps=$5 log=$6 prec=${7:-$PRECISION} val=${8:-0}
     local dir=$TMP/run bind=() every=0 frac=0
@@ -180,7 +185,7 @@ run_charlm() {
     # to cores by default)
     if (( np == 1 && threads > 1 )); then bind=(--bind-to none); fi
     if ! OPENBLAS_NUM_THREADS=$threads OMP_NUM_THREADS=$threads \
-        "$MPIRUN" "${bind[@]}" -np "$np" "$CHARLM_BIN" train --corpus "$CORPUS" --cell "$cell" \
+        "$MPIRUN" "${bind[@]}" -np "$np" "${RUN_BIN:-$CHARLM_BIN}" train --corpus "$CORPUS" --cell "$cell" \
         --layers "$LAYERS" --hidden "$h" --embed "$h" --batch $((STREAMS / np)) --seq "$SEQ" \
         --steps "$steps" --log-every "$log" --eval-every "$every" --optim adam --lr 0.002 \
         --set optim.clip=5 --set model.dropout=0 --set data.val_frac="$frac" \
@@ -226,6 +231,11 @@ say "date:    $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 say "host:    $(uname -n), $(uname -sr)"
 say "cpu:     $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cpus"
 say "commit:  $commit, $("$CHARLM_BIN" --version 2>&1 | head -1), binary built $(date -u -r "$CHARLM" "+%Y-%m-%d %H:%M UTC")"
+if [[ -n $BASE ]]; then
+    base_path=$(repo_path "$BASE")
+    [[ $base_path == /* ]] && base_path="$(basename "$BASE") (outside the repository)"
+    say "base:    $base_path, $("$BASE_BIN" --version 2>&1 | head -1), built $(date -u -r "$BASE" "+%Y-%m-%d %H:%M UTC")"
+fi
 CORE=$(OPENBLAS_VERBOSE=2 "$SGEMM" 64 0 1 2>&1 | sed -n 's/^Core: *//p' | head -1)
 say "blas:    OpenBLAS $CORE kernels (OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-(unset)})"
 say "torch:   $("$PYTHON" -c 'import torch; print(torch.__version__)' 2>/dev/null)"
@@ -304,22 +314,28 @@ if [[ $TABLE == 1 && $AVX512 == 1 ]] && grep -qw avx512f /proc/cpuinfo &&
     done
 fi
 
-# ---- fp32 against bf16 --------------------------------------------------------------------------
-if [[ $BF16_CMP == 1 ]]; then
+# ---- charlm against charlm -------------------------------------------------------------------
+# compare_charlm TITLE NAME_A BIN_A PREC_A NAME_B BIN_B PREC_B: charlm alone in two set-ups
+# (binary, model.precision), alternating, REPS runs each per work, each ending with one validation
+# (10% of the corpus held out): the median chars/s of both, B's over A's, and the two validation
+# losses
+compare_charlm() {
+    local title=$1 na=$2 ba=$3 pa=$4 nb=$5 bb=$6 pb=$7 work cell h steps log rep am bm va vb ka
     say ""
-    say "== charlm model.precision fp32 against bf16 (OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-(unset)};"
-    say "alternating; 10% of the corpus held out, one validation at the last step)"
-    say "$(printf '%-9s %6s %11s %11s %7s %12s %12s' work steps fp32_c/s bf16_c/s ratio fp32_val bf16_val)"
-    rows=()
+    say "== $title (OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-(unset)}; alternating; 10% of the"
+    say "corpus held out, one validation at the last step)"
+    say "$(printf '%-9s %6s %11s %11s %7s %12s %12s' work steps "$na"_c/s "$nb"_c/s ratio \
+        "$na"_val "$nb"_val)"
+    local rows=() a_list b_list
     for work in $WORKS; do
         read -r cell h steps log < <(work_spec "$work")
         a_list=() b_list=()
         for (( rep = 1; rep <= REPS; rep++ )); do
-            run_charlm "$NP" 1 "$cell" "$h" "$steps" "$log" fp32 1
+            RUN_BIN=$ba run_charlm "$NP" 1 "$cell" "$h" "$steps" "$log" "$pa" 1
             a_list+=("$CPS") va=$VLOSS ka=$KERN
-            run_charlm "$NP" 1 "$cell" "$h" "$steps" "$log" bf16 1
+            RUN_BIN=$bb run_charlm "$NP" 1 "$cell" "$h" "$steps" "$log" "$pb" 1
             b_list+=("$CPS") vb=$VLOSS
-            say "run $work rep $rep: fp32 ${a_list[-1]} chars/s (val $va; $ka), bf16 $CPS" \
+            say "run $work rep $rep: $na ${a_list[-1]} chars/s (val $va; $ka), $nb $CPS" \
                 "chars/s (val $vb; $KERN); load $(load1)"
         done
         am=$(printf '%s\n' "${a_list[@]}" | median)
@@ -328,6 +344,15 @@ if [[ $BF16_CMP == 1 ]]; then
             'BEGIN { printf "%-9s %6d %11.0f %11.0f %6.2fx %12s %12s", w, s, a, b, b / a, x, y }')")
     done
     for row in "${rows[@]}"; do say "$row"; done
+}
+
+if [[ $BF16_CMP == 1 ]]; then
+    compare_charlm "charlm model.precision fp32 against bf16" fp32 "$CHARLM_BIN" fp32 \
+        bf16 "$CHARLM_BIN" bf16
+fi
+if [[ -n $BASE ]]; then
+    compare_charlm "charlm: the base build against this one" base "$BASE_BIN" "$PRECISION" \
+        this "$CHARLM_BIN" "$PRECISION"
 fi
 
 # ---- ranks vs threads --------------------------------------------------------------------------

@@ -8,10 +8,12 @@
 
 #include "charlm/err.h"
 
-/* Panels of NR = 32 columns of B: two zmm or four ymm registers per row of the tile. K is cut
- * into blocks of KC so that the block of a panel the micro-kernel streams (32 KB) stays in L1
- * while every row block of A passes over it. */
-enum { NR = 32, KC = 256, MR512 = 8, MR256 = 6 };
+/* Panels of B's columns, NR = 32 wide for AVX-512 (two zmm registers per row of the tile) and
+ * NR256 = 24 for AVX2 (three ymm: a tile of 4 rows holds 12 of the 16 ymm registers, and the
+ * streams of the benchmark, 32 rows a rank, fill whole tiles). K is cut into blocks of KC (KC256)
+ * so that the block of a panel the micro-kernel streams (32 KB, 24 KB) stays in L1 while every
+ * row block of A passes over it. */
+enum { NR = 32, KC = 256, MR512 = 8, NR256 = 16, KC256 = 256, MR256 = 6 };
 
 const char *const kern_precision_names[KERN_PRECISIONS] = {"fp32", "bf16"};
 
@@ -47,8 +49,7 @@ kern_path_t kern_path_auto(kern_precision_t prec) {
         }
         return (kern_path_t)p;
     }
-    /* not KERN_AVX2: measured at 0.6-0.75x of OpenBLAS's Haswell kernels (scripts/README.md) */
-    static const kern_path_t best[] = {KERN_AVX512_BF16, KERN_AVX512};
+    static const kern_path_t best[] = {KERN_AVX512_BF16, KERN_AVX512, KERN_AVX2};
     for (size_t i = 0; i < sizeof best / sizeof *best; i++)
         if (kern_path_supported(best[i], prec)) return best[i];
     return KERN_BLAS;
@@ -74,7 +75,9 @@ float kern_round_bf16(float x) {
 
 /* ---- packing ---- */
 
-static int panels(int N) { return (N + NR - 1) / NR; }
+/* the panel width of path p's fp32 packing */
+static int panel_width(kern_path_t p) { return p == KERN_AVX2 ? NR256 : NR; }
+static int panels(int N, int nr) { return (N + nr - 1) / nr; }
 static int pairs(int K) { return (K + 1) / 2; }
 
 /* B's element (k, n) */
@@ -82,14 +85,15 @@ static float b_at(const float *w, int K, int N, int trans, int k, int n) {
     return trans ? w[(size_t)n * K + k] : w[(size_t)k * N + n];
 }
 
-/* fp32 panels: panel p holds (k, j) = B(k, 32p + j) at p*K*32 + k*32 + j, zeros past N. */
-static void pack_fp32(float *pack, const float *w, int K, int N, int trans) {
-    for (int p = 0; p < panels(N); p++) {
-        float *P = pack + (size_t)p * K * NR;
+/* fp32 panels of width nr: panel p holds (k, j) = B(k, nr p + j) at (p K + k) nr + j, zeros
+ * past N. */
+static void pack_fp32(float *pack, const float *w, int K, int N, int trans, int nr) {
+    for (int p = 0; p < panels(N, nr); p++) {
+        float *P = pack + (size_t)p * K * nr;
         for (int k = 0; k < K; k++)
-            for (int j = 0; j < NR; j++) {
-                int n = p * NR + j;
-                P[(size_t)k * NR + j] = n < N ? b_at(w, K, N, trans, k, n) : 0.0f;
+            for (int j = 0; j < nr; j++) {
+                int n = p * nr + j;
+                P[(size_t)k * nr + j] = n < N ? b_at(w, K, N, trans, k, n) : 0.0f;
             }
     }
 }
@@ -98,7 +102,7 @@ static void pack_fp32(float *pack, const float *w, int K, int N, int trans) {
  * p*pairs(K)*64 + q*64 + 2j + e, zeros past K and N: vdpbf16ps's lane j sums e = 0, 1. */
 static void pack_bf16(uint16_t *pack, const float *w, int K, int N, int trans) {
     const int K2 = pairs(K);
-    for (int p = 0; p < panels(N); p++) {
+    for (int p = 0; p < panels(N, NR); p++) {
         uint16_t *P = pack + (size_t)p * K2 * 2 * NR;
         for (int q = 0; q < K2; q++)
             for (int j = 0; j < NR; j++)
@@ -115,7 +119,7 @@ static size_t align64(size_t bytes) { return (bytes + 63) & ~(size_t)63; }
 /* The bytes of the panels of B (K, N) and of the rounded A of max_m rows. */
 static void mat_sizes(size_t *pack, size_t *a, kern_path_t p, kern_precision_t prec, int max_m,
                       int K, int N) {
-    const size_t M = (size_t)max_m, Np = (size_t)panels(N) * NR, K2 = (size_t)pairs(K) * 2;
+    const size_t M = (size_t)max_m, Np = (size_t)panels(N, panel_width(p)) * panel_width(p), K2 = (size_t)pairs(K) * 2;
     *pack = *a = 0;
     if (p == KERN_AVX512_BF16) {
         *pack = K2 * Np * sizeof(uint16_t);
@@ -168,7 +172,7 @@ void kern_pack(kern_mat_t *m, const float *w, int K, int N, int trans) {
     if (m->path == KERN_AVX512_BF16) {
         pack_bf16(m->pack, w, K, N, trans);
     } else if (m->path != KERN_BLAS) {
-        pack_fp32(m->pack, w, K, N, trans);
+        pack_fp32(m->pack, w, K, N, trans, panel_width(m->path));
     } else if (m->prec == KERN_BF16) {
         float *r = m->pack;
         for (size_t i = 0; i < (size_t)K * N; i++) r[i] = kern_round_bf16(w[i]);
@@ -217,30 +221,49 @@ __attribute__((target("avx512f"))) static void tile_avx512(float *C, int ldc, co
     store_tile512(C, ldc, c, mr, nr, acc);
 }
 
-/* AVX2: a tile of 6 rows by one half (16 columns) of a panel, its rows 32 floats apart. */
-__attribute__((target("avx2,fma"))) static void tile_avx2(float *C, int ldc, const float *A,
-                                                          int lda, const float *P, int kc,
-                                                          int mr, int nr, int acc) {
+/* AVX2: a tile of R rows (R = 6, or 4 for the rows a 6-row tile would leave as 2) by a panel of
+ * NR256 = 16 columns: 2R ymm accumulators, the panel's row and A's broadcast in the rest. R is a
+ * constant in each caller, so that the accumulators stay in registers. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+tile_avx2_rows(float *C, int ldc, const float *A, int lda, const float *P, int kc, int mr, int nr,
+               int acc, const int R) {
     const float *a[MR256];
-    for (int i = 0; i < MR256; i++) a[i] = A + (size_t)(i < mr ? i : mr - 1) * lda;
+    for (int i = 0; i < R; i++) a[i] = A + (size_t)(i < mr ? i : mr - 1) * lda;
     __m256 c[MR256][2];
     #pragma GCC unroll 6
-    for (int i = 0; i < MR256; i++) c[i][0] = c[i][1] = _mm256_setzero_ps();
+    for (int i = 0; i < R; i++) c[i][0] = c[i][1] = _mm256_setzero_ps();
     for (int k = 0; k < kc; k++) {
-        __m256 b0 = _mm256_load_ps(P + (size_t)k * NR), b1 = _mm256_load_ps(P + (size_t)k * NR + 8);
+        const float *b = P + (size_t)k * NR256;
+        __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
         #pragma GCC unroll 6
-        for (int i = 0; i < MR256; i++) {
+        for (int i = 0; i < R; i++) {
             __m256 x = _mm256_broadcast_ss(a[i] + k);
             c[i][0] = _mm256_fmadd_ps(x, b0, c[i][0]);
             c[i][1] = _mm256_fmadd_ps(x, b1, c[i][1]);
         }
     }
-    for (int i = 0; i < mr; i++) {
-        float t[16], *r = C + (size_t)i * ldc;
-        _mm256_storeu_ps(t, c[i][0]);
-        _mm256_storeu_ps(t + 8, c[i][1]);
-        for (int j = 0; j < nr; j++) r[j] = acc ? r[j] + t[j] : t[j];
+    #pragma GCC unroll 6
+    for (int i = 0; i < R; i++) {
+        if (i >= mr) break;
+        float t[NR256], *r = C + (size_t)i * ldc, *d = nr == NR256 ? r : t;
+        if (acc && nr == NR256) {
+            c[i][0] = _mm256_add_ps(c[i][0], _mm256_loadu_ps(r));
+            c[i][1] = _mm256_add_ps(c[i][1], _mm256_loadu_ps(r + 8));
+        }
+        _mm256_storeu_ps(d, c[i][0]);
+        _mm256_storeu_ps(d + 8, c[i][1]);
+        if (nr < NR256)
+            for (int j = 0; j < nr; j++) r[j] = acc ? r[j] + t[j] : t[j];
     }
+}
+
+__attribute__((target("avx2,fma"))) static void tile_avx2(float *C, int ldc, const float *A,
+                                                          int lda, const float *P, int kc,
+                                                          int mr, int nr, int acc) {
+    if (mr > 4)
+        tile_avx2_rows(C, ldc, A, lda, P, kc, mr, nr, acc, 6);
+    else
+        tile_avx2_rows(C, ldc, A, lda, P, kc, mr, nr, acc, 4);
 }
 
 /* bf16: A's rows as bf16 pairs (lda in pairs), a panel block of kc2 pairs of rows. */
@@ -273,23 +296,25 @@ __attribute__((target("avx512f,avx512bf16"))) static void tile_bf16(float *C, in
 static int imin(int a, int b) { return a < b ? a : b; }
 
 static void gemm_fp32(float *C, const float *A, const kern_mat_t *m, int M, int acc) {
-    const int K = m->K, N = m->N;
+    const int K = m->K, N = m->N, avx2 = m->path == KERN_AVX2;
+    const int W = avx2 ? NR256 : NR, KB = avx2 ? KC256 : KC, MR = avx2 ? MR256 : MR512;
     const float *pack = m->pack;
-    for (int p = 0; p < panels(N); p++) {
-        const int nr = imin(NR, N - p * NR);
-        for (int k0 = 0; k0 < K; k0 += KC) {
-            const int kc = imin(KC, K - k0), add = acc || k0 > 0;
-            const float *P = pack + (size_t)p * K * NR + (size_t)k0 * NR;
-            float *Cp = C + (size_t)p * NR;
-            if (m->path == KERN_AVX512) {
-                for (int i = 0; i < M; i += MR512)
-                    tile_avx512(Cp + (size_t)i * N, N, A + (size_t)i * K + k0, K, P, kc,
-                                imin(MR512, M - i), nr, add);
-            } else {
-                for (int i = 0; i < M; i += MR256)
-                    for (int h = 0; h < 2 && 16 * h < nr; h++)
-                        tile_avx2(Cp + (size_t)i * N + 16 * h, N, A + (size_t)i * K + k0, K,
-                                  P + 16 * h, kc, imin(MR256, M - i), imin(16, nr - 16 * h), add);
+    for (int p = 0; p < panels(N, W); p++) {
+        const int nr = imin(W, N - p * W);
+        for (int k0 = 0; k0 < K; k0 += KB) {
+            const int kc = imin(KB, K - k0), add = acc || k0 > 0;
+            const float *P = pack + ((size_t)p * K + (size_t)k0) * W;
+            float *Cp = C + (size_t)p * W;
+            for (int i = 0, mr; i < M; i += mr) {
+                float *Ci = Cp + (size_t)i * N;
+                const float *Ai = A + (size_t)i * K + k0;
+                mr = imin(MR, M - i);
+                if (!avx2) {
+                    tile_avx512(Ci, N, Ai, K, P, kc, mr, nr, add);
+                } else {
+                    if (M - i == 8) mr = 4; /* two 4-row tiles, not 6 + 2 */
+                    tile_avx2(Ci, N, Ai, K, P, kc, mr, nr, add);
+                }
             }
         }
     }
@@ -316,7 +341,7 @@ static void gemm_bf16(float *C, const float *A, const kern_mat_t *m, int M, int 
     const int K2 = pairs(m->K), N = m->N;
     const uint16_t *pack = m->pack, *a = m->a;
     round_rows_bf16(m->a, A, M, m->K);
-    for (int p = 0; p < panels(N); p++) {
+    for (int p = 0; p < panels(N, NR); p++) {
         const int nr = imin(NR, N - p * NR);
         for (int q0 = 0; q0 < K2; q0 += KC / 2) {
             const int kc2 = imin(KC / 2, K2 - q0), add = acc || q0 > 0;

@@ -9,7 +9,8 @@
  *    product of the fp32 inputs, that plus (2^-7 + 2^-16) S (two roundings of at most 2^-8 in
  *    each product).
  * Also: on the own paths a row's result does not depend on the rows multiplied with it (bit for
- * bit; OpenBLAS's does, it takes other kernels for other M), and CHARLM_KERN selects the path. */
+ * bit; OpenBLAS's does, it takes other kernels for other M), CHARLM_KERN selects the path, and
+ * fp32 takes the widest own kernel the CPU runs by default. */
 #include <math.h>
 #include <stdint.h>
 
@@ -44,7 +45,7 @@ static double worst(const float *C, const float *C0, const float *A, const float
 
 static void check_path(kern_path_t p, kern_precision_t prec) {
     static const int Ms[] = {1, 5, 8, 9, 32, 33}, Ks[] = {1, 3, 17, 256, 301, 513},
-                     Ns[] = {1, 5, 16, 31, 33, 100};
+                     Ns[] = {1, 5, 16, 24, 31, 33, 48, 100};
     enum { MAXM = 33, MAXK = 513, MAXN = 100 };
     kern_mat_t m;
     kern_mat_alloc(&m, p, prec, MAXM, MAXK, MAXN);
@@ -114,5 +115,11 @@ int main(void) {
     unsetenv("CHARLM_KERN");
     EXPECT(kern_path_supported(kern_path_auto(KERN_FP32), KERN_FP32));
     EXPECT(kern_path_supported(kern_path_auto(KERN_BF16), KERN_BF16));
+    /* fp32 by default: the widest own kernel the CPU runs, each faster than cblas_sgemm there */
+    const kern_path_t want = kern_path_supported(KERN_AVX512, KERN_FP32) ? KERN_AVX512
+                             : kern_path_supported(KERN_AVX2, KERN_FP32) ? KERN_AVX2
+                                                                         : KERN_BLAS;
+    EXPECT_MSG(kern_path_auto(KERN_FP32) == want, "fp32 takes %s, not %s",
+               kern_path_name(kern_path_auto(KERN_FP32)), kern_path_name(want));
     return check_failures ? 1 : 0;
 }

@@ -4,8 +4,7 @@
  * streams (32 rows) costs as much as the product; here the packing is paid once for T steps.
  *
  * The path is chosen at run time from the CPU's features (kern_path_auto): AVX-512, else
- * cblas_sgemm (the AVX2 + FMA kernel lost to OpenBLAS's AVX2 kernels: only CHARLM_KERN=avx2
- * selects it); precision bf16 rounds B and A to bfloat16 and multiplies them with
+ * AVX2 + FMA, else cblas_sgemm; precision bf16 rounds B and A to bfloat16 and multiplies them with
  * AVX512-BF16's vdpbf16ps, accumulating in fp32 (on a CPU without it: cblas_sgemm of the rounded
  * values, the same products in another summation order). The own paths sum each output element
  * over k in an order fixed by K alone, on one thread: results are deterministic, and a row's
@@ -32,7 +31,7 @@ int kern_path_supported(kern_path_t p, kern_precision_t prec);
 
 /* The path for precision prec: the one named by the environment variable CHARLM_KERN when set
  * (aborts when it names no path this CPU supports at prec), else the fastest supported as
- * measured (avx512bf16 for bf16, avx512 for fp32, else blas). */
+ * measured (avx512bf16 for bf16; avx512, else avx2 for fp32; else blas). */
 kern_path_t kern_path_auto(kern_precision_t prec);
 
 /* One B operand packed for a path, with the scratch of its products; allocated once. */
