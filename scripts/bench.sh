@@ -206,7 +206,9 @@ run_charlm() {
         match($0, /"gflops":[-0-9.e+]*/); g = substr($0, RSTART + 9, RLENGTH - 9)
         printf "%.0f\n", g * 1e9 / c }')
     LOSS=$(grep '"train_loss"' "$dir/metrics.jsonl" | tail -1 | sed -n 's/.*"train_loss":\([-0-9.e+]*\).*/\1/p')
-    VLOSS=$(grep '"val_loss"' "$dir/metrics.jsonl" | tail -1 | sed -n 's/.*"val_loss":\([-0-9.e+]*\).*/\1/p')
+    # a run without validation has no val_loss record (grep's status 1 must not end the script)
+    VLOSS=$({ grep '"val_loss"' "$dir/metrics.jsonl" || true; } | tail -1 \
+        | sed -n 's/.*"val_loss":\([-0-9.e+]*\).*/\1/p')
 }
 
 # run_torch CELL H WINDOWS -> sets TPS (chars/s)
