@@ -8,11 +8,11 @@
 
 #include "charlm/err.h"
 
-/* Panels of B's columns, NR = 32 wide for AVX-512 (two zmm registers per row of the tile) and
- * NR256 = 24 for AVX2 (three ymm: a tile of 4 rows holds 12 of the 16 ymm registers, and the
- * streams of the benchmark, 32 rows a rank, fill whole tiles). K is cut into blocks of KC (KC256)
- * so that the block of a panel the micro-kernel streams (32 KB, 24 KB) stays in L1 while every
- * row block of A passes over it. */
+/* Panels of B's columns, NR = 32 wide for AVX-512 (two zmm registers per row of an 8-row tile)
+ * and NR256 = 16 for AVX2 (two ymm per row: a 6-row tile holds 12 of the 16 ymm registers, the
+ * panel's row and A's broadcast the rest). K is cut into blocks of KC (KC256) so that the block
+ * of a panel the micro-kernel streams (32 KB, 16 KB) stays in L1 while every row block of A
+ * passes over it. */
 enum { NR = 32, KC = 256, MR512 = 8, NR256 = 16, KC256 = 256, MR256 = 6 };
 
 const char *const kern_precision_names[KERN_PRECISIONS] = {"fp32", "bf16"};
@@ -119,7 +119,8 @@ static size_t align64(size_t bytes) { return (bytes + 63) & ~(size_t)63; }
 /* The bytes of the panels of B (K, N) and of the rounded A of max_m rows. */
 static void mat_sizes(size_t *pack, size_t *a, kern_path_t p, kern_precision_t prec, int max_m,
                       int K, int N) {
-    const size_t M = (size_t)max_m, Np = (size_t)panels(N, panel_width(p)) * panel_width(p), K2 = (size_t)pairs(K) * 2;
+    const int W = panel_width(p);
+    const size_t M = (size_t)max_m, Np = (size_t)panels(N, W) * W, K2 = (size_t)pairs(K) * 2;
     *pack = *a = 0;
     if (p == KERN_AVX512_BF16) {
         *pack = K2 * Np * sizeof(uint16_t);
