@@ -185,8 +185,8 @@ run_charlm() {
     # to cores by default)
     if (( np == 1 && threads > 1 )); then bind=(--bind-to none); fi
     if ! OPENBLAS_NUM_THREADS=$threads OMP_NUM_THREADS=$threads \
-        "$MPIRUN" "${bind[@]}" -np "$np" "${RUN_BIN:-$CHARLM_BIN}" train --corpus "$CORPUS" --cell "$cell" \
-        --layers "$LAYERS" --hidden "$h" --embed "$h" --batch $((STREAMS / np)) --seq "$SEQ" \
+        "$MPIRUN" "${bind[@]}" -np "$np" "${RUN_BIN:-$CHARLM_BIN}" train --corpus "$CORPUS" \
+        --cell "$cell" --layers "$LAYERS" --hidden "$h" --embed "$h" --batch $((STREAMS / np)) --seq "$SEQ" \
         --steps "$steps" --log-every "$log" --eval-every "$every" --optim adam --lr 0.002 \
         --set optim.clip=5 --set model.dropout=0 --set data.val_frac="$frac" \
         --set checkpoint.every=0 --set model.precision="$prec" \

@@ -32,7 +32,6 @@ def main():
     out = p.stdout
     want = {
         "the table against PyTorch": r"^lstm128 +\d+ +\d+ +[\d.]+x .*%$",
-        "fp32 against bf16": r"^lstm128 +40 +\d+ +\d+ +[\d.]+x +[\d.]+ +[\d.]+$",
         "ranks against threads": r"^lstm512 ranks vs threads: .*x\)$",
         "the base build's header": r"^base: +\S+",
         "the raw output's name": r"^raw output: ",

@@ -25,15 +25,19 @@ def gate_loops(path):
     return [i + 2 for i, line in enumerate(lines) if line.strip() == "#pragma GCC ivdep"]
 
 
+def compile_args(entry):
+    """The compile line of a compile_commands.json entry as a list of arguments."""
+    return shlex.split(entry["command"]) if "command" in entry else list(entry["arguments"])
+
+
 def replay(entry, march):
     """The compile line of entry for -march=march at the Release build's -O3 (another build type's
     level, or a sanitizer, is not what the check is about: GCC's -O2 vectorises only loops whose
     trip count needs no remainder), writing nothing, with the vectoriser's report: returns the
     completed process (report on stderr)."""
-    args = shlex.split(entry["command"]) if "command" in entry else list(entry["arguments"])
     out = []
     skip = False
-    for a in args:
+    for a in compile_args(entry):
         if skip:
             skip = False
             continue
@@ -59,8 +63,7 @@ def main():
                    and os.path.dirname(os.path.abspath(e["file"])) == SRC]
     if not entries:
         h.fail(f"{db}: no compile line of src/cell_*.c")
-    cc = (shlex.split(entries[0]["command"]) if "command" in entries[0]
-          else entries[0]["arguments"])[0]
+    cc = compile_args(entries[0])[0]
     version = subprocess.run([cc, "-v"], capture_output=True, text=True).stderr
     machine = subprocess.run([cc, "-dumpmachine"], capture_output=True, text=True).stdout
     if "gcc version" not in version or not machine.startswith("x86_64"):
