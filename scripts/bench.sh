@@ -43,7 +43,7 @@
 #   BASE=PATH         (unset) another charlm binary, e.g. build-base/charlm built from an earlier
 #                     commit: charlm alone, BASE against CHARLM, as BF16_CMP compares precisions
 #   CHARLM_KERN       (unset) forces charlm's recurrent-product path: blas, avx2, avx512,
-#                     avx512bf16 (src/README.md §3); each run says which it took
+#                     avx512bf16, amx (src/README.md §3); each run says which it took
 # The raw output names paths in the repository relative to its root (it is committed and says
 # nothing of the machine's directories); a CORPUS or RESULTS_DIR elsewhere is printed as given.
 set -euo pipefail

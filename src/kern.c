@@ -1,10 +1,16 @@
+#define _GNU_SOURCE /* syscall: the AMX permission (arch_prctl) */
 #include "charlm/kern.h"
 
 #include <cblas.h>
+#include <cpuid.h>
 #include <immintrin.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #include "charlm/err.h"
 
@@ -15,11 +21,34 @@
  * passes over it. */
 enum { NR = 32, KC = 256, MR512 = 8, NR256 = 16, KC256 = 256, MR256 = 6 };
 
+/* AMX: every tile register 16 rows of 64 bytes — a C tile 16 x 16 fp32, an A tile 16 rows x 16
+ * bf16 pairs, a B tile 16 pairs x 16 columns (the left or right half of a 32-column bf16
+ * panel, 128 bytes a row). K is padded with zeros to whole tiles of 16 pairs. */
+enum { AMX_ROWS = 16, AMX_PAIRS = 16 };
+
 const char *const kern_precision_names[KERN_PRECISIONS] = {"fp32", "bf16"};
 
-static const char *const path_names[KERN_PATHS] = {"blas", "avx2", "avx512", "avx512bf16"};
+static const char *const path_names[KERN_PATHS] = {"blas", "avx2", "avx512", "avx512bf16",
+                                                   "amx"};
 
 const char *kern_path_name(kern_path_t p) { return err_enum_name(path_names, KERN_PATHS, (int)p); }
+
+/* Whether the CPU has AMX-TILE and AMX-BF16 and the kernel lets this process use the tile data
+ * (Linux asks each process to request it, arch_prctl ARCH_REQ_XCOMP_PERM; the permission lasts
+ * until exec). Asked once. */
+static int amx_usable(void) {
+    static int usable = -1;
+    if (usable >= 0) return usable;
+    usable = 0;
+#if defined(__linux__) && defined(SYS_arch_prctl)
+    enum { AMX_BF16_BIT = 22, AMX_TILE_BIT = 24, ARCH_REQ_XCOMP_PERM = 0x1023, XTILEDATA = 18 };
+    unsigned a, b, c, d;
+    if (__get_cpuid_count(7, 0, &a, &b, &c, &d) && (d >> AMX_BF16_BIT & 1) &&
+        (d >> AMX_TILE_BIT & 1))
+        usable = syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XTILEDATA) == 0;
+#endif
+    return usable;
+}
 
 int kern_path_supported(kern_path_t p, kern_precision_t prec) {
     __builtin_cpu_init();
@@ -31,6 +60,9 @@ int kern_path_supported(kern_path_t p, kern_precision_t prec) {
     case KERN_AVX512_BF16:
         return prec == KERN_BF16 && __builtin_cpu_supports("avx512f") &&
                __builtin_cpu_supports("avx512bf16");
+    case KERN_AMX_BF16:
+        return prec == KERN_BF16 && __builtin_cpu_supports("avx512f") &&
+               __builtin_cpu_supports("avx512bf16") && amx_usable();
     case KERN_PATHS: break;
     }
     return 0;
@@ -43,13 +75,13 @@ kern_path_t kern_path_auto(kern_precision_t prec) {
         if (p < 0 || !kern_path_supported((kern_path_t)p, prec)) {
             char msg[160];
             snprintf(msg, sizeof msg, "CHARLM_KERN=%s: not a kernel path this CPU runs at %s "
-                     "(blas, avx2, avx512 for fp32; blas, avx512bf16 for bf16)", env,
+                     "(blas, avx2, avx512 for fp32; blas, avx512bf16, amx for bf16)", env,
                      prec == KERN_BF16 ? "bf16" : "fp32");
             err_abort(__FILE__, __LINE__, msg);
         }
         return (kern_path_t)p;
     }
-    static const kern_path_t best[] = {KERN_AVX512_BF16, KERN_AVX512, KERN_AVX2};
+    static const kern_path_t best[] = {KERN_AMX_BF16, KERN_AVX512_BF16, KERN_AVX512, KERN_AVX2};
     for (size_t i = 0; i < sizeof best / sizeof *best; i++)
         if (kern_path_supported(best[i], prec)) return best[i];
     return KERN_BLAS;
@@ -79,6 +111,12 @@ float kern_round_bf16(float x) {
 static int panel_width(kern_path_t p) { return p == KERN_AVX2 ? NR256 : NR; }
 static int panels(int N, int nr) { return (N + nr - 1) / nr; }
 static int pairs(int K) { return (K + 1) / 2; }
+static int round_up(int n, int m) { return (n + m - 1) / m * m; }
+static int bf16_path(kern_path_t p) { return p == KERN_AVX512_BF16 || p == KERN_AMX_BF16; }
+/* the pairs of k a bf16 path's panels and rounded rows hold: whole tiles for AMX */
+static int pairs_for(kern_path_t p, int K) {
+    return p == KERN_AMX_BF16 ? round_up(pairs(K), AMX_PAIRS) : pairs(K);
+}
 
 /* B's element (k, n) */
 static float b_at(const float *w, int K, int N, int trans, int k, int n) {
@@ -98,10 +136,10 @@ static void pack_fp32(float *pack, const float *w, int K, int N, int trans, int 
     }
 }
 
-/* bf16 panels of pairs along k: panel p holds (q, j, e) = B(2q + e, 32p + j) at
- * p*pairs(K)*64 + q*64 + 2j + e, zeros past K and N: vdpbf16ps's lane j sums e = 0, 1. */
-static void pack_bf16(uint16_t *pack, const float *w, int K, int N, int trans) {
-    const int K2 = pairs(K);
+/* bf16 panels of K2 >= pairs(K) pairs along k: panel p holds (q, j, e) = B(2q + e, 32p + j) at
+ * p*K2*64 + q*64 + 2j + e, zeros past K and N: vdpbf16ps's lane j sums e = 0, 1, and each half
+ * of a row is a row of an AMX B tile. */
+static void pack_bf16(uint16_t *pack, const float *w, int K, int N, int trans, int K2) {
     for (int p = 0; p < panels(N, NR); p++) {
         uint16_t *P = pack + (size_t)p * K2 * 2 * NR;
         for (int q = 0; q < K2; q++)
@@ -120,9 +158,11 @@ static size_t align64(size_t bytes) { return (bytes + 63) & ~(size_t)63; }
 static void mat_sizes(size_t *pack, size_t *a, kern_path_t p, kern_precision_t prec, int max_m,
                       int K, int N) {
     const int W = panel_width(p);
-    const size_t M = (size_t)max_m, Np = (size_t)panels(N, W) * W, K2 = (size_t)pairs(K) * 2;
+    const size_t Np = (size_t)panels(N, W) * W, K2 = (size_t)pairs_for(p, K) * 2;
+    /* AMX multiplies whole tiles of 16 rows: the rows past max_m are read, never stored */
+    const size_t M = (size_t)(p == KERN_AMX_BF16 ? round_up(max_m, AMX_ROWS) : max_m);
     *pack = *a = 0;
-    if (p == KERN_AVX512_BF16) {
+    if (bf16_path(p)) {
         *pack = K2 * Np * sizeof(uint16_t);
         *a = M * K2 * sizeof(uint16_t);
     } else if (p != KERN_BLAS) {
@@ -170,8 +210,8 @@ void kern_pack(kern_mat_t *m, const float *w, int K, int N, int trans) {
     CHARLM_CHECK(K >= 1 && N >= 1 &&
                  ((K <= m->k0 && N <= m->n0) || (K <= m->n0 && N <= m->k0)));
     m->K = K, m->N = N, m->trans = trans, m->w = w;
-    if (m->path == KERN_AVX512_BF16) {
-        pack_bf16(m->pack, w, K, N, trans);
+    if (bf16_path(m->path)) {
+        pack_bf16(m->pack, w, K, N, trans, pairs_for(m->path, K));
     } else if (m->path != KERN_BLAS) {
         pack_fp32(m->pack, w, K, N, trans, panel_width(m->path));
     } else if (m->prec == KERN_BF16) {
@@ -321,11 +361,11 @@ static void gemm_fp32(float *C, const float *A, const kern_mat_t *m, int M, int 
     }
 }
 
-/* A (M, K) rounded to bf16 pairs, rows pairs(K) pairs apart, a zero past an odd K. */
+/* A (M, K) rounded to bf16 pairs, rows K2 pairs apart, zeros past K. */
 __attribute__((target("avx512f,avx512bf16"))) static void round_rows_bf16(uint16_t *out,
                                                                           const float *A, int M,
-                                                                          int K) {
-    const int ld = 2 * pairs(K);
+                                                                          int K, int K2) {
+    const int ld = 2 * K2;
     for (int i = 0; i < M; i++) {
         const float *r = A + (size_t)i * K;
         uint16_t *o = out + (size_t)i * ld;
@@ -334,14 +374,14 @@ __attribute__((target("avx512f,avx512bf16"))) static void round_rows_bf16(uint16
             _mm256_storeu_si256((__m256i *)(o + k),
                                 (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(r + k)));
         for (; k < K; k++) o[k] = bf16_bits(r[k]);
-        if (K % 2) o[K] = 0;
+        for (; k < ld; k++) o[k] = 0;
     }
 }
 
 static void gemm_bf16(float *C, const float *A, const kern_mat_t *m, int M, int acc) {
     const int K2 = pairs(m->K), N = m->N;
     const uint16_t *pack = m->pack, *a = m->a;
-    round_rows_bf16(m->a, A, M, m->K);
+    round_rows_bf16(m->a, A, M, m->K, K2);
     for (int p = 0; p < panels(N, NR); p++) {
         const int nr = imin(NR, N - p * NR);
         for (int q0 = 0; q0 < K2; q0 += KC / 2) {
@@ -354,6 +394,95 @@ static void gemm_bf16(float *C, const float *A, const kern_mat_t *m, int M, int 
     }
 }
 
+/* AMX: tiles 0-3 hold a 32 x 32 block of C (rows 16r.., columns 16c.. in tile 2r + c), 4-5 the
+ * block's two row tiles of A, 6-7 the panel's two column tiles of B; the block stays in the
+ * tiles over the whole of K, so that each output element's sum over k runs in one order fixed
+ * by K. Blocks at an edge go through a 32 x 32 scratch, read back past M and N from nowhere. */
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} amx_config_t;
+
+__attribute__((target("amx-tile"))) static void amx_configure(void) {
+    amx_config_t cfg = {.palette = 1};
+    for (int t = 0; t < 8; t++) cfg.rows[t] = AMX_ROWS, cfg.colsb[t] = 64;
+    _tile_loadconfig(&cfg);
+}
+
+/* The 32 x 32 block of C at (i, 32p): rows < mr and columns < nr of it exist; its A rows are
+ * a (ld pairs apart) and its panel P (K2 pairs). With mr <= 16 the lower row tile is skipped.
+ * The tile numbers are instruction operands: hence the two spelled-out halves. */
+__attribute__((target("amx-tile,amx-bf16"))) static void block_amx(float *C, int ldc,
+                                                                  const uint16_t *a, int ld,
+                                                                  const uint16_t *P, int K2,
+                                                                  int mr, int nr, int acc) {
+    float edge[2 * AMX_ROWS][NR];
+    const int whole = mr == 2 * AMX_ROWS && nr == NR, two = mr > AMX_ROWS;
+    char *out = whole ? (char *)C : (char *)edge;
+    const size_t ldo = whole ? (size_t)ldc * sizeof(float) : sizeof edge[0],
+                 lda = (size_t)ld * 4, ldb = 2 * NR * sizeof(uint16_t); /* bytes a row */
+    if (acc && !whole)
+        for (int i = 0; i < mr; i++) memcpy(edge[i], C + (size_t)i * ldc, sizeof(float) * nr);
+    if (acc) {
+        _tile_loadd(0, out, ldo);
+        _tile_loadd(1, out + 64, ldo);
+        if (two) {
+            _tile_loadd(2, out + 16 * ldo, ldo);
+            _tile_loadd(3, out + 16 * ldo + 64, ldo);
+        }
+    } else {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+    }
+    if (two) {
+        for (int q = 0; q < K2; q += AMX_PAIRS) {
+            const char *r = (const char *)(a + (size_t)q * 2), *b = (const char *)(P + q * 2 * NR);
+            _tile_loadd(4, r, lda);
+            _tile_loadd(5, r + AMX_ROWS * lda, lda);
+            _tile_loadd(6, b, ldb);
+            _tile_loadd(7, b + 64, ldb);
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_dpbf16ps(1, 4, 7);
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
+        }
+    } else {
+        for (int q = 0; q < K2; q += AMX_PAIRS) {
+            const char *r = (const char *)(a + (size_t)q * 2), *b = (const char *)(P + q * 2 * NR);
+            _tile_loadd(4, r, lda);
+            _tile_loadd(6, b, ldb);
+            _tile_loadd(7, b + 64, ldb);
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_dpbf16ps(1, 4, 7);
+        }
+    }
+    _tile_stored(0, out, ldo);
+    _tile_stored(1, out + 64, ldo);
+    if (two) {
+        _tile_stored(2, out + 16 * ldo, ldo);
+        _tile_stored(3, out + 16 * ldo + 64, ldo);
+    }
+    if (!whole)
+        for (int i = 0; i < mr; i++) memcpy(C + (size_t)i * ldc, edge[i], sizeof(float) * nr);
+}
+
+__attribute__((target("amx-tile"))) static void gemm_amx(float *C, const float *A,
+                                                        const kern_mat_t *m, int M, int acc) {
+    const int K2 = pairs_for(KERN_AMX_BF16, m->K), N = m->N;
+    const uint16_t *pack = m->pack, *a = m->a;
+    round_rows_bf16(m->a, A, M, m->K, K2);
+    amx_configure();
+    for (int i = 0; i < M; i += 2 * AMX_ROWS)
+        for (int p = 0; p < panels(N, NR); p++)
+            block_amx(C + (size_t)i * N + (size_t)p * NR, N, a + (size_t)i * K2 * 2, K2,
+                      pack + (size_t)p * K2 * 2 * NR, K2, imin(2 * AMX_ROWS, M - i),
+                      imin(NR, N - p * NR), acc);
+    _tile_release();
+}
+
 void kern_gemm(float *C, const float *A, kern_mat_t *m, int M, int accumulate) {
     CHARLM_CHECK(m->K >= 1 && M >= 1 && M <= m->max_m);
     const int K = m->K, N = m->N;
@@ -361,6 +490,7 @@ void kern_gemm(float *C, const float *A, kern_mat_t *m, int M, int accumulate) {
     case KERN_AVX512:
     case KERN_AVX2: gemm_fp32(C, A, m, M, accumulate); return;
     case KERN_AVX512_BF16: gemm_bf16(C, A, m, M, accumulate); return;
+    case KERN_AMX_BF16: gemm_amx(C, A, m, M, accumulate); return;
     case KERN_BLAS: break;
     case KERN_PATHS: CHARLM_CHECK(0);
     }

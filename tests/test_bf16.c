@@ -1,15 +1,16 @@
 /* model.precision = bf16 (MODEL_ACTS_BF16) against fp32, for every cell, 2 layers, over a window
- * from a non-zero carried state, on each bf16 path this CPU runs (avx512bf16's vdpbf16ps, and
- * the rounded cblas_sgemm every CPU runs, forced with CHARLM_KERN=blas):
+ * from a non-zero carried state, on each bf16 path this CPU runs (AMX's tile products,
+ * avx512bf16's vdpbf16ps, and the rounded cblas_sgemm every CPU runs, each forced with
+ * CHARLM_KERN):
  *  - the loss within 1e-3 relative of fp32's and every tensor's gradient within 2e-2 (relative
  *    norm): bf16 keeps 8 significant bits (a relative rounding of 2^-8 = 3.9e-3 per operand),
  *    only in the recurrent products (measured here: 1e-5 and 3e-3);
  *  - but not equal to fp32's: the precision does take effect;
- *  - the two paths ten times closer to each other than either is to fp32: they round the same
+ *  - every two paths ten times closer to each other than either is to fp32: they round the same
  *    operands and differ only in the order of fp32 sums (measured with OpenBLAS's Haswell,
- *    Cooperlake and Prescott kernels: loss 2e-10 to 3e-9 and gradients 1.3e-7 to 1.0e-5 apart,
- *    against 5e-6 to 9e-6 and 1.1e-3 to 2.7e-3 from fp32), where a path that did not round
- *    would be as far from the other as from fp32;
+ *    Cooperlake, SkylakeX and Prescott kernels: loss 2e-10 to 3e-9 and gradients 1.3e-7 to
+ *    1.0e-5 apart, against 5e-6 to 9e-6 and 1.1e-3 to 2.7e-3 from fp32), where a path that did
+ *    not round would be as far from the others as from fp32;
  *  - a second pass gives the same bits (what bit-exact resume needs). */
 #include <math.h>
 #include <stdlib.h>
@@ -76,11 +77,13 @@ static void check_cell(cell_kind_t cell) {
     const char *name = cell_kind_name(cell);
     unsetenv("CHARLM_KERN");
     pass_t f = run(&m, 0, h0, c0, key);
-    pass_t paths[2];
-    double from_fp32[2][2]; /* (path, loss | gradients) */
-    const kern_path_t want[2] = {KERN_AVX512_BF16, KERN_BLAS};
+    enum { PATHS = 3 };
+    const kern_path_t want[PATHS] = {KERN_AMX_BF16, KERN_AVX512_BF16, KERN_BLAS};
+    pass_t paths[PATHS];
+    double from_fp32[PATHS][2]; /* (path, loss | gradients) */
+    kern_path_t ran[PATHS];
     int n = 0;
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < PATHS; k++) {
         if (!kern_path_supported(want[k], KERN_BF16)) {
             printf("%s: skipped bf16 path %s (not on this CPU)\n", name, kern_path_name(want[k]));
             continue;
@@ -99,20 +102,23 @@ static void check_cell(cell_kind_t cell) {
                    "%s %s: a second pass differs", name, kern_path_name(want[k]));
         free(again.grads);
         from_fp32[n][0] = dl, from_fp32[n][1] = dg;
+        ran[n] = want[k];
         paths[n++] = b;
     }
     unsetenv("CHARLM_KERN");
-    if (n == 2) {
-        double dl = fabs(paths[0].loss - paths[1].loss) / paths[1].loss,
-               dg = grad_diff(&m, paths[0].grads, paths[1].grads);
-        double near_l = fmin(from_fp32[0][0], from_fp32[1][0]) / 10,
-               near_g = fmin(from_fp32[0][1], from_fp32[1][1]) / 10;
-        printf("%s: bf16 paths apart: loss %.2e (at most %.2e), gradients %.2e (at most %.2e)\n",
-               name, dl, near_l, dg, near_g);
-        EXPECT_MSG(dl <= near_l && dg <= near_g,
-                   "%s: bf16 paths apart: loss %.2e, gradients %.2e, not ten times closer than "
-                   "to fp32", name, dl, dg);
-    }
+    for (int i = 0; i < n; i++)
+        for (int j = i + 1; j < n; j++) {
+            double dl = fabs(paths[i].loss - paths[j].loss) / paths[j].loss,
+                   dg = grad_diff(&m, paths[i].grads, paths[j].grads);
+            double near_l = fmin(from_fp32[i][0], from_fp32[j][0]) / 10,
+                   near_g = fmin(from_fp32[i][1], from_fp32[j][1]) / 10;
+            const char *pi = kern_path_name(ran[i]), *pj = kern_path_name(ran[j]);
+            printf("%s: bf16 %s and %s apart: loss %.2e (at most %.2e), gradients %.2e (at most "
+                   "%.2e)\n", name, pi, pj, dl, near_l, dg, near_g);
+            EXPECT_MSG(dl <= near_l && dg <= near_g,
+                       "%s: bf16 %s and %s apart: loss %.2e, gradients %.2e, not ten times "
+                       "closer than to fp32", name, pi, pj, dl, dg);
+        }
     for (int k = 0; k < n; k++) free(paths[k].grads);
     free(f.grads);
     model_free(&m);

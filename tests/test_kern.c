@@ -44,7 +44,7 @@ static double worst(const float *C, const float *C0, const float *A, const float
 }
 
 static void check_path(kern_path_t p, kern_precision_t prec) {
-    static const int Ms[] = {1, 5, 8, 9, 32, 33}, Ks[] = {1, 3, 17, 256, 301, 513},
+    static const int Ms[] = {1, 5, 8, 9, 16, 17, 32, 33}, Ks[] = {1, 3, 17, 256, 301, 513},
                      Ns[] = {1, 5, 16, 24, 31, 33, 48, 100};
     enum { MAXM = 33, MAXK = 513, MAXN = 100 };
     kern_mat_t m;

@@ -5,33 +5,43 @@
  *
  * The path is chosen at run time from the CPU's features (kern_path_auto): AVX-512, else
  * AVX2 + FMA, else cblas_sgemm; precision bf16 rounds B and A to bfloat16 and multiplies them with
- * AVX512-BF16's vdpbf16ps, accumulating in fp32 (on a CPU without it: cblas_sgemm of the rounded
- * values, the same products in another summation order). The own paths sum each output element
- * over k in an order fixed by K alone, on one thread: results are deterministic, and a row's
- * result does not depend on how many rows are multiplied with it (OpenBLAS's does). */
+ * AMX's tile products (TDPBF16PS), else AVX512-BF16's vdpbf16ps, accumulating in fp32 (on a CPU
+ * with neither: cblas_sgemm of the rounded values, the same products in another summation
+ * order). The own paths sum each output element over k in an order fixed by K alone, on one
+ * thread: results are deterministic, and a row's result does not depend on how many rows are
+ * multiplied with it (OpenBLAS's does). */
 #ifndef CHARLM_KERN_H
 #define CHARLM_KERN_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum { KERN_BLAS, KERN_AVX2, KERN_AVX512, KERN_AVX512_BF16, KERN_PATHS } kern_path_t;
+typedef enum {
+    KERN_BLAS,
+    KERN_AVX2,
+    KERN_AVX512,
+    KERN_AVX512_BF16,
+    KERN_AMX_BF16,
+    KERN_PATHS
+} kern_path_t;
 
 typedef enum { KERN_FP32 = 0, KERN_BF16 = 1, KERN_PRECISIONS } kern_precision_t;
 
 /* "fp32", "bf16": the values of model.precision */
 extern const char *const kern_precision_names[KERN_PRECISIONS];
 
-/* "blas", "avx2", "avx512", "avx512bf16" */
+/* "blas", "avx2", "avx512", "avx512bf16", "amx" */
 const char *kern_path_name(kern_path_t p);
 
-/* Whether this CPU can run path p at precision prec (KERN_BLAS: always; KERN_AVX512_BF16 only
- * for bf16, the others only for fp32 but KERN_BLAS, which serves both). */
+/* Whether this CPU can run path p at precision prec (KERN_BLAS: always; KERN_AVX512_BF16 and
+ * KERN_AMX_BF16 only for bf16, the others only for fp32 but KERN_BLAS, which serves both). AMX
+ * needs the Linux kernel's leave to use the tile registers, asked for once here
+ * (arch_prctl ARCH_REQ_XCOMP_PERM); refused, AMX counts as not supported. */
 int kern_path_supported(kern_path_t p, kern_precision_t prec);
 
 /* The path for precision prec: the one named by the environment variable CHARLM_KERN when set
  * (aborts when it names no path this CPU supports at prec), else the fastest supported as
- * measured (avx512bf16 for bf16; avx512, else avx2 for fp32; else blas). */
+ * measured (amx, else avx512bf16 for bf16; avx512, else avx2 for fp32; else blas). */
 kern_path_t kern_path_auto(kern_precision_t prec);
 
 /* One B operand packed for a path, with the scratch of its products; allocated once. */
@@ -41,8 +51,9 @@ typedef struct {
     int max_m, k0, n0;     /* rows of A; B of shape (k0, n0) or (n0, k0) */
     int K, N, trans;       /* of the packed B (kern_pack) */
     const float *w;        /* the matrix packed (KERN_BLAS fp32 multiplies it directly) */
-    void *pack;  /* the panels: fp32, bf16 pairs (KERN_AVX512_BF16), or w rounded (bf16 BLAS) */
-    void *a;     /* bf16 only: A rounded, (max_m, max(k0, n0) + 1) bf16 or fp32 */
+    void *pack;  /* the panels: fp32, bf16 pairs (the bf16 paths), or w rounded (bf16 BLAS) */
+    void *a;     /* bf16 only: A rounded, (max_m, max(k0, n0) + 1) bf16 or fp32; AMX pads it
+                  * to whole tiles, (max_m to 16, k to 32) */
     void *mem;   /* owned: pack and a, 64-byte aligned inside */
 } kern_mat_t;
 
