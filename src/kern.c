@@ -68,19 +68,40 @@ int kern_path_supported(kern_path_t p, kern_precision_t prec) {
     return 0;
 }
 
+/* The path CHARLM_KERN names: -1 when it is unset or empty, KERN_PATHS when it names no path
+ * this CPU runs at either precision. */
+static int env_path(const char **env) {
+    *env = getenv("CHARLM_KERN");
+    if (!*env || !**env) return -1;
+    int p = err_enum_value(path_names, KERN_PATHS, *env);
+    if (p < 0 || !(kern_path_supported((kern_path_t)p, KERN_FP32) ||
+                   kern_path_supported((kern_path_t)p, KERN_BF16)))
+        return KERN_PATHS;
+    return p;
+}
+
+int kern_env_check(void) {
+    const char *env;
+    if (env_path(&env) != KERN_PATHS) return CHARLM_OK;
+    char runs[96] = "";
+    for (int p = 0; p < KERN_PATHS; p++)
+        if (kern_path_supported((kern_path_t)p, KERN_FP32) ||
+            kern_path_supported((kern_path_t)p, KERN_BF16))
+            snprintf(runs + strlen(runs), sizeof runs - strlen(runs), "%s%s", *runs ? ", " : "",
+                     path_names[p]);
+    const int known = err_enum_value(path_names, KERN_PATHS, env) >= 0;
+    return err_set(CHARLM_EINPUT, "CHARLM_KERN=%.40s%s: %s (this CPU runs %s)", env,
+                   strlen(env) > 40 ? "\u2026" : "",
+                   known ? "a kernel path this CPU cannot run" : "not a kernel path", runs);
+}
+
 kern_path_t kern_path_auto(kern_precision_t prec) {
-    const char *env = getenv("CHARLM_KERN");
-    if (env && *env) {
-        int p = err_enum_value(path_names, KERN_PATHS, env);
-        if (p < 0 || !kern_path_supported((kern_path_t)p, prec)) {
-            char msg[160];
-            snprintf(msg, sizeof msg, "CHARLM_KERN=%s: not a kernel path this CPU runs at %s "
-                     "(blas, avx2, avx512 for fp32; blas, avx512bf16, amx for bf16)", env,
-                     prec == KERN_BF16 ? "bf16" : "fp32");
-            err_abort(__FILE__, __LINE__, msg);
-        }
-        return (kern_path_t)p;
-    }
+    const char *env;
+    const int p = env_path(&env);
+    if (p == KERN_PATHS)
+        err_abort(__FILE__, __LINE__, "CHARLM_KERN names no path: kern_env_check was not called");
+    if (p >= 0 && kern_path_supported((kern_path_t)p, prec)) return (kern_path_t)p;
+    /* unset, or a path of the other precision: these products take the default */
     static const kern_path_t best[] = {KERN_AMX_BF16, KERN_AVX512_BF16, KERN_AVX512, KERN_AVX2};
     for (size_t i = 0; i < sizeof best / sizeof *best; i++)
         if (kern_path_supported(best[i], prec)) return best[i];

@@ -13,9 +13,9 @@
 #include "charlm/eval.h"
 #include "charlm/gradflow.h"
 #include "charlm/h5io.h"
+#include "charlm/kern.h"
 #include "charlm/prepare.h"
 #include "charlm/sample.h"
-#include "charlm/h5io.h"
 #include "charlm/signals.h"
 #include "charlm/status.h"
 #include "charlm/train.h"
@@ -147,23 +147,26 @@ static int cmd_inspect(int argc, char **argv, const dist_t *d) {
         else if (argv[i][0] != '-' && !path) path = argv[i];
         else rc = err_set(CHARLM_EUSAGE, "inspect: unexpected argument '%s'", argv[i]);
     }
-    if (!rc && !path) rc = err_set(CHARLM_EUSAGE, "inspect: which checkpoint? (charlm inspect CKPT [--verify])");
+    if (!rc && !path)
+        rc = err_set(CHARLM_EUSAGE, "inspect: which checkpoint? (charlm inspect CKPT [--verify])");
     if (!rc && d->rank == 0) rc = ckpt_inspect(stdout, path, verify);
     return dist_agree(d, rc);
 }
 
-/* The subcommands: each gets the arguments after its name and returns the agreed exit status. */
+/* The subcommands: each gets the arguments after its name and returns the agreed exit status;
+ * those that run a model first have CHARLM_KERN checked. */
 static const struct {
     const char *name;
     int (*run)(int argc, char **argv, const dist_t *d);
+    int runs_model;
 } commands[] = {
-    {"train", cmd_train},
-    {"inspect", cmd_inspect},
-    {"sample", sample_main},
-    {"eval", eval_main},
-    {"gradflow", gradflow_main},
-    {"prepare", prepare_main},
-    {"status", status_main},
+    {"train", cmd_train, 1},
+    {"inspect", cmd_inspect, 0},
+    {"sample", sample_main, 1},
+    {"eval", eval_main, 1},
+    {"gradflow", gradflow_main, 1},
+    {"prepare", prepare_main, 0},
+    {"status", status_main, 0},
 };
 
 /* charlm --version: the version and the libraries this binary runs with (the BLAS kernel set is
@@ -192,7 +195,8 @@ int main(int argc, char **argv) {
     size_t i = 0, n = sizeof commands / sizeof *commands;
     while (i < n && strcmp(cmd, commands[i].name)) i++;
     if (i < n) {
-        rc = commands[i].run(argc - 2, argv + 2, &d);
+        if (commands[i].runs_model) rc = dist_agree(&d, kern_env_check());
+        if (!rc) rc = commands[i].run(argc - 2, argv + 2, &d);
     } else if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
         if (d.rank == 0) usage(stdout);
     } else if (!strcmp(cmd, "--version")) {

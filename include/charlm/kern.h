@@ -39,9 +39,15 @@ const char *kern_path_name(kern_path_t p);
  * (arch_prctl ARCH_REQ_XCOMP_PERM); refused, AMX counts as not supported. */
 int kern_path_supported(kern_path_t p, kern_precision_t prec);
 
-/* The path for precision prec: the one named by the environment variable CHARLM_KERN when set
- * (aborts when it names no path this CPU supports at prec), else the fastest supported as
- * measured (amx, else avx512bf16 for bf16; avx512, else avx2 for fp32; else blas). */
+/* Whether the environment variable CHARLM_KERN, when set, names a path this CPU runs at either
+ * precision: CHARLM_OK, else CHARLM_EINPUT with err_set naming the value and the paths this CPU
+ * runs. Called once at start-up by every command that multiplies; kern_path_auto relies on it. */
+int kern_env_check(void);
+
+/* The path for precision prec: the one CHARLM_KERN names when it runs at prec, else the fastest
+ * supported as measured (amx, else avx512bf16 for bf16; avx512, else avx2 for fp32; else blas):
+ * a path of the other precision forces only the products it can run (bf16 training validates
+ * in fp32). Aborts when CHARLM_KERN would not pass kern_env_check. */
 kern_path_t kern_path_auto(kern_precision_t prec);
 
 /* One B operand packed for a path, with the scratch of its products; allocated once. */
