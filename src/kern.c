@@ -60,24 +60,25 @@ int kern_path_supported(kern_path_t p, kern_precision_t prec) {
     case KERN_AVX512_BF16:
         return prec == KERN_BF16 && __builtin_cpu_supports("avx512f") &&
                __builtin_cpu_supports("avx512bf16");
-    case KERN_AMX_BF16:
-        return prec == KERN_BF16 && __builtin_cpu_supports("avx512f") &&
-               __builtin_cpu_supports("avx512bf16") && amx_usable();
+    case KERN_AMX_BF16: /* A's rows are rounded with AVX512-BF16 */
+        return kern_path_supported(KERN_AVX512_BF16, prec) && amx_usable();
     case KERN_PATHS: break;
     }
     return 0;
 }
 
+/* whether this CPU runs path p at either precision */
+static int path_runs(kern_path_t p) {
+    return kern_path_supported(p, KERN_FP32) || kern_path_supported(p, KERN_BF16);
+}
+
 /* The path CHARLM_KERN names: -1 when it is unset or empty, KERN_PATHS when it names no path
- * this CPU runs at either precision. */
+ * this CPU runs. */
 static int env_path(const char **env) {
     *env = getenv("CHARLM_KERN");
     if (!*env || !**env) return -1;
     int p = err_enum_value(path_names, KERN_PATHS, *env);
-    if (p < 0 || !(kern_path_supported((kern_path_t)p, KERN_FP32) ||
-                   kern_path_supported((kern_path_t)p, KERN_BF16)))
-        return KERN_PATHS;
-    return p;
+    return p < 0 || !path_runs((kern_path_t)p) ? KERN_PATHS : p;
 }
 
 int kern_env_check(void) {
@@ -85,8 +86,7 @@ int kern_env_check(void) {
     if (env_path(&env) != KERN_PATHS) return CHARLM_OK;
     char runs[96] = "";
     for (int p = 0; p < KERN_PATHS; p++)
-        if (kern_path_supported((kern_path_t)p, KERN_FP32) ||
-            kern_path_supported((kern_path_t)p, KERN_BF16))
+        if (path_runs((kern_path_t)p))
             snprintf(runs + strlen(runs), sizeof runs - strlen(runs), "%s%s", *runs ? ", " : "",
                      path_names[p]);
     const int known = err_enum_value(path_names, KERN_PATHS, env) >= 0;
@@ -433,7 +433,7 @@ __attribute__((target("amx-tile"))) static void amx_configure(void) {
 
 /* The 32 x 32 block of C at (i, 32p): rows < mr and columns < nr of it exist; its A rows are
  * a (ld pairs apart) and its panel P (K2 pairs). With mr <= 16 the lower row tile is skipped.
- * The tile numbers are instruction operands: hence the two spelled-out halves. */
+ * The tile numbers are instruction operands, so each tile's load and products are spelled out. */
 __attribute__((target("amx-tile,amx-bf16"))) static void block_amx(float *C, int ldc,
                                                                   const uint16_t *a, int ld,
                                                                   const uint16_t *P, int K2,
@@ -458,26 +458,17 @@ __attribute__((target("amx-tile,amx-bf16"))) static void block_amx(float *C, int
         _tile_zero(2);
         _tile_zero(3);
     }
-    if (two) {
-        for (int q = 0; q < K2; q += AMX_PAIRS) {
-            const char *r = (const char *)(a + (size_t)q * 2), *b = (const char *)(P + q * 2 * NR);
-            _tile_loadd(4, r, lda);
+    for (int q = 0; q < K2; q += AMX_PAIRS) {
+        const char *r = (const char *)(a + (size_t)q * 2), *b = (const char *)(P + q * 2 * NR);
+        _tile_loadd(4, r, lda);
+        _tile_loadd(6, b, ldb);
+        _tile_loadd(7, b + 64, ldb);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        if (two) {
             _tile_loadd(5, r + AMX_ROWS * lda, lda);
-            _tile_loadd(6, b, ldb);
-            _tile_loadd(7, b + 64, ldb);
-            _tile_dpbf16ps(0, 4, 6);
-            _tile_dpbf16ps(1, 4, 7);
             _tile_dpbf16ps(2, 5, 6);
             _tile_dpbf16ps(3, 5, 7);
-        }
-    } else {
-        for (int q = 0; q < K2; q += AMX_PAIRS) {
-            const char *r = (const char *)(a + (size_t)q * 2), *b = (const char *)(P + q * 2 * NR);
-            _tile_loadd(4, r, lda);
-            _tile_loadd(6, b, ldb);
-            _tile_loadd(7, b + 64, ldb);
-            _tile_dpbf16ps(0, 4, 6);
-            _tile_dpbf16ps(1, 4, 7);
         }
     }
     _tile_stored(0, out, ldo);
