@@ -126,6 +126,11 @@ float kern_round_bf16(float x) {
     return r;
 }
 
+/* x (n) rounded to bf16 values, as floats */
+static void round_floats(float *out, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = kern_round_bf16(x[i]);
+}
+
 /* ---- packing ---- */
 
 /* the panel width of path p's fp32 packing */
@@ -157,41 +162,88 @@ static void pack_fp32(float *pack, const float *w, int K, int N, int trans, int 
     }
 }
 
+/* Two rows' 16 values as 16 bf16 pairs, dword l = (lo[l], hi[l]): the pairs along k that
+ * vdpbf16ps and TDPBF16PS multiply. */
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) static inline __m512i
+pairs16(__m512 lo, __m512 hi) {
+    static const uint16_t interleave[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,
+                                            21, 6, 22, 7, 23, 8,  24, 9,  25, 10, 26,
+                                            11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+    const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(hi, lo); /* lo in bf16 0-15, hi 16-31 */
+    return _mm512_permutexvar_epi16(_mm512_loadu_si512(interleave), both);
+}
+
+/* the mask of the first n (clamped to 0..16) lanes */
+static __mmask16 lanes(int n) {
+    return n >= 16 ? 0xffff : n <= 0 ? 0 : (__mmask16)((1u << n) - 1);
+}
+
 /* bf16 panels of K2 >= pairs(K) pairs along k: panel p holds (q, j, e) = B(2q + e, 32p + j) at
  * p*K2*64 + q*64 + 2j + e, zeros past K and N: vdpbf16ps's lane j sums e = 0, 1, and each half
- * of a row is a row of an AMX B tile. */
-static void pack_bf16(uint16_t *pack, const float *w, int K, int N, int trans, int K2) {
+ * of a row is a row of an AMX B tile. Rounded by the CPU's conversion (to nearest, ties to
+ * even; it reads subnormal inputs as zero). */
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) static void
+pack_bf16(uint16_t *pack, const float *w, int K, int N, int trans, int K2) {
+    const __m512 zero = _mm512_setzero_ps();
     for (int p = 0; p < panels(N, NR); p++) {
         uint16_t *P = pack + (size_t)p * K2 * 2 * NR;
-        for (int q = 0; q < K2; q++)
-            for (int j = 0; j < NR; j++)
-                for (int e = 0; e < 2; e++) {
-                    int n = p * NR + j, k = 2 * q + e;
-                    P[(size_t)q * 2 * NR + 2 * j + e] =
-                        n < N && k < K ? bf16_bits(b_at(w, K, N, trans, k, n)) : 0;
+        if (!trans) { /* B = w (K, N): rows 2q and 2q + 1, 16 columns at a time */
+            for (int q = 0; q < K2; q++)
+                for (int h = 0; h < 2; h++) {
+                    const int n0 = p * NR + 16 * h;
+                    const __mmask16 mn = lanes(N - n0);
+                    const float *r = w + (size_t)2 * q * N + n0;
+                    __m512 lo = 2 * q < K ? _mm512_maskz_loadu_ps(mn, r) : zero;
+                    __m512 hi = 2 * q + 1 < K ? _mm512_maskz_loadu_ps(mn, r + N) : zero;
+                    _mm512_store_si512(P + (size_t)q * 2 * NR + 32 * h, pairs16(lo, hi));
                 }
+            continue;
+        }
+        /* B = w^T, w (N, K): a row of w is a column of B, whose pairs along k are adjacent */
+        const __m512i rows = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8,
+                                                                 7, 6, 5, 4, 3, 2, 1, 0),
+                                                _mm512_set1_epi32(NR));
+        for (int j = 0; j < NR; j++) {
+            const int n = p * NR + j;
+            for (int q0 = 0; q0 < K2; q0 += 16) {
+                __m512i v = _mm512_setzero_si512();
+                if (n < N) {
+                    const float *r = w + (size_t)n * K + 2 * q0;
+                    const int left = K - 2 * q0;
+                    const __m512 lo = _mm512_maskz_loadu_ps(lanes(left), r),
+                                 hi = _mm512_maskz_loadu_ps(lanes(left - 16), r + 16);
+                    v = (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+                }
+                _mm512_mask_i32scatter_epi32((int *)P + (size_t)q0 * NR + j, lanes(K2 - q0), rows,
+                                             v, 4);
+            }
+        }
     }
 }
 
 static size_t align64(size_t bytes) { return (bytes + 63) & ~(size_t)63; }
 
-/* The bytes of the panels of B (K, N) and of the rounded A of max_m rows. */
-static void mat_sizes(size_t *pack, size_t *a, kern_path_t p, kern_precision_t prec, int max_m,
-                      int K, int N) {
+/* The bytes of the panels of B (K, N) on path p at prec. */
+static size_t pack_size(kern_path_t p, kern_precision_t prec, int K, int N) {
     const int W = panel_width(p);
     const size_t Np = (size_t)panels(N, W) * W, K2 = (size_t)pairs_for(p, K) * 2;
-    /* AMX multiplies whole tiles of 16 rows: the rows past max_m are read, never stored */
-    const size_t M = (size_t)(p == KERN_AMX_BF16 ? round_up(max_m, AMX_ROWS) : max_m);
-    *pack = *a = 0;
-    if (bf16_path(p)) {
-        *pack = K2 * Np * sizeof(uint16_t);
-        *a = M * K2 * sizeof(uint16_t);
-    } else if (p != KERN_BLAS) {
-        *pack = (size_t)K * Np * sizeof(float);
-    } else if (prec == KERN_BF16) {
-        *pack = (size_t)K * (size_t)N * sizeof(float);
-        *a = M * (size_t)K * sizeof(float);
-    }
+    if (bf16_path(p)) return K2 * Np * sizeof(uint16_t);
+    if (p != KERN_BLAS) return (size_t)K * Np * sizeof(float);
+    return prec == KERN_BF16 ? (size_t)K * (size_t)N * sizeof(float) : 0;
+}
+
+/* The bytes of A (M, K) rounded on path p at prec (none at fp32). */
+static size_t a_size(kern_path_t p, kern_precision_t prec, int M, int K) {
+    /* AMX multiplies whole tiles of 16 rows: the rows past M are read, never stored */
+    const size_t rows = (size_t)(p == KERN_AMX_BF16 ? round_up(M, AMX_ROWS) : M);
+    if (bf16_path(p)) return rows * (size_t)pairs_for(p, K) * 2 * sizeof(uint16_t);
+    return p == KERN_BLAS && prec == KERN_BF16 ? rows * (size_t)K * sizeof(float) : 0;
+}
+
+static void mat_sizes(size_t *pack, size_t *a, kern_path_t p, kern_precision_t prec, int max_m,
+                      int K, int N) {
+    *pack = pack_size(p, prec, K, N);
+    *a = a_size(p, prec, max_m, K);
 }
 
 /* the larger sizes of the two shapes, aligned */
@@ -210,16 +262,40 @@ double kern_mat_bytes(kern_path_t p, kern_precision_t prec, int max_m, int k0, i
     return (double)mat_layout(&pack, p, prec, max_m, k0, n0);
 }
 
+/* m's memory: pack bytes of panels, then a of rounded rows (both multiples of 64) */
+static void mat_memory(kern_mat_t *m, size_t pack, size_t a) {
+    m->pack_bytes = pack, m->a_bytes = a;
+    if (!pack && !a) return;
+    m->mem = xcalloc(pack + a + 64, 1);
+    char *base = (char *)(((uintptr_t)m->mem + 63) & ~(uintptr_t)63);
+    m->pack = pack ? base : NULL;
+    m->a = a ? base + pack : NULL;
+}
+
 void kern_mat_alloc(kern_mat_t *m, kern_path_t p, kern_precision_t prec, int max_m, int k0,
                     int n0) {
     CHARLM_CHECK(kern_path_supported(p, prec) && max_m >= 1 && k0 >= 1 && n0 >= 1);
     *m = (kern_mat_t){.path = p, .prec = prec, .max_m = max_m, .k0 = k0, .n0 = n0};
     size_t pack, total = mat_layout(&pack, p, prec, max_m, k0, n0);
-    if (!total) return;
-    m->mem = xcalloc(total, 1);
-    char *base = (char *)(((uintptr_t)m->mem + 63) & ~(uintptr_t)63);
-    m->pack = pack ? base : NULL;
-    m->a = total > pack + 64 ? base + pack : NULL;
+    mat_memory(m, pack, total ? total - 64 - pack : 0);
+}
+
+void kern_need(kern_need_t *n, kern_path_t p, kern_precision_t prec, int M, int N, int K) {
+    if (prec == KERN_FP32) return;
+    const size_t pack = align64(pack_size(p, prec, K, N)), a = align64(a_size(p, prec, M, K));
+    if (pack > n->pack) n->pack = pack;
+    if (a > n->a) n->a = a;
+}
+
+double kern_need_bytes(const kern_need_t *n) {
+    return n->pack + n->a ? (double)(n->pack + n->a + 64) : 0.0;
+}
+
+void kern_mat_alloc_need(kern_mat_t *m, kern_path_t p, kern_precision_t prec,
+                         const kern_need_t *n) {
+    CHARLM_CHECK(kern_path_supported(p, prec));
+    *m = (kern_mat_t){.path = p, .prec = prec};
+    mat_memory(m, n->pack, n->a);
 }
 
 void kern_mat_free(kern_mat_t *m) {
@@ -236,8 +312,7 @@ void kern_pack(kern_mat_t *m, const float *w, int K, int N, int trans) {
     } else if (m->path != KERN_BLAS) {
         pack_fp32(m->pack, w, K, N, trans, panel_width(m->path));
     } else if (m->prec == KERN_BF16) {
-        float *r = m->pack;
-        for (size_t i = 0; i < (size_t)K * N; i++) r[i] = kern_round_bf16(w[i]);
+        round_floats(m->pack, w, (size_t)K * N);
     }
 }
 
@@ -328,13 +403,15 @@ __attribute__((target("avx2,fma"))) static void tile_avx2(float *C, int ldc, con
         tile_avx2_rows(C, ldc, A, lda, P, kc, mr, nr, acc, 4);
 }
 
-/* bf16: A's rows as bf16 pairs (lda in pairs), a panel block of kc2 pairs of rows. */
+/* bf16: A as bf16 pairs, pair q of row i at A + i rs + q ps (in bf16: rows of pairs, rs = 2 K2
+ * and ps = 2, or pairs of rows, rs = 2 and ps = 2 M), a panel block of kc2 pairs of rows. */
 __attribute__((target("avx512f,avx512bf16"))) static void tile_bf16(float *C, int ldc,
-                                                                    const uint16_t *A, int lda,
-                                                                    const uint16_t *P, int kc2,
-                                                                    int mr, int nr, int acc) {
+                                                                    const uint16_t *A, size_t rs,
+                                                                    size_t ps, const uint16_t *P,
+                                                                    int kc2, int mr, int nr,
+                                                                    int acc) {
     const uint16_t *a[MR512];
-    for (int i = 0; i < MR512; i++) a[i] = A + (size_t)(i < mr ? i : mr - 1) * lda * 2;
+    for (int i = 0; i < MR512; i++) a[i] = A + (size_t)(i < mr ? i : mr - 1) * rs;
     __m512 c[MR512][2];
     #pragma GCC unroll 8
     for (int i = 0; i < MR512; i++) c[i][0] = c[i][1] = _mm512_setzero_ps();
@@ -344,7 +421,7 @@ __attribute__((target("avx512f,avx512bf16"))) static void tile_bf16(float *C, in
         #pragma GCC unroll 8
         for (int i = 0; i < MR512; i++) {
             int32_t pair;
-            memcpy(&pair, a[i] + 2 * q, sizeof pair);
+            memcpy(&pair, a[i] + (size_t)q * ps, sizeof pair);
             __m512bh x = (__m512bh)_mm512_set1_epi32(pair);
             c[i][0] = _mm512_dpbf16_ps(c[i][0], x, b0);
             c[i][1] = _mm512_dpbf16_ps(c[i][1], x, b1);
@@ -399,20 +476,79 @@ __attribute__((target("avx512f,avx512bf16"))) static void round_rows_bf16(uint16
     }
 }
 
-static void gemm_bf16(float *C, const float *A, const kern_mat_t *m, int M, int acc) {
-    const int K2 = pairs(m->K), N = m->N;
-    const uint16_t *pack = m->pack, *a = m->a;
-    round_rows_bf16(m->a, A, M, m->K, K2);
-    for (int p = 0; p < panels(N, NR); p++) {
-        const int nr = imin(NR, N - p * NR);
-        for (int q0 = 0; q0 < K2; q0 += KC / 2) {
-            const int kc2 = imin(KC / 2, K2 - q0), add = acc || q0 > 0;
-            const uint16_t *P = pack + (size_t)p * K2 * 2 * NR + (size_t)q0 * 2 * NR;
-            for (int i = 0; i < M; i += MR512)
-                tile_bf16(C + (size_t)i * N + (size_t)p * NR, N, a + (size_t)i * K2 * 2 + 2 * q0,
-                          K2, P, kc2, imin(MR512, M - i), nr, add);
+/* A (K, M) rounded to bf16 pairs as A^T's rows, K2 pairs apart, zeros past K: column i of A
+ * becomes row i. Blocks of 16 columns by 16 pairs: each pair of A's rows as one dword per column
+ * into a 16 x 16 block in L1, which is written out transposed, 16 dwords a row. (The CPU's
+ * scatter, a dword at a time to 16 rows, took a fifth of an LSTM 2x128 window on Zen 4.) */
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) static void
+round_cols_bf16(uint16_t *out, const float *A, int M, int K, int K2) {
+    const __m512 zero = _mm512_setzero_ps();
+    int32_t block[16][16] __attribute__((aligned(64)));
+    for (int i0 = 0; i0 < M; i0 += 16) {
+        const int mi = imin(16, M - i0);
+        for (int q0 = 0; q0 < K2; q0 += 16) {
+            const int nq = imin(16, K2 - q0);
+            for (int q = 0; q < nq; q++) {
+                const int k = 2 * (q0 + q);
+                const float *r = A + (size_t)k * M + i0;
+                __m512 lo = k < K ? _mm512_maskz_loadu_ps(lanes(mi), r) : zero;
+                __m512 hi = k + 1 < K ? _mm512_maskz_loadu_ps(lanes(mi), r + M) : zero;
+                _mm512_store_si512(block[q], pairs16(lo, hi));
+            }
+            for (int i = 0; i < mi; i++) {
+                int32_t *o = (int32_t *)out + (size_t)(i0 + i) * K2 + q0;
+                for (int q = 0; q < nq; q++) o[q] = block[q][i];
+            }
         }
     }
+}
+
+/* A (K, M) rounded to bf16 as pairs of its rows: dword i of pair row q = (A(2q, i), A(2q + 1, i)),
+ * rows M dwords apart, zeros past K: A^T's pairs along k without a transposition, for
+ * tile_bf16 (AMX's tiles need A^T's rows, round_cols_bf16). */
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) static void
+round_pairs_bf16(uint16_t *out, const float *A, int M, int K, int K2) {
+    const __m512 zero = _mm512_setzero_ps();
+    for (int q = 0; q < K2; q++) {
+        const float *r = A + (size_t)2 * q * M;
+        int32_t *o = (int32_t *)out + (size_t)q * M;
+        for (int i0 = 0; i0 < M; i0 += 16) {
+            const __mmask16 mi = lanes(M - i0);
+            __m512 lo = 2 * q < K ? _mm512_maskz_loadu_ps(mi, r + i0) : zero;
+            __m512 hi = 2 * q + 1 < K ? _mm512_maskz_loadu_ps(mi, r + M + i0) : zero;
+            _mm512_mask_storeu_epi32(o + i0, mi, pairs16(lo, hi));
+        }
+    }
+}
+
+/* Rows of A a row block of the bf16 products keeps in L2 while it passes over every panel. */
+enum { MC_BF16 = 64 };
+
+/* C (M, N) (+)= a (M rows of K2 pairs; rows of pairs, or pairs of rows when kmajor) x the bf16
+ * panels pack (K2 pairs, N columns). Per block of MC_BF16 rows: each panel, its k blocks in
+ * order, every row tile of the block. */
+static void product_bf16(float *C, const uint16_t *a, int kmajor, const uint16_t *pack, int M,
+                         int N, int K2, int acc) {
+    const size_t rs = kmajor ? 2 : (size_t)K2 * 2, ps = kmajor ? (size_t)M * 2 : 2;
+    for (int i0 = 0; i0 < M; i0 += MC_BF16) {
+        const int i1 = imin(M, i0 + MC_BF16);
+        for (int p = 0; p < panels(N, NR); p++) {
+            const int nr = imin(NR, N - p * NR);
+            for (int q0 = 0; q0 < K2; q0 += KC / 2) {
+                const int kc2 = imin(KC / 2, K2 - q0), add = acc || q0 > 0;
+                const uint16_t *P = pack + (size_t)p * K2 * 2 * NR + (size_t)q0 * 2 * NR;
+                for (int i = i0; i < i1; i += MR512)
+                    tile_bf16(C + (size_t)i * N + (size_t)p * NR, N, a + i * rs + q0 * ps, rs,
+                              ps, P, kc2, imin(MR512, i1 - i), nr, add);
+            }
+        }
+    }
+}
+
+static void gemm_bf16(float *C, const float *A, const kern_mat_t *m, int M, int acc) {
+    const int K2 = pairs(m->K);
+    round_rows_bf16(m->a, A, M, m->K, K2);
+    product_bf16(C, m->a, 0, m->pack, M, m->N, K2, acc);
 }
 
 /* AMX: tiles 0-3 hold a 32 x 32 block of C (rows 16r.., columns 16c.. in tile 2r + c), 4-5 the
@@ -481,11 +617,10 @@ __attribute__((target("amx-tile,amx-bf16"))) static void block_amx(float *C, int
         for (int i = 0; i < mr; i++) memcpy(C + (size_t)i * ldc, edge[i], sizeof(float) * nr);
 }
 
-__attribute__((target("amx-tile"))) static void gemm_amx(float *C, const float *A,
-                                                        const kern_mat_t *m, int M, int acc) {
-    const int K2 = pairs_for(KERN_AMX_BF16, m->K), N = m->N;
-    const uint16_t *pack = m->pack, *a = m->a;
-    round_rows_bf16(m->a, A, M, m->K, K2);
+/* C (M, N) (+)= a (M rows, padded to whole tiles, of K2 pairs) x the bf16 panels pack */
+__attribute__((target("amx-tile"))) static void product_amx(float *C, const uint16_t *a,
+                                                           const uint16_t *pack, int M, int N,
+                                                           int K2, int acc) {
     amx_configure();
     for (int i = 0; i < M; i += 2 * AMX_ROWS)
         for (int p = 0; p < panels(N, NR); p++)
@@ -493,6 +628,12 @@ __attribute__((target("amx-tile"))) static void gemm_amx(float *C, const float *
                       pack + (size_t)p * K2 * 2 * NR, K2, imin(2 * AMX_ROWS, M - i),
                       imin(NR, N - p * NR), acc);
     _tile_release();
+}
+
+static void gemm_amx(float *C, const float *A, const kern_mat_t *m, int M, int acc) {
+    const int K2 = pairs_for(KERN_AMX_BF16, m->K);
+    round_rows_bf16(m->a, A, M, m->K, K2);
+    product_amx(C, m->a, m->pack, M, m->N, K2, acc);
 }
 
 void kern_gemm(float *C, const float *A, kern_mat_t *m, int M, int accumulate) {
@@ -508,10 +649,48 @@ void kern_gemm(float *C, const float *A, kern_mat_t *m, int M, int accumulate) {
     }
     const float *w = m->w;
     if (m->prec == KERN_BF16) {
-        float *r = m->a;
-        for (size_t i = 0; i < (size_t)M * K; i++) r[i] = kern_round_bf16(A[i]);
-        A = r, w = m->pack;
+        round_floats(m->a, A, (size_t)M * K);
+        A = m->a, w = m->pack;
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, m->trans ? CblasTrans : CblasNoTrans, M, N, K, 1.0f,
                 A, K, w, m->trans ? K : N, accumulate ? 1.0f : 0.0f, C, N);
+}
+
+void kern_matmul(float *C, const float *A, int transa, const float *B, int transb, int M, int N,
+                 int K, int accumulate, kern_mat_t *m) {
+    CHARLM_CHECK(M >= 1 && N >= 1 && K >= 1);
+    const CBLAS_TRANSPOSE ta = transa ? CblasTrans : CblasNoTrans,
+                          tb = transb ? CblasTrans : CblasNoTrans;
+    const int lda = transa ? M : K, ldb = transb ? K : N;
+    const float beta = accumulate ? 1.0f : 0.0f;
+    if (m->prec == KERN_FP32) {
+        cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, N);
+        return;
+    }
+    const kern_path_t p = m->path;
+    CHARLM_CHECK(pack_size(p, m->prec, K, N) <= m->pack_bytes &&
+                 a_size(p, m->prec, M, K) <= m->a_bytes);
+    m->K = K, m->N = N, m->trans = transb, m->w = B;
+    if (bf16_path(p)) {
+        const int K2 = pairs_for(p, K);
+        pack_bf16(m->pack, B, K, N, transb, K2);
+        if (p == KERN_AMX_BF16) {
+            if (transa)
+                round_cols_bf16(m->a, A, M, K, K2);
+            else
+                round_rows_bf16(m->a, A, M, K, K2);
+            product_amx(C, m->a, m->pack, M, N, K2, accumulate);
+        } else {
+            if (transa)
+                round_pairs_bf16(m->a, A, M, K, K2);
+            else
+                round_rows_bf16(m->a, A, M, K, K2);
+            product_bf16(C, m->a, transa, m->pack, M, N, K2, accumulate);
+        }
+        return;
+    }
+    /* no bf16 unit: the rounded values through cblas_sgemm, in its order of summation */
+    round_floats(m->a, A, (size_t)M * K);
+    round_floats(m->pack, B, (size_t)K * N);
+    cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, 1.0f, m->a, lda, m->pack, ldb, beta, C, N);
 }

@@ -1,6 +1,5 @@
 #include "charlm/model.h"
 
-#include <cblas.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -203,13 +202,12 @@ static void add_colsum(float *out, const float *in, int64_t rows, int cols) {
     }
 }
 
-/* Y = X W^T + b over N rows. */
+/* Y = X W^T + b over N rows; the product through mm (kern_matmul: bf16 rounds X and W). */
 static void matmul_forward(float *Y /* (N, OC) */, const float *X /* (N, In) */,
                            const float *W /* (OC, In) */, const float *b /* (OC) */, int64_t N,
-                           int In, int OC) {
+                           int In, int OC, kern_mat_t *mm) {
     fill_rows(Y, b, N, OC);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, OC, In, 1.0f, X, In, W, In, 1.0f,
-                Y, OC);
+    kern_matmul(Y, X, 0, W, 1, (int)N, OC, In, 1, mm);
 }
 
 static void announce(const model_hooks_t *hooks, int64_t from) {
@@ -222,15 +220,13 @@ static void announce(const model_hooks_t *hooks, int64_t from) {
 static void matmul_backward(float *dX /* (N, In) or NULL */, float *dW /* (OC, In) */,
                             float *db /* (OC) */, const float *dY /* (N, OC) */,
                             const float *X /* (N, In) */, const float *W /* (OC, In) */,
-                            int64_t N, int In, int OC, const model_hooks_t *hooks, int64_t from) {
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, In, (int)N, 1.0f, dY, OC, X, In,
-                0.0f, dW, In);
+                            int64_t N, int In, int OC, const model_hooks_t *hooks, int64_t from,
+                            kern_mat_t *mm) {
+    kern_matmul(dW, dY, 1, X, 0, OC, In, (int)N, 0, mm);
     memset(db, 0, sizeof(float) * (size_t)OC);
     add_colsum(db, dY, N, OC);
     announce(hooks, from);
-    if (dX)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, In, OC, 1.0f, dY, OC, W,
-                    In, 0.0f, dX, In);
+    if (dX) kern_matmul(dX, dY, 0, W, 0, (int)N, In, OC, 0, mm);
 }
 
 /* The inverted-dropout scale of an element: 0 with probability p, else 1/(1-p). */
@@ -412,12 +408,12 @@ static ln_proj_t ln_proj(const model_acts_t *a, const model_views_t *p, int l) {
 /* Y = X W^T + b over N rows, or with ln->gain gain * LN(X W^T) + b. */
 static void proj_forward(float *Y /* (N, G*H) */, const float *X /* (N, In) */,
                          const float *W /* (G*H, In) */, const float *b /* (G*H) */,
-                         const ln_proj_t *ln, int64_t N, int In, int G, int H) {
+                         const ln_proj_t *ln, int64_t N, int In, int G, int H, kern_mat_t *mm) {
     if (!ln->gain) {
-        matmul_forward(Y, X, W, b, N, In, G * H);
+        matmul_forward(Y, X, W, b, N, In, G * H, mm);
         return;
     }
-    matmul_forward(Y, X, W, ln->zeros, N, In, G * H);
+    matmul_forward(Y, X, W, ln->zeros, N, In, G * H, mm);
     ln_forward(Y, ln->xhat, ln->rstd, Y, ln->gain, b, N, G, H);
 }
 
@@ -427,7 +423,8 @@ static void proj_backward(float *dX /* (N, In) or NULL */, float *dW /* (G*H, In
                           float *db /* (G*H) */, float *dgain /* (G*H) */,
                           float *dY /* (N, G*H) */, const float *X /* (N, In) */,
                           const float *W /* (G*H, In) */, const ln_proj_t *ln, int64_t N, int In,
-                          int G, int H, const model_hooks_t *hooks, int64_t from) {
+                          int G, int H, const model_hooks_t *hooks, int64_t from,
+                          kern_mat_t *mm) {
     const int GH = G * H;
     if (ln->gain) {
         memset(dgain, 0, sizeof(float) * (size_t)GH);
@@ -435,7 +432,7 @@ static void proj_backward(float *dX /* (N, In) or NULL */, float *dW /* (G*H, In
         ln_backward(dY, dgain, db, ln->xhat, ln->rstd, ln->gain, N, G, H);
         db = ln->dscratch;
     }
-    matmul_backward(dX, dW, db, dY, X, W, N, In, GH, hooks, from);
+    matmul_backward(dX, dW, db, dY, X, W, N, In, GH, hooks, from, mm);
 }
 
 /* Unfolded (proj NULL): x = the embedding rows of the inputs. Folded (x NULL): proj = the
@@ -444,9 +441,9 @@ static void embed_forward(float *x /* (T, B, E) or NULL */, float *proj /* (V, G
                           float *gates0 /* (T, B, G*H) */, const int32_t *inputs /* (T, B) */,
                           const float *emb /* (V, E) */, const float *w_ih0 /* (G*H, E) */,
                           const float *b_ih0 /* (G*H) */, const ln_proj_t *ln, int64_t TB, int V,
-                          int E, int G, int H) {
+                          int E, int G, int H, kern_mat_t *mm) {
     if (proj) {
-        proj_forward(proj, emb, w_ih0, b_ih0, ln, V, E, G, H);
+        proj_forward(proj, emb, w_ih0, b_ih0, ln, V, E, G, H, mm);
         gather_rows(gates0, proj, inputs, TB, G * H);
     } else {
         gather_rows(x, emb, inputs, TB, E);
@@ -464,13 +461,14 @@ static void embed_backward(float *demb /* (V, E) */, float *dw_ih0 /* (G*H, E) *
                            const float *dgates0 /* (T, B, G*H) folded */,
                            const int32_t *inputs /* (T, B) */, const float *emb /* (V, E) */,
                            const float *w_ih0 /* (G*H, E) */, const ln_proj_t *ln, int64_t TB,
-                           int V, int E, int G, int H, const model_hooks_t *hooks, int64_t from) {
+                           int V, int E, int G, int H, const model_hooks_t *hooks, int64_t from,
+                           kern_mat_t *mm) {
     const int GH = G * H;
     if (proj) {
         memset(proj, 0, sizeof(float) * (size_t)V * GH);
         scatter_add_rows(proj, dgates0, inputs, TB, GH);
         proj_backward(demb, dw_ih0, db_ih0, dln_ih0, proj, emb, w_ih0, ln, V, E, G, H, hooks,
-                      from);
+                      from, mm);
     } else {
         memset(demb, 0, sizeof(float) * (size_t)V * E);
         scatter_add_rows(demb, dx, inputs, TB, E);
@@ -546,6 +544,19 @@ static void acts_plan(model_acts_t *a, acts_plan_t *p, const model_dims_t *d, in
     }
     p->bytes += kern_mat_bytes(path, prec, B, d->H, d->G * d->H);
     if (p->alloc) kern_mat_alloc(&a->whh, path, prec, B, d->H, d->G * d->H);
+    /* the whole products' rounded operands (bf16), at their largest: the input projections, the
+     * weight gradients and the dX products of the layers and the decoder (the folded
+     * embedding's are V-row ones, smaller) */
+    kern_need_t need = {0};
+    const int rows = (int)TB, gh = d->G * d->H, in = (int)wide, V_ = d->V;
+    kern_need(&need, path, prec, rows, gh, in);      /* X W_ih^T */
+    kern_need(&need, path, prec, gh, in, rows);      /* dW_ih, dW_hh */
+    kern_need(&need, path, prec, rows, in, gh);      /* dX */
+    kern_need(&need, path, prec, rows, V_, d->H);    /* logits */
+    kern_need(&need, path, prec, V_, d->H, rows);    /* dW_dec */
+    kern_need(&need, path, prec, rows, d->H, V_);    /* the decoder's dX */
+    p->bytes += kern_need_bytes(&need);
+    if (p->alloc) kern_mat_alloc_need(&a->mm, path, prec, &need);
 }
 
 double model_acts_bytes(const model_dims_t *d, int B, int T, int flags) {
@@ -593,6 +604,7 @@ void model_acts_free(model_acts_t *a) {
     free(a->logits), free(a->gh), free(a->dgates), free(a->dout_a), free(a->dout_b);
     free(a->dh), free(a->dh_prev), free(a->dc);
     kern_mat_free(&a->whh);
+    kern_mat_free(&a->mm);
     memset(a, 0, sizeof *a);
 }
 
@@ -641,10 +653,10 @@ static void layer_forward(float *gates /* (T, B, G*H) */, float *aux /* (T, B, H
                           const float *w_ih /* (G*H, In) */, const float *b_ih /* (G*H) */,
                           const float *w_hh /* (G*H, H) */, const float *b_hh /* (G*H) */,
                           const ln_proj_t *lnp, const ln_rec_t *ln, const cell_ops_t *ops, int T,
-                          int B, int In, int H) {
+                          int B, int In, int H, kern_mat_t *mm) {
     const int G = ops->gates, GH = G * H;
     const size_t BH = (size_t)B * H;
-    if (X) proj_forward(gates, X, w_ih, b_ih, lnp, (int64_t)T * B, In, G, H);
+    if (X) proj_forward(gates, X, w_ih, b_ih, lnp, (int64_t)T * B, In, G, H, mm);
     memcpy(h, state_h, sizeof(float) * BH);
     if (c) memcpy(c, state_c, sizeof(float) * BH);
     kern_pack(whh, w_hh, H, GH, 1); /* B = W_hh^T */
@@ -693,7 +705,8 @@ static void layer_backward(float *dX /* (T, B, In) */, float *dw_ih /* (G*H, In)
                            const float *gates /* (T, B, G*H) */, const float *aux /* (T, B, H) */,
                            const float *h /* (T+1, B, H) */, const float *c /* (T+1, B, H) */,
                            const ln_proj_t *lnp, const ln_rec_t *ln, const cell_ops_t *ops, int T,
-                           int B, int In, int H, const model_hooks_t *hooks, int64_t from) {
+                           int B, int In, int H, const model_hooks_t *hooks, int64_t from,
+                           kern_mat_t *mm) {
     const int G = ops->gates, GH = G * H;
     const int64_t TB = (int64_t)T * B;
     const size_t BH = (size_t)B * H, BGH = (size_t)B * GH;
@@ -732,11 +745,11 @@ static void layer_backward(float *dX /* (T, B, In) */, float *dw_ih /* (G*H, In)
     }
     /* W_hh's product was with h[0..T-1], the states each step started from */
     matmul_backward(NULL, dw_hh, ln->g_hh ? lnp->dscratch : db_hh, dgh, h, w_hh, TB, H, GH, NULL,
-                    0);
+                    0, mm);
     if (whh_mask) scale_by(dw_hh, dw_hh, whh_mask, (int64_t)GH * H);
     if (X)
         proj_backward(dX, dw_ih, db_ih, dg->g_ih, dgates, X, w_ih, lnp, TB, In, G, H, hooks,
-                      from);
+                      from, mm);
 }
 
 /* logits = X dec_w^T + dec_b; returns loss_softmax_xent of them, which with grad leaves
@@ -744,8 +757,8 @@ static void layer_backward(float *dX /* (T, B, In) */, float *dw_ih /* (G*H, In)
 static double decoder_forward(float *logits /* (T, B, V) */, const float *X /* (T, B, H) */,
                               const float *dec_w /* (V, H) */, const float *dec_b /* (V) */,
                               const int32_t *targets /* (T, B) */, int64_t TB, int V, int H,
-                              float scale, int grad) {
-    matmul_forward(logits, X, dec_w, dec_b, TB, H, V);
+                              float scale, int grad, kern_mat_t *mm) {
+    matmul_forward(logits, X, dec_w, dec_b, TB, H, V, mm);
     return loss_softmax_xent(logits, targets, TB, V, scale, grad);
 }
 
@@ -754,8 +767,9 @@ static double decoder_forward(float *logits /* (T, B, V) */, const float *X /* (
 static void decoder_backward(float *dX /* (T, B, H) */, float *ddec_w /* (V, H) */,
                              float *ddec_b /* (V) */, const float *dlogits /* (T, B, V) */,
                              const float *X /* (T, B, H) */, const float *dec_w /* (V, H) */,
-                             int64_t TB, int V, int H, const model_hooks_t *hooks, int64_t from) {
-    matmul_backward(dX, ddec_w, ddec_b, dlogits, X, dec_w, TB, H, V, hooks, from);
+                             int64_t TB, int V, int H, const model_hooks_t *hooks, int64_t from,
+                             kern_mat_t *mm) {
+    matmul_backward(dX, ddec_w, ddec_b, dlogits, X, dec_w, TB, H, V, hooks, from, mm);
 }
 
 /* ---- the passes ---- */
@@ -794,7 +808,7 @@ double model_forward(model_acts_t *a, float *state_h, float *state_c, const mode
 
     const ln_proj_t lnp0 = ln_proj(a, p, 0);
     embed_forward(a->x, a->proj, a->gates[0], a->inputs, emb, p->w_ih[0], p->b_ih[0], &lnp0, TB,
-                  d->V, d->E, d->G, H);
+                  d->V, d->E, d->G, H, &a->mm);
     if (a->input_drop_on) scale_by(a->x, a->x, a->mask_in, TB * d->E);
     for (int l = 0; l < d->layers; l++) {
         if (a->weight_drop_on) {
@@ -806,14 +820,14 @@ double model_forward(model_acts_t *a, float *state_h, float *state_c, const mode
         layer_forward(a->gates[l], a->aux[l], a->h[l], a->c[l], a->gh, &a->whh,
                       state_h + l * BH, state_c ? state_c + l * BH : NULL, layer_input(a, l, H),
                       p->w_ih[l], p->b_ih[l], layer_w_hh(a, p, l), p->b_hh[l], &lnp, &ln, m->ops,
-                      T, B, layer_in(d, l), H);
+                      T, B, layer_in(d, l), H, &a->mm);
         if (a->dropout_on) {
             dropout_mask(a->mask[l], drop, drop->p, drop->locked, l, T, B, H);
             scale_by(a->dropped[l], a->h[l] + BH, a->mask[l], TB * H);
         }
     }
     return decoder_forward(a->logits, layer_out(a, d->layers - 1, H), p->dec_w, p->dec_b,
-                           a->targets, TB, d->V, H, scale, grad);
+                           a->targets, TB, d->V, H, scale, grad, &a->mm);
 }
 
 static int64_t tensor_offset(const model_t *m, model_tensor_kind_t k, int l) {
@@ -833,7 +847,7 @@ void model_backward(float *grads, model_acts_t *a, const model_t *m, int T,
     /* tied, the decoder's part of d emb waits in a->ddec until the embedding's is done */
     decoder_backward(dout, d->tie ? a->ddec : g.dec_w, g.dec_b, a->logits,
                      layer_out(a, d->layers - 1, H), p->dec_w, TB, d->V, H, hooks,
-                     tensor_offset(m, d->tie ? MODEL_T_DEC_B : MODEL_T_DEC_W, 0));
+                     tensor_offset(m, d->tie ? MODEL_T_DEC_B : MODEL_T_DEC_W, 0), &a->mm);
     for (int l = d->layers - 1; l >= 0; l--) {
         if (a->dropout_on) scale_by(dout, dout, a->mask[l], TB * H);
         const ln_proj_t lnp = ln_proj(a, p, l);
@@ -844,7 +858,7 @@ void model_backward(float *grads, model_acts_t *a, const model_t *m, int T,
                        layer_input(a, l, H), p->w_ih[l], layer_w_hh(a, p, l),
                        a->weight_drop_on ? a->whh_mask[l] : NULL,
                        a->gates[l], a->aux[l], a->h[l], a->c[l], &lnp, &ln, m->ops, T, B,
-                       layer_in(d, l), H, hooks, tensor_offset(m, MODEL_T_W_IH, l));
+                       layer_in(d, l), H, hooks, tensor_offset(m, MODEL_T_W_IH, l), &a->mm);
         float *tmp = dout;
         dout = dx;
         dx = tmp;
@@ -853,7 +867,7 @@ void model_backward(float *grads, model_acts_t *a, const model_t *m, int T,
     const ln_proj_t lnp0 = ln_proj(a, p, 0);
     embed_backward(g.emb, g.w_ih[0], g.b_ih[0], g.ln_ih[0], a->proj, dout, a->dgates, a->inputs,
                    a->embed_drop_on ? a->emb_drop : p->emb, p->w_ih[0], &lnp0, TB, d->V, d->E,
-                   d->G, H, hooks, tensor_offset(m, MODEL_T_W_IH, 0));
+                   d->G, H, hooks, tensor_offset(m, MODEL_T_W_IH, 0), &a->mm);
     if (a->embed_drop_on) scale_rows(g.emb, g.emb, a->row_mask, d->V, d->E);
     if (d->tie) add_into(g.emb, a->ddec, (int64_t)d->V * H);
     announce(hooks, tensor_offset(m, MODEL_T_EMB, 0));

@@ -22,15 +22,16 @@ static float frand(uint32_t *s) {
     return (float)(*s >> 8) / 16777216.0f - 0.5f;
 }
 
-/* max over (i, j) of |C - exact| / bound, where exact and S use A, B rounded when bf16 */
-static double worst(const float *C, const float *C0, const float *A, const float *w, int M, int K,
-                    int N, int trans, int acc, int round, double extra) {
+/* max over (i, j) of |C - exact| / bound, where exact and S use A, B rounded when bf16; A is
+ * (M, K), or (K, M) when transa */
+static double worst(const float *C, const float *C0, const float *A, int transa, const float *w,
+                    int M, int K, int N, int trans, int acc, int round, double extra) {
     double r = 0;
     for (int i = 0; i < M; i++)
         for (int j = 0; j < N; j++) {
             double e = acc ? C0[(size_t)i * N + j] : 0, S = fabs(e);
             for (int k = 0; k < K; k++) {
-                float a = A[(size_t)i * K + k];
+                float a = transa ? A[(size_t)k * M + i] : A[(size_t)i * K + k];
                 float b = trans ? w[(size_t)j * K + k] : w[(size_t)k * N + j];
                 if (round) a = kern_round_bf16(a), b = kern_round_bf16(b);
                 e += (double)a * b;
@@ -68,12 +69,12 @@ static void check_path(kern_path_t p, kern_precision_t prec) {
                         const int M = Ms[mi];
                         for (int i = 0; i < M * N; i++) C0[i] = C[i] = frand(&s);
                         kern_gemm(C, A, &m, M, acc);
-                        double q = worst(C, C0, A, w, M, K, N, trans, acc, bf, 0);
+                        double q = worst(C, C0, A, 0, w, M, K, N, trans, acc, bf, 0);
                         EXPECT_MSG(q <= 1, "%s %s M=%d K=%d N=%d trans=%d acc=%d: error %.3g of "
                                    "the bound", kern_path_name(p), bf ? "bf16" : "fp32", M, K, N,
                                    trans, acc, q);
                         if (bf) {
-                            q = worst(C, C0, A, w, M, K, N, trans, acc, 0,
+                            q = worst(C, C0, A, 0, w, M, K, N, trans, acc, 0,
                                       ldexp(1.0, -7) + ldexp(1.0, -16));
                             EXPECT_MSG(q <= 1, "%s bf16 vs fp32 M=%d K=%d N=%d: %.3g of bound",
                                        kern_path_name(p), M, K, N, q);
@@ -88,6 +89,41 @@ static void check_path(kern_path_t p, kern_precision_t prec) {
                     }
             }
     free(A), free(w), free(C), free(C0), free(row);
+    kern_mat_free(&m);
+}
+
+/* kern_matmul, the whole products of a window, on path p: every layout of both operands, M
+ * past the row block of the bf16 products, with the bounds of check_path */
+static void check_matmul(kern_path_t p, kern_precision_t prec) {
+    static const int Ms[] = {1, 9, 70}, Ks[] = {3, 17, 301}, Ns[] = {5, 33, 100};
+    enum { MAXM = 70, MAXK = 301, MAXN = 100 };
+    kern_need_t need = {0};
+    kern_need(&need, p, prec, MAXM, MAXN, MAXK);
+    kern_mat_t m;
+    kern_mat_alloc_need(&m, p, prec, &need);
+    EXPECT(kern_need_bytes(&need) == (prec == KERN_FP32 ? 0.0 : (double)(need.pack + need.a + 64)));
+    float *A = calloc((size_t)MAXM * MAXK, sizeof *A), *w = calloc((size_t)MAXK * MAXN, sizeof *w);
+    float *C = calloc((size_t)MAXM * MAXN, sizeof *C);
+    float *C0 = calloc((size_t)MAXM * MAXN, sizeof *C0);
+    uint32_t s = 11u + (uint32_t)p;
+    for (size_t i = 0; i < (size_t)MAXM * MAXK; i++) A[i] = frand(&s);
+    for (size_t i = 0; i < (size_t)MAXK * MAXN; i++) w[i] = frand(&s);
+    const int bf = prec == KERN_BF16;
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++)
+            for (size_t ki = 0; ki < sizeof Ks / sizeof *Ks; ki++)
+                for (size_t ni = 0; ni < sizeof Ns / sizeof *Ns; ni++)
+                    for (size_t mi = 0; mi < sizeof Ms / sizeof *Ms; mi++)
+                        for (int acc = 0; acc < 2; acc++) {
+                            const int M = Ms[mi], K = Ks[ki], N = Ns[ni];
+                            for (int i = 0; i < M * N; i++) C0[i] = C[i] = frand(&s);
+                            kern_matmul(C, A, ta, w, tb, M, N, K, acc, &m);
+                            double q = worst(C, C0, A, ta, w, M, K, N, tb, acc, bf, 0);
+                            EXPECT_MSG(q <= 1, "matmul %s %s M=%d K=%d N=%d transa=%d transb=%d "
+                                       "acc=%d: error %.3g of the bound", kern_path_name(p),
+                                       bf ? "bf16" : "fp32", M, K, N, ta, tb, acc, q);
+                        }
+    free(A), free(w), free(C), free(C0);
     kern_mat_free(&m);
 }
 
@@ -108,6 +144,7 @@ int main(void) {
             }
             printf("checking %s at %s\n", kern_path_name((kern_path_t)p), prec ? "bf16" : "fp32");
             check_path((kern_path_t)p, (kern_precision_t)prec);
+            check_matmul((kern_path_t)p, (kern_precision_t)prec);
         }
     EXPECT(kern_path_supported(KERN_BLAS, KERN_FP32) && kern_path_supported(KERN_BLAS, KERN_BF16));
     setenv("CHARLM_KERN", "blas", 1);

@@ -9,7 +9,11 @@
  * with neither: cblas_sgemm of the rounded values, the same products in another summation
  * order). The own paths sum each output element over k in an order fixed by K alone, on one
  * thread: results are deterministic, and a row's result does not depend on how many rows are
- * multiplied with it (OpenBLAS's does). */
+ * multiplied with it (OpenBLAS's does).
+ *
+ * kern_matmul serves a window's whole products (the TB-row input projections, weight gradients
+ * and dX, the decoder): cblas_sgemm at fp32, which runs them near the cores' peak; at bf16 both
+ * operands rounded and packed per call, on the same tile kernels. */
 #ifndef CHARLM_KERN_H
 #define CHARLM_KERN_H
 
@@ -55,11 +59,13 @@ typedef struct {
     kern_path_t path;
     kern_precision_t prec;
     int max_m, k0, n0;     /* rows of A; B of shape (k0, n0) or (n0, k0) */
+    size_t pack_bytes, a_bytes; /* what pack and a hold */
     int K, N, trans;       /* of the packed B (kern_pack) */
     const float *w;        /* the matrix packed (KERN_BLAS fp32 multiplies it directly) */
     void *pack;  /* the panels: fp32, bf16 pairs (the bf16 paths), or w rounded (bf16 BLAS) */
     void *a;     /* bf16 only: A rounded, (max_m, max(k0, n0) + 1) bf16 or fp32; AMX pads it
-                  * to whole tiles, (max_m to 16, k to 32) */
+                  * to whole tiles, (max_m to 16, k to 32); kern_matmul: op(A) rounded, as
+                  * rows of pairs along k or (op(A) = A^T, not AMX) pairs of A's rows */
     void *mem;   /* owned: pack and a, 64-byte aligned inside */
 } kern_mat_t;
 
@@ -81,6 +87,32 @@ void kern_pack(kern_mat_t *m, const float *w /* (N, K) trans or (K, N) */, int K
 /* C = A B (accumulate 0) or C += A B (accumulate 1), with B the last packed into m. */
 void kern_gemm(float *C /* (M, N) */, const float *A /* (M, K) */, kern_mat_t *m, int M,
                int accumulate);
+
+/* The largest operands of the whole products (kern_matmul) one kern_mat_t is to serve: the bytes
+ * of op(B)'s panels and of op(A)'s rounded rows. */
+typedef struct {
+    size_t pack, a;
+} kern_need_t;
+
+/* Grows *n to serve a product of op(A) (M, K) and op(B) (K, N) on path p at precision prec
+ * (nothing at fp32, which multiplies the operands as they are). */
+void kern_need(kern_need_t *n, kern_path_t p, kern_precision_t prec, int M, int N, int K);
+
+/* The bytes kern_mat_alloc_need allocates for n. */
+double kern_need_bytes(const kern_need_t *n);
+
+/* Allocates m for the whole products that n was grown for, on path p (supported at prec). */
+void kern_mat_alloc_need(kern_mat_t *m, kern_path_t p, kern_precision_t prec,
+                         const kern_need_t *n);
+
+/* C = op(A) op(B) (accumulate 0) or C += op(A) op(B) (accumulate 1), op(A) = A^T when transa,
+ * op(B) = B^T when transb, every matrix row-major and contiguous. fp32: cblas_sgemm. bf16: both
+ * operands rounded to bfloat16 into m (which kern_need must have grown for this shape), their
+ * products summed in fp32 on m's path: the tile kernels of kern_gemm, or cblas_sgemm of the
+ * rounded values. Replaces what m held packed: not for a kern_mat_t that kern_gemm uses. */
+void kern_matmul(float *C /* (M, N) */, const float *A /* (M, K), or (K, M) when transa */,
+                 int transa, const float *B /* (K, N), or (N, K) when transb */, int transb,
+                 int M, int N, int K, int accumulate, kern_mat_t *m);
 
 /* x rounded to the nearest bfloat16 (ties to even), as a float. */
 float kern_round_bf16(float x);

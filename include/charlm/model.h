@@ -131,6 +131,8 @@ typedef struct {
                                                  leaves d loss / d h of layer l after step t */
     kern_mat_t whh;                           /* W_hh of the layer in progress, packed for the
                                                  per-step products (kern.h) */
+    kern_mat_t mm;                            /* the whole products' rounded operands (bf16;
+                                                 kern_matmul) */
 } model_acts_t;
 
 /* Dropout for one forward pass (src/README.md §3): every p = 0, or eval mode (drop NULL), means
@@ -191,7 +193,7 @@ enum {
     MODEL_ACTS_DROPOUT_EMBED = 8,  /* the embedding-row mask */
     MODEL_ACTS_WEIGHT_DROP = 16,   /* the masked W_hh of every layer */
     MODEL_ACTS_DH_STEPS = 32,      /* keep d loss / d h of every step (gradflow) */
-    MODEL_ACTS_BF16 = 64           /* the per-step recurrent products in bf16 (model.precision) */
+    MODEL_ACTS_BF16 = 64           /* every matrix product in bf16 (model.precision) */
 };
 
 /* The flags of model_acts_alloc that the dropouts of drop need (drop NULL: none). */
@@ -204,7 +206,8 @@ int model_dropout_flags(const model_dropout_t *drop);
  * gradient instead of W_ih0's over every row; this "folds" the embedding into layer 0. */
 /* The per-step recurrent products go through kern.h on kern_path_auto's path (for T = 1, a
  * single step per pass as sampling runs, through cblas_sgemm: there is nothing to amortise
- * the packing over), in bf16 with MODEL_ACTS_BF16. */
+ * the packing over), the whole products (input projections, weight gradients, dX, decoder)
+ * through kern_matmul: cblas_sgemm at fp32; with MODEL_ACTS_BF16 all of them in bf16. */
 void model_acts_alloc(model_acts_t *a, const model_t *m, int B, int T, int flags);
 void model_acts_free(model_acts_t *a);
 
