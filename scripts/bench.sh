@@ -35,7 +35,7 @@
 #   CHARLM=build/charlm   PYTHON=/usr/bin/python3   MPIRUN=mpirun   CC=cc
 #   RESULTS_DIR=scripts/bench-results   where the raw output file goes
 #   SGEMM_SECONDS=3   duration of each sgemm measurement
-#   PRECISION=fp32    charlm's model.precision (bf16: the recurrent products in bfloat16)
+#   PRECISION=fp32    charlm's model.precision (bf16: every product in bfloat16)
 #   TABLE=1           0 = skip the works against PyTorch (and the AVX-512 table)
 #   BF16_CMP=0        1 = charlm alone, model.precision fp32 against bf16, alternating, REPS
 #                     runs each per work, each ending with one validation (data.val_frac 0.1):
