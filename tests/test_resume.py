@@ -3,9 +3,10 @@ same rank count bit for bit (train_loss and grad_norm of every step, val_loss of
 both runs made) — for rnn, lstm and gru with dropout and Adam, for lstm and gru with every
 regularisation and architecture option on (locked, input and embedding-row dropout, DropConnect,
 tying, layer normalisation: the masks are keyed by step), for SGD with momentum, and for lstm
-with the moving average of the weights, the plateau schedule and early stopping on — where
+with the moving average of the weights, the plateau schedule and early stopping on, and for
+lstm and gru (with every option) at model.precision = bf16 — where
 the resume crosses an epoch wrap and a validation. Resuming the -np 2 checkpoint with -np 1 and
-twice the batch (the same S = P*B streams) stays within 1e-4 relative. A resume that changes the
+twice the batch (the same S = P*B streams) stays within 1e-4 relative (bf16: 1e-3). A resume that changes the
 model size, layer normalisation, the number of streams or the cell is refused with exit code 1 and a line naming the
 key, and so are a missing --resume file and a fresh start in a run.dir that holds checkpoints;
 none of them touches the run directory. A learning rate changed at resume is used and recorded.
@@ -45,6 +46,12 @@ EVERY_OPTION = ["--embed", "32", "--set", "model.dropout_kind=locked", "--set",
                 "model.layer_norm=true"]
 CASES += [("lstm-every-option", ["--cell", "lstm"] + EVERY_OPTION),
           ("gru-every-option", ["--cell", "gru"] + EVERY_OPTION)]
+# model.precision = bf16: every product of a window rounded to bfloat16 on this CPU's bf16 path;
+# across rank counts within BF16_TOL, since the two runs' fp32-level differences now and then move
+# a value across a bf16 rounding boundary (measured: up to 2.3e-4)
+BF16, BF16_TOL = "model.precision=bf16", 1e-3
+CASES += [("lstm-bf16", ["--cell", "lstm", "--set", BF16]),
+          ("gru-bf16-every-option", ["--cell", "gru", "--set", BF16] + EVERY_OPTION)]
 
 problems = h.problems
 problem = h.problem
@@ -80,9 +87,10 @@ def check_resumed(p, run_dir, step, what):
         problem(f"{what}: metrics.jsonl was moved aside as for a fresh start")
 
 
-def compare(ref, got, what, exact, after=0):
+def compare(ref, got, what, exact, after=0, tol=1e-4):
     """Compares the metrics of two run dirs: every train line (step > after) and the validations
-    at the steps both have. Returns the worst relative difference."""
+    at the steps both have, bit for bit (exact) or within tol relative. Returns the worst
+    relative difference."""
     (t1, v1), (t2, v2) = h.metrics(ref), h.metrics(got)
     s1, s2 = [m["step"] for m in t1], [m["step"] for m in t2]
     if s1 != list(range(1, N + 1)) or s2 != list(range(1, N + 1)):
@@ -95,7 +103,7 @@ def compare(ref, got, what, exact, after=0):
         for key in ("train_loss", "grad_norm", "lr"):
             e = rel(a[key], b[key])
             worst = max(worst, e)
-            if (a[key] != b[key]) if exact else e > 1e-4:
+            if (a[key] != b[key]) if exact else e > tol:
                 bad += 1
                 if bad <= 5:
                     print(f"  {what} step {a['step']} {key}: {a[key]!r} vs {b[key]!r}")
@@ -112,12 +120,12 @@ def compare(ref, got, what, exact, after=0):
     for s in common:
         e = rel(val1[s], val2[s])
         worst = max(worst, e)
-        if (val1[s] != val2[s]) if exact else e > 1e-4:
+        if (val1[s] != val2[s]) if exact else e > tol:
             bad += 1
             print(f"  {what} validation at step {s}: {val1[s]!r} vs {val2[s]!r}")
     if bad:
         problem(f"{what}: {bad} differences (worst relative {worst:.3e}), expected "
-                + ("none" if exact else "all within 1e-4"))
+                + ("none" if exact else f"all within {tol:g}"))
     # equal numbers prove nothing unless training moved them
     if not t1[-1]["train_loss"] < t1[0]["train_loss"] - 0.05:
         problem(f"{what}: the loss did not fall ({t1[0]['train_loss']} -> {t1[-1]['train_loss']})")
@@ -250,7 +258,7 @@ def main():
         p = h.run(train_args(corpus, other, extra + ["--resume", "auto"], N, batch=2 * B), np=1)
         check_resumed(p, other, K, f"{name} -np 1 resume")
         worst = compare(full, other, f"{name}: -np 2 uninterrupted vs -np 1 x {2 * B} resumed",
-                        exact=False, after=K)
+                        exact=False, after=K, tol=BF16_TOL if BF16 in extra else 1e-4)
         if len(problems) == n0:
             print(f"ok   {name}: resumed at {K} with -np 2 bit-identical to the uninterrupted run; "
                   f"with -np 1 x {2 * B} worst relative difference {worst:.2e}")
