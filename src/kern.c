@@ -57,9 +57,9 @@ int kern_path_supported(kern_path_t p, kern_precision_t prec) {
     case KERN_AVX2:
         return prec == KERN_FP32 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     case KERN_AVX512: return prec == KERN_FP32 && __builtin_cpu_supports("avx512f");
-    case KERN_AVX512_BF16:
+    case KERN_AVX512_BF16: /* the packing interleaves bf16 with AVX512BW's vpermw */
         return prec == KERN_BF16 && __builtin_cpu_supports("avx512f") &&
-               __builtin_cpu_supports("avx512bf16");
+               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512bf16");
     case KERN_AMX_BF16: /* A's rows are rounded with AVX512-BF16 */
         return kern_path_supported(KERN_AVX512_BF16, prec) && amx_usable();
     case KERN_PATHS: break;
