@@ -6,9 +6,9 @@ tying, layer normalisation: the masks are keyed by step), for SGD with momentum,
 with the moving average of the weights, the plateau schedule and early stopping on, and for
 lstm and gru (with every option) at model.precision = bf16 — where
 the resume crosses an epoch wrap and a validation. Resuming the -np 2 checkpoint with -np 1 and
-twice the batch (the same S = P*B streams) stays within 1e-4 relative (bf16: 1e-3). A resume that changes the
-model size, layer normalisation, the number of streams or the cell is refused with exit code 1 and a line naming the
-key, and so are a missing --resume file and a fresh start in a run.dir that holds checkpoints;
+twice the batch (the same S = P*B streams) stays within 1e-4 relative (bf16: 1e-3). A resume
+that changes the model size, layer normalisation, the number of streams or the cell is refused
+with exit code 1 and a line naming the key, and so are a missing --resume file and a fresh start in a run.dir that holds checkpoints;
 none of them touches the run directory. A learning rate changed at resume is used and recorded.
 
 Whose run and which data. `--resume OTHER/ckpt --run-dir RUN` is refused (exit 1, one line
