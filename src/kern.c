@@ -178,24 +178,30 @@ static __mmask16 lanes(int n) {
     return n >= 16 ? 0xffff : n <= 0 ? 0 : (__mmask16)((1u << n) - 1);
 }
 
+/* Rows k and k + 1 of a matrix with rows ld floats apart, the columns in mask from col on, as
+ * 16 bf16 pairs; zeros for rows at or past K. */
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) static inline __m512i
+row_pairs16(const float *col, size_t ld, int k, int K, __mmask16 mask) {
+    const float *r = col + (size_t)k * ld;
+    const __m512 zero = _mm512_setzero_ps();
+    return pairs16(k < K ? _mm512_maskz_loadu_ps(mask, r) : zero,
+                   k + 1 < K ? _mm512_maskz_loadu_ps(mask, r + ld) : zero);
+}
+
 /* bf16 panels of K2 >= pairs(K) pairs along k: panel p holds (q, j, e) = B(2q + e, 32p + j) at
  * p*K2*64 + q*64 + 2j + e, zeros past K and N: vdpbf16ps's lane j sums e = 0, 1, and each half
  * of a row is a row of an AMX B tile. Rounded by the CPU's conversion (to nearest, ties to
  * even; it reads subnormal inputs as zero). */
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void
 pack_bf16(uint16_t *pack, const float *w, int K, int N, int trans, int K2) {
-    const __m512 zero = _mm512_setzero_ps();
     for (int p = 0; p < panels(N, NR); p++) {
         uint16_t *P = pack + (size_t)p * K2 * 2 * NR;
         if (!trans) { /* B = w (K, N): rows 2q and 2q + 1, 16 columns at a time */
             for (int q = 0; q < K2; q++)
                 for (int h = 0; h < 2; h++) {
                     const int n0 = p * NR + 16 * h;
-                    const __mmask16 mn = lanes(N - n0);
-                    const float *r = w + (size_t)2 * q * N + n0;
-                    __m512 lo = 2 * q < K ? _mm512_maskz_loadu_ps(mn, r) : zero;
-                    __m512 hi = 2 * q + 1 < K ? _mm512_maskz_loadu_ps(mn, r + N) : zero;
-                    _mm512_store_si512(P + (size_t)q * 2 * NR + 32 * h, pairs16(lo, hi));
+                    _mm512_store_si512(P + (size_t)q * 2 * NR + 32 * h,
+                                       row_pairs16(w + n0, N, 2 * q, K, lanes(N - n0)));
                 }
             continue;
         }
@@ -240,26 +246,24 @@ static size_t a_size(kern_path_t p, kern_precision_t prec, int M, int K) {
     return p == KERN_BLAS && prec == KERN_BF16 ? rows * (size_t)K * sizeof(float) : 0;
 }
 
-static void mat_sizes(size_t *pack, size_t *a, kern_path_t p, kern_precision_t prec, int max_m,
-                      int K, int N) {
-    *pack = pack_size(p, prec, K, N);
-    *a = a_size(p, prec, max_m, K);
+/* Grows *n to the aligned sizes of A (M, K) and of B (K, N)'s panels on path p at prec. */
+static void grow(kern_need_t *n, kern_path_t p, kern_precision_t prec, int M, int N, int K) {
+    const size_t pack = align64(pack_size(p, prec, K, N)), a = align64(a_size(p, prec, M, K));
+    if (pack > n->pack) n->pack = pack;
+    if (a > n->a) n->a = a;
 }
 
-/* the larger sizes of the two shapes, aligned */
-static size_t mat_layout(size_t *pack, kern_path_t p, kern_precision_t prec, int max_m, int k0,
-                         int n0) {
-    size_t p1, a1, p2, a2;
-    mat_sizes(&p1, &a1, p, prec, max_m, k0, n0);
-    mat_sizes(&p2, &a2, p, prec, max_m, n0, k0);
-    *pack = align64(p1 > p2 ? p1 : p2);
-    size_t a = align64(a1 > a2 ? a1 : a2);
-    return *pack + a ? *pack + a + 64 : 0;
+/* what a kern_mat_t of kern_mat_alloc holds: B of either shape, A of max_m rows */
+static kern_need_t mat_layout(kern_path_t p, kern_precision_t prec, int max_m, int k0, int n0) {
+    kern_need_t n = {0};
+    grow(&n, p, prec, max_m, n0, k0);
+    grow(&n, p, prec, max_m, k0, n0);
+    return n;
 }
 
 double kern_mat_bytes(kern_path_t p, kern_precision_t prec, int max_m, int k0, int n0) {
-    size_t pack;
-    return (double)mat_layout(&pack, p, prec, max_m, k0, n0);
+    const kern_need_t n = mat_layout(p, prec, max_m, k0, n0);
+    return kern_need_bytes(&n);
 }
 
 /* m's memory: pack bytes of panels, then a of rounded rows (both multiples of 64) */
@@ -276,15 +280,12 @@ void kern_mat_alloc(kern_mat_t *m, kern_path_t p, kern_precision_t prec, int max
                     int n0) {
     CHARLM_CHECK(kern_path_supported(p, prec) && max_m >= 1 && k0 >= 1 && n0 >= 1);
     *m = (kern_mat_t){.path = p, .prec = prec, .max_m = max_m, .k0 = k0, .n0 = n0};
-    size_t pack, total = mat_layout(&pack, p, prec, max_m, k0, n0);
-    mat_memory(m, pack, total ? total - 64 - pack : 0);
+    const kern_need_t n = mat_layout(p, prec, max_m, k0, n0);
+    mat_memory(m, n.pack, n.a);
 }
 
 void kern_need(kern_need_t *n, kern_path_t p, kern_precision_t prec, int M, int N, int K) {
-    if (prec == KERN_FP32) return;
-    const size_t pack = align64(pack_size(p, prec, K, N)), a = align64(a_size(p, prec, M, K));
-    if (pack > n->pack) n->pack = pack;
-    if (a > n->a) n->a = a;
+    if (prec != KERN_FP32) grow(n, p, prec, M, N, K);
 }
 
 double kern_need_bytes(const kern_need_t *n) {
@@ -482,19 +483,13 @@ __attribute__((target("avx512f,avx512bf16"))) static void round_rows_bf16(uint16
  * scatter, a dword at a time to 16 rows, took a fifth of an LSTM 2x128 window on Zen 4.) */
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void
 round_cols_bf16(uint16_t *out, const float *A, int M, int K, int K2) {
-    const __m512 zero = _mm512_setzero_ps();
     int32_t block[16][16] __attribute__((aligned(64)));
     for (int i0 = 0; i0 < M; i0 += 16) {
         const int mi = imin(16, M - i0);
         for (int q0 = 0; q0 < K2; q0 += 16) {
             const int nq = imin(16, K2 - q0);
-            for (int q = 0; q < nq; q++) {
-                const int k = 2 * (q0 + q);
-                const float *r = A + (size_t)k * M + i0;
-                __m512 lo = k < K ? _mm512_maskz_loadu_ps(lanes(mi), r) : zero;
-                __m512 hi = k + 1 < K ? _mm512_maskz_loadu_ps(lanes(mi), r + M) : zero;
-                _mm512_store_si512(block[q], pairs16(lo, hi));
-            }
+            for (int q = 0; q < nq; q++)
+                _mm512_store_si512(block[q], row_pairs16(A + i0, M, 2 * (q0 + q), K, lanes(mi)));
             for (int i = 0; i < mi; i++) {
                 int32_t *o = (int32_t *)out + (size_t)(i0 + i) * K2 + q0;
                 for (int q = 0; q < nq; q++) o[q] = block[q][i];
@@ -508,15 +503,11 @@ round_cols_bf16(uint16_t *out, const float *A, int M, int K, int K2) {
  * tile_bf16 (AMX's tiles need A^T's rows, round_cols_bf16). */
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void
 round_pairs_bf16(uint16_t *out, const float *A, int M, int K, int K2) {
-    const __m512 zero = _mm512_setzero_ps();
     for (int q = 0; q < K2; q++) {
-        const float *r = A + (size_t)2 * q * M;
         int32_t *o = (int32_t *)out + (size_t)q * M;
         for (int i0 = 0; i0 < M; i0 += 16) {
             const __mmask16 mi = lanes(M - i0);
-            __m512 lo = 2 * q < K ? _mm512_maskz_loadu_ps(mi, r + i0) : zero;
-            __m512 hi = 2 * q + 1 < K ? _mm512_maskz_loadu_ps(mi, r + M + i0) : zero;
-            _mm512_mask_storeu_epi32(o + i0, mi, pairs16(lo, hi));
+            _mm512_mask_storeu_epi32(o + i0, mi, row_pairs16(A + i0, M, 2 * q, K, mi));
         }
     }
 }
@@ -543,12 +534,6 @@ static void product_bf16(float *C, const uint16_t *a, int kmajor, const uint16_t
             }
         }
     }
-}
-
-static void gemm_bf16(float *C, const float *A, const kern_mat_t *m, int M, int acc) {
-    const int K2 = pairs(m->K);
-    round_rows_bf16(m->a, A, M, m->K, K2);
-    product_bf16(C, m->a, 0, m->pack, M, m->N, K2, acc);
 }
 
 /* AMX: tiles 0-3 hold a 32 x 32 block of C (rows 16r.., columns 16c.. in tile 2r + c), 4-5 the
@@ -630,10 +615,21 @@ __attribute__((target("amx-tile"))) static void product_amx(float *C, const uint
     _tile_release();
 }
 
-static void gemm_amx(float *C, const float *A, const kern_mat_t *m, int M, int acc) {
-    const int K2 = pairs_for(KERN_AMX_BF16, m->K);
-    round_rows_bf16(m->a, A, M, m->K, K2);
-    product_amx(C, m->a, m->pack, M, m->N, K2, acc);
+/* C (M, N) (+)= op(A) B on a bf16 path, B the panels in m: op(A) rounded into m's rows first
+ * (A^T as pairs of A's rows for vdpbf16ps, transposed for AMX's tiles). */
+static void gemm_bf16(float *C, const float *A, int transa, const kern_mat_t *m, int M, int acc) {
+    const int K = m->K, K2 = pairs_for(m->path, K), amx = m->path == KERN_AMX_BF16;
+    const int kmajor = transa && !amx;
+    if (!transa)
+        round_rows_bf16(m->a, A, M, K, K2);
+    else if (kmajor)
+        round_pairs_bf16(m->a, A, M, K, K2);
+    else
+        round_cols_bf16(m->a, A, M, K, K2);
+    if (amx)
+        product_amx(C, m->a, m->pack, M, m->N, K2, acc);
+    else
+        product_bf16(C, m->a, kmajor, m->pack, M, m->N, K2, acc);
 }
 
 void kern_gemm(float *C, const float *A, kern_mat_t *m, int M, int accumulate) {
@@ -642,8 +638,8 @@ void kern_gemm(float *C, const float *A, kern_mat_t *m, int M, int accumulate) {
     switch (m->path) {
     case KERN_AVX512:
     case KERN_AVX2: gemm_fp32(C, A, m, M, accumulate); return;
-    case KERN_AVX512_BF16: gemm_bf16(C, A, m, M, accumulate); return;
-    case KERN_AMX_BF16: gemm_amx(C, A, m, M, accumulate); return;
+    case KERN_AVX512_BF16:
+    case KERN_AMX_BF16: gemm_bf16(C, A, 0, m, M, accumulate); return;
     case KERN_BLAS: break;
     case KERN_PATHS: CHARLM_CHECK(0);
     }
@@ -672,21 +668,8 @@ void kern_matmul(float *C, const float *A, int transa, const float *B, int trans
                  a_size(p, m->prec, M, K) <= m->a_bytes);
     m->K = K, m->N = N, m->trans = transb, m->w = B;
     if (bf16_path(p)) {
-        const int K2 = pairs_for(p, K);
-        pack_bf16(m->pack, B, K, N, transb, K2);
-        if (p == KERN_AMX_BF16) {
-            if (transa)
-                round_cols_bf16(m->a, A, M, K, K2);
-            else
-                round_rows_bf16(m->a, A, M, K, K2);
-            product_amx(C, m->a, m->pack, M, N, K2, accumulate);
-        } else {
-            if (transa)
-                round_pairs_bf16(m->a, A, M, K, K2);
-            else
-                round_rows_bf16(m->a, A, M, K, K2);
-            product_bf16(C, m->a, transa, m->pack, M, N, K2, accumulate);
-        }
+        pack_bf16(m->pack, B, K, N, transb, pairs_for(p, K));
+        gemm_bf16(C, A, transa, m, M, accumulate);
         return;
     }
     /* no bf16 unit: the rounded values through cblas_sgemm, in its order of summation */

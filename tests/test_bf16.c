@@ -28,6 +28,10 @@
 
 enum { V = 11, E = 16, H = 40, LAYERS = 2, B = 5, T = 12, NS = LAYERS * B * H };
 
+/* the bf16 paths, each checked where this CPU runs it */
+enum { PATHS = 3 };
+static const kern_path_t want[PATHS] = {KERN_AMX_BF16, KERN_AVX512_BF16, KERN_BLAS};
+
 typedef struct {
     double loss;
     float *grads;
@@ -87,8 +91,6 @@ static void check_cell(cell_kind_t cell) {
     pass_t f = run(&m, 0, h0, c0, key, T);
     static const float zero[NS];
     pass_t f1 = run(&m, 0, zero, zero, key, 1);
-    enum { PATHS = 3 };
-    const kern_path_t want[PATHS] = {KERN_AMX_BF16, KERN_AVX512_BF16, KERN_BLAS};
     pass_t paths[PATHS];
     double from_fp32[PATHS][2]; /* (path, loss | gradients) */
     kern_path_t ran[PATHS];
@@ -152,10 +154,9 @@ static void check_wide_vocab(void) {
     model_t m;
     model_init(&m, &d, 9);
     static const float zero[NS];
-    const kern_path_t want[] = {KERN_AMX_BF16, KERN_AVX512_BF16, KERN_BLAS};
     unsetenv("CHARLM_KERN");
     pass_t f = run(&m, 0, zero, zero, 3, T);
-    for (size_t k = 0; k < sizeof want / sizeof *want; k++) {
+    for (int k = 0; k < PATHS; k++) {
         if (!kern_path_supported(want[k], KERN_BF16)) continue;
         setenv("CHARLM_KERN", kern_path_name(want[k]), 1);
         pass_t b = run(&m, MODEL_ACTS_BF16, zero, zero, 3, T);
