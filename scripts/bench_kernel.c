@@ -2,24 +2,25 @@
  * against cblas_sgemm, alternating in one process so that a busy machine slows both alike.
  *
  * Usage: build/bench_kernel [REPS [B [T [WHAT]]]]  (defaults: 9 32 64 all; one OpenBLAS thread)
- *        WHAT: products, windows or all
+ *        WHAT: products, matmul, windows or all
  *
- * For each shape (H, G) of the benchmark's works it times one window of T steps, forward
- * (C (B, G*H) = h W_hh^T: kern_pack of W_hh^T, then T products) and backward (C (B, H) +=
- * dgh W_hh: kern_pack of W_hh, then T products), the packing included, against T cblas_sgemm
- * calls of the same product, REPS times alternately, and prints the median GFLOP/s of each
- * (2 B H G*H per product), their ratio to cblas_sgemm and to an sgemm of 2048^3 measured in the
- * same run (the ceiling of scripts/bench.sh's "of peak" column on one core). Then whole
- * training windows (model_forward + model_backward, 2 layers, E = H, V = 65, B streams x T
- * steps) of the benchmark's works, alternating the kern path of this CPU (fp32, and bf16) with
- * cblas_sgemm for the recurrent products, as chars/s of one rank and the GFLOP/s it executes
- * (model_flops_executed_per_char). Built with oneDNN (CMake finds Debian's libdnnl-dev), the
- * products are also run with oneDNN's matmul, fp32 and bf16 (bf16 weights and A, fp32 results),
- * its weights reordered once per window into the layout it chooses, as kern packs them (one
- * OpenMP thread). Every product row gives the largest difference from cblas_sgemm's result over
- * the largest element of that result ("err"). Times are the
- * thread's CPU time, not wall-clock time, so that the other processes of a shared machine count
- * less (they still share the caches). */
+ * For each shape (H, G) of the benchmark's works it times one window of T steps, forward (C (B,
+ * G*H) = h W_hh^T: kern_pack of W_hh^T, then T products) and backward (C (B, H) += dgh W_hh:
+ * kern_pack of W_hh, then T products), the packing included, against T cblas_sgemm calls of the
+ * same product, REPS times alternately, and prints the median GFLOP/s of each (2 B H G*H per
+ * product), their ratio to cblas_sgemm and to an sgemm of 2048^3 measured in the same run (the
+ * ceiling of scripts/bench.sh's "of peak" column on one core). Then whole training windows
+ * (model_forward + model_backward, 2 layers, E = H, V = 65, B streams x T steps) of the benchmark's
+ * works, alternating the kern path of this CPU (fp32, and bf16) with cblas_sgemm for the recurrent
+ * products, as chars/s of one rank and the GFLOP/s it executes (model_flops_executed_per_char).
+ * "matmul": the whole products of those windows (kern_matmul: X W^T, dY^T X, dY W over B T rows) on
+ * every bf16 path against cblas_sgemm in fp32. Built with oneDNN (CMake finds Debian's
+ * libdnnl-dev), the products are also run with oneDNN's matmul, fp32 and bf16 (bf16 weights and A,
+ * fp32 results), its weights reordered once per window into the layout it chooses, as kern packs
+ * them (one OpenMP thread). Every product row gives the largest difference from cblas_sgemm's
+ * result over the largest element of that result ("err"). Times are the thread's CPU time, not
+ * wall-clock time, so that the other processes of a shared machine count less (they still share the
+ * caches). */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 199309L
 #endif
@@ -241,6 +242,70 @@ static double peak_gflops(void) {
     return best;
 }
 
+/* a whole product of a window (kern_matmul) and its operands */
+typedef struct {
+    const char *name;
+    int M, N, K, transa, transb;
+} matmul_t;
+
+static double matmul_once(const matmul_t *mm, float *C, const float *A, const float *Bm, int path,
+                          kern_mat_t *m) {
+    double t0 = now();
+    if (path >= 0)
+        kern_matmul(C, A, mm->transa, Bm, mm->transb, mm->M, mm->N, mm->K, 0, m);
+    else
+        cblas_sgemm(CblasRowMajor, mm->transa ? CblasTrans : CblasNoTrans,
+                    mm->transb ? CblasTrans : CblasNoTrans, mm->M, mm->N, mm->K, 1.0f, A,
+                    mm->transa ? mm->M : mm->K, Bm, mm->transb ? mm->K : mm->N, 0.0f, C, mm->N);
+    return now() - t0;
+}
+
+/* The whole products of the benchmark's works (rows = B T of one rank, E = H): the input
+ * projection X W^T, the weight gradient dY^T X and dX = dY W, on every bf16 path of this CPU
+ * against cblas_sgemm in fp32, alternating; the operands rounded on every call as in training. */
+static void bench_matmul(int reps, int rows, double peak) {
+    static const int shapes[][2] = {{128, 4}, {512, 4}, {512, 3}, {512, 1}, {1024, 4}};
+    printf("\nwhole products (kern_matmul), %d rows, medians of %d\n", rows, reps);
+    printf("%-6s %-3s %-9s %-11s %10s %10s %8s %8s\n", "H", "G", "product", "path", "GFLOP/s",
+           "sgemm", "ratio", "of peak");
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+        const int H = shapes[s][0], GH = shapes[s][1] * H;
+        const matmul_t mms[] = {{"X W^T", rows, GH, H, 0, 1},
+                                {"dY^T X", GH, H, rows, 1, 0},
+                                {"dY W", rows, H, GH, 0, 0}};
+        const size_t big = (size_t)rows * GH;
+        float *A = malloc(sizeof(float) * big), *Bm = malloc(sizeof(float) * big),
+              *C = malloc(sizeof(float) * big);
+        fill(A, big, 5), fill(Bm, big, 6);
+        for (size_t k = 0; k < sizeof mms / sizeof *mms; k++) {
+            const matmul_t *mm = &mms[k];
+            for (int p = 0; p < KERN_PATHS; p++) {
+                if (!kern_path_supported((kern_path_t)p, KERN_BF16)) continue;
+                kern_need_t need = {0, 0};
+                kern_need(&need, (kern_path_t)p, KERN_BF16, mm->M, mm->N, mm->K);
+                kern_mat_t m;
+                kern_mat_alloc_need(&m, (kern_path_t)p, KERN_BF16, &need);
+                double *tk = malloc(sizeof(double) * reps), *tb = malloc(sizeof(double) * reps);
+                matmul_once(mm, C, A, Bm, p, &m);
+                for (int r = 0; r < reps; r++) {
+                    tk[r] = matmul_once(mm, C, A, Bm, p, &m);
+                    tb[r] = matmul_once(mm, C, A, Bm, PATH_SGEMM, &m);
+                }
+                const double flops = 2.0 * mm->M * (double)mm->N * mm->K;
+                const double gk = flops / median(tk, reps) * 1e-9,
+                             gb = flops / median(tb, reps) * 1e-9;
+                char name[32];
+                snprintf(name, sizeof name, "%s-bf16", kern_path_name((kern_path_t)p));
+                printf("%-6d %-3d %-9s %-11s %10.1f %10.1f %7.2fx %7.1f%%\n", H, shapes[s][1],
+                       mm->name, name, gk, gb, gk / gb, 100 * gk / peak);
+                free(tk), free(tb);
+                kern_mat_free(&m);
+            }
+        }
+        free(A), free(Bm), free(C);
+    }
+}
+
 /* one training window of m on a: CPU seconds */
 static double train_window(model_acts_t *a, const model_t *m, float *grads, float *sh, float *sc,
                            int T) {
@@ -309,9 +374,10 @@ int main(int argc, char **argv) {
         T = argc > 3 ? atoi(argv[3]) : 64;
     const char *what = argc > 4 ? argv[4] : "all";
     const int products = !strcmp(what, "products") || !strcmp(what, "all"),
-              windows = !strcmp(what, "windows") || !strcmp(what, "all");
-    if (reps < 1 || B < 1 || T < 1 || !(products || windows)) {
-        fprintf(stderr, "usage: bench_kernel [REPS [B [T [products|windows|all]]]]\n");
+              windows = !strcmp(what, "windows") || !strcmp(what, "all"),
+              matmuls = !strcmp(what, "matmul") || !strcmp(what, "all");
+    if (reps < 1 || B < 1 || T < 1 || !(products || windows || matmuls)) {
+        fprintf(stderr, "usage: bench_kernel [REPS [B [T [products|matmul|windows|all]]]]\n");
         return 2;
     }
     openblas_set_num_threads(1);
@@ -359,6 +425,7 @@ int main(int argc, char **argv) {
         }
         free(w), free(A), free(C), free(ref);
     }
+    if (matmuls) bench_matmul(reps, B * T, peak);
     if (windows) bench_windows(reps, B, T, peak);
     return 0;
 }

@@ -93,10 +93,11 @@ static void check_path(kern_path_t p, kern_precision_t prec) {
 }
 
 /* kern_matmul, the whole products of a window, on path p: every layout of both operands, M
- * past the row block of the bf16 products, with the bounds of check_path */
+ * past the row blocks of the bf16 products (64 rows; AMX's 256) and K past AMX's block of 512,
+ * so that its sums wait in C between passes, with the bounds of check_path */
 static void check_matmul(kern_path_t p, kern_precision_t prec) {
-    static const int Ms[] = {1, 9, 70}, Ks[] = {3, 17, 301}, Ns[] = {5, 33, 100};
-    enum { MAXM = 70, MAXK = 301, MAXN = 100 };
+    static const int Ms[] = {1, 9, 70, 300}, Ks[] = {3, 17, 301, 600}, Ns[] = {5, 33, 100};
+    enum { MAXM = 300, MAXK = 600, MAXN = 100 };
     kern_need_t need = {0};
     kern_need(&need, p, prec, MAXM, MAXN, MAXK);
     kern_mat_t m;
