@@ -242,6 +242,9 @@ static double peak_gflops(void) {
     return best;
 }
 
+/* the (H, G) of the benchmark's works: LSTM 2x128, LSTM, GRU and RNN 2x512, LSTM 2x1024 */
+static const int shapes[][2] = {{128, 4}, {512, 4}, {512, 3}, {512, 1}, {1024, 4}};
+
 /* a whole product of a window (kern_matmul) and its operands */
 typedef struct {
     const char *name;
@@ -264,7 +267,6 @@ static double matmul_once(const matmul_t *mm, float *C, const float *A, const fl
  * projection X W^T, the weight gradient dY^T X and dX = dY W, on every bf16 path of this CPU
  * against cblas_sgemm in fp32, alternating; the operands rounded on every call as in training. */
 static void bench_matmul(int reps, int rows, double peak) {
-    static const int shapes[][2] = {{128, 4}, {512, 4}, {512, 3}, {512, 1}, {1024, 4}};
     printf("\nwhole products (kern_matmul), %d rows, medians of %d\n", rows, reps);
     printf("%-6s %-3s %-9s %-11s %10s %10s %8s %8s\n", "H", "G", "product", "path", "GFLOP/s",
            "sgemm", "ratio", "of peak");
@@ -273,7 +275,8 @@ static void bench_matmul(int reps, int rows, double peak) {
         const matmul_t mms[] = {{"X W^T", rows, GH, H, 0, 1},
                                 {"dY^T X", GH, H, rows, 1, 0},
                                 {"dY W", rows, H, GH, 0, 0}};
-        const size_t big = (size_t)rows * GH;
+        /* every operand and result is at most (max(rows, H), GH): W (GH, H) too */
+        const size_t big = (size_t)(rows > H ? rows : H) * GH;
         float *A = malloc(sizeof(float) * big), *Bm = malloc(sizeof(float) * big),
               *C = malloc(sizeof(float) * big);
         fill(A, big, 5), fill(Bm, big, 6);
@@ -384,7 +387,6 @@ int main(int argc, char **argv) {
 #if CHARLM_BENCH_DNNL
     omp_set_num_threads(1);
 #endif
-    static const int shapes[][2] = {{128, 4}, {512, 4}, {512, 3}, {512, 1}, {1024, 4}};
     double peak = peak_gflops();
     printf("sgemm 2048^3, 1 thread: %.1f GFLOP/s; B=%d T=%d, medians of %d windows\n", peak, B, T,
            reps);
