@@ -307,7 +307,7 @@ void kern_mat_free(kern_mat_t *m) {
 void kern_pack(kern_mat_t *m, const float *w, int K, int N, int trans) {
     CHARLM_CHECK(K >= 1 && N >= 1 &&
                  ((K <= m->k0 && N <= m->n0) || (K <= m->n0 && N <= m->k0)));
-    m->K = K, m->N = N, m->trans = trans, m->w = w;
+    m->K = K, m->N = N, m->trans = trans, m->w = w, m->reverse = 0;
     if (bf16_path(m->path)) {
         pack_bf16(m->pack, w, K, N, trans, pairs_for(m->path, K));
     } else if (m->path != KERN_BLAS) {
@@ -435,12 +435,20 @@ __attribute__((target("avx512f,avx512bf16"))) static void tile_bf16(float *C, in
 
 static int imin(int a, int b) { return a < b ? a : b; }
 
+/* Panel n of np in the order of a product whose panels run backwards when reverse. kern_gemm
+ * alternates the direction from one product to the next, so that a step starts on the panels
+ * the step before took last, still in L2 when B is not much larger than L2 (W_hh of an LSTM
+ * 512 layer: 4 MB in fp32, 2 MB in bf16, against 2 MB of L2 on the Xeon measured: its per-step
+ * AMX products forward 1.15-1.24x faster at H = 512, fp32 with GRU's 3 MB 1.07-1.10x; beyond,
+ * at H = 1024, 1.00-1.05x; bench_kernel products). Each panel's sums are the same either way. */
+static int panel_at(int n, int np, int reverse) { return reverse ? np - 1 - n : n; }
+
 static void gemm_fp32(float *C, const float *A, const kern_mat_t *m, int M, int acc) {
     const int K = m->K, N = m->N, avx2 = m->path == KERN_AVX2;
     const int W = avx2 ? NR256 : NR, KB = avx2 ? KC256 : KC, MR = avx2 ? MR256 : MR512;
     const float *pack = m->pack;
-    for (int p = 0; p < panels(N, W); p++) {
-        const int nr = imin(W, N - p * W);
+    for (int n = 0, np = panels(N, W); n < np; n++) {
+        const int p = panel_at(n, np, m->reverse), nr = imin(W, N - p * W);
         for (int k0 = 0; k0 < K; k0 += KB) {
             const int kc = imin(KB, K - k0), add = acc || k0 > 0;
             const float *P = pack + ((size_t)p * K + (size_t)k0) * W;
@@ -519,12 +527,12 @@ enum { MC_BF16 = 64 };
  * panels pack (K2 pairs, N columns). Per block of MC_BF16 rows: each panel, its k blocks in
  * order, every row tile of the block. */
 static void product_bf16(float *C, const uint16_t *a, int kmajor, const uint16_t *pack, int M,
-                         int N, int K2, int acc) {
+                         int N, int K2, int acc, int reverse) {
     const size_t rs = kmajor ? 2 : (size_t)K2 * 2, ps = kmajor ? (size_t)M * 2 : 2;
     for (int i0 = 0; i0 < M; i0 += MC_BF16) {
         const int i1 = imin(M, i0 + MC_BF16);
-        for (int p = 0; p < panels(N, NR); p++) {
-            const int nr = imin(NR, N - p * NR);
+        for (int n = 0, np = panels(N, NR); n < np; n++) {
+            const int p = panel_at(n, np, reverse), nr = imin(NR, N - p * NR);
             for (int q0 = 0; q0 < K2; q0 += KC / 2) {
                 const int kc2 = imin(KC / 2, K2 - q0), add = acc || q0 > 0;
                 const uint16_t *P = pack + (size_t)p * K2 * 2 * NR + (size_t)q0 * 2 * NR;
@@ -612,18 +620,25 @@ enum { KC_AMX = 256, MC_AMX = 256 };
 /* C (M, N) (+)= a (M rows, padded to whole tiles, of K2 pairs) x the bf16 panels pack */
 __attribute__((target("amx-tile"))) static void product_amx(float *C, const uint16_t *a,
                                                            const uint16_t *pack, int M, int N,
-                                                           int K2, int acc) {
+                                                           int K2, int acc, int reverse) {
     amx_configure();
-    for (int q0 = 0; q0 < K2; q0 += KC_AMX) {
-        const int kc = imin(KC_AMX, K2 - q0), add = acc || q0 > 0;
+    /* One block of 32 rows (a recurrent step's) takes the whole of K at once: its A is small
+     * enough for L2 anyway, and passes over k would each run the panels past L2 and break
+     * panel_at's alternation (the per-step products were 1.18-1.34x slower with them at
+     * H = 1024, 1.23-1.25x in the backward at H = 512). */
+    const int KB = M <= 2 * AMX_ROWS ? K2 : KC_AMX;
+    for (int q0 = 0; q0 < K2; q0 += KB) {
+        const int kc = imin(KB, K2 - q0), add = acc || q0 > 0;
         for (int i0 = 0; i0 < M; i0 += MC_AMX) {
             const int i1 = imin(M, i0 + MC_AMX);
-            for (int p = 0; p < panels(N, NR); p++)
+            for (int n = 0, np = panels(N, NR); n < np; n++) {
+                const int p = panel_at(n, np, reverse);
                 for (int i = i0; i < i1; i += 2 * AMX_ROWS)
                     block_amx(C + (size_t)i * N + (size_t)p * NR, N,
                               a + (size_t)i * K2 * 2 + (size_t)q0 * 2, K2,
                               pack + (size_t)p * K2 * 2 * NR + (size_t)q0 * 2 * NR, kc,
                               imin(2 * AMX_ROWS, i1 - i), imin(NR, N - p * NR), add);
+            }
         }
     }
     _tile_release();
@@ -641,9 +656,9 @@ static void gemm_bf16(float *C, const float *A, int transa, const kern_mat_t *m,
     else
         round_cols_bf16(m->a, A, M, K, K2);
     if (amx)
-        product_amx(C, m->a, m->pack, M, m->N, K2, acc);
+        product_amx(C, m->a, m->pack, M, m->N, K2, acc, m->reverse);
     else
-        product_bf16(C, m->a, kmajor, m->pack, M, m->N, K2, acc);
+        product_bf16(C, m->a, kmajor, m->pack, M, m->N, K2, acc, m->reverse);
 }
 
 void kern_gemm(float *C, const float *A, kern_mat_t *m, int M, int accumulate) {
@@ -651,9 +666,9 @@ void kern_gemm(float *C, const float *A, kern_mat_t *m, int M, int accumulate) {
     const int K = m->K, N = m->N;
     switch (m->path) {
     case KERN_AVX512:
-    case KERN_AVX2: gemm_fp32(C, A, m, M, accumulate); return;
+    case KERN_AVX2: gemm_fp32(C, A, m, M, accumulate); m->reverse ^= 1; return;
     case KERN_AVX512_BF16:
-    case KERN_AMX_BF16: gemm_bf16(C, A, 0, m, M, accumulate); return;
+    case KERN_AMX_BF16: gemm_bf16(C, A, 0, m, M, accumulate); m->reverse ^= 1; return;
     case KERN_BLAS: break;
     case KERN_PATHS: CHARLM_CHECK(0);
     }
@@ -680,7 +695,7 @@ void kern_matmul(float *C, const float *A, int transa, const float *B, int trans
     const kern_path_t p = m->path;
     CHARLM_CHECK(pack_size(p, m->prec, K, N) <= m->pack_bytes &&
                  a_size(p, m->prec, M, K) <= m->a_bytes);
-    m->K = K, m->N = N, m->trans = transb, m->w = B;
+    m->K = K, m->N = N, m->trans = transb, m->w = B, m->reverse = 0;
     if (bf16_path(p)) {
         pack_bf16(m->pack, B, K, N, transb, pairs_for(p, K));
         gemm_bf16(C, A, transa, m, M, accumulate);

@@ -9,7 +9,8 @@
  *    product of the fp32 inputs, that plus (2^-7 + 2^-16) S (two roundings of at most 2^-8 in
  *    each product).
  * Also: on the own paths a row's result does not depend on the rows multiplied with it (bit for
- * bit; OpenBLAS's does, it takes other kernels for other M), CHARLM_KERN selects the path, and
+ * bit; OpenBLAS's does, it takes other kernels for other M) nor on the order the panels ran in
+ * (consecutive products alternate it), CHARLM_KERN selects the path, and
  * fp32 takes the widest own kernel the CPU runs by default. */
 #include <math.h>
 #include <stdint.h>
@@ -54,7 +55,7 @@ static void check_path(kern_path_t p, kern_precision_t prec) {
     float *A = calloc((size_t)MAXM * MAXK, sizeof *A), *w = calloc((size_t)MAXK * MAXN, sizeof *w);
     float *C = calloc((size_t)MAXM * MAXN, sizeof *C);
     float *C0 = calloc((size_t)MAXM * MAXN, sizeof *C0);
-    float *row = calloc(MAXN, sizeof *row);
+    float *row = calloc(MAXN, sizeof *row), *again = calloc((size_t)MAXM * MAXN, sizeof *again);
     uint32_t s = 7u + (uint32_t)p;
     for (size_t i = 0; i < (size_t)MAXM * MAXK; i++) A[i] = frand(&s);
     for (size_t i = 0; i < (size_t)MAXK * MAXN; i++) w[i] = frand(&s);
@@ -81,6 +82,12 @@ static void check_path(kern_path_t p, kern_precision_t prec) {
                         }
                         /* the last row alone gives the same bits (OpenBLAS: not promised) */
                         if (p == KERN_BLAS) continue;
+                        /* and so does the same product again, its panels in the other order */
+                        memcpy(again, C0, sizeof(float) * (size_t)M * N);
+                        kern_gemm(again, A, &m, M, acc);
+                        EXPECT_MSG(!memcmp(again, C, sizeof(float) * (size_t)M * N),
+                                   "%s M=%d K=%d N=%d acc=%d: the next product differs",
+                                   kern_path_name(p), M, K, N, acc);
                         memcpy(row, C0 + (size_t)(M - 1) * N, sizeof(float) * (size_t)N);
                         kern_gemm(row, A + (size_t)(M - 1) * K, &m, 1, acc);
                         EXPECT_MSG(!memcmp(row, C + (size_t)(M - 1) * N, sizeof(float) * (size_t)N),
@@ -88,7 +95,7 @@ static void check_path(kern_path_t p, kern_precision_t prec) {
                                    K, N, M - 1);
                     }
             }
-    free(A), free(w), free(C), free(C0), free(row);
+    free(A), free(w), free(C), free(C0), free(row), free(again);
     kern_mat_free(&m);
 }
 

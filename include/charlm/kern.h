@@ -61,6 +61,7 @@ typedef struct {
     int max_m, k0, n0;     /* rows of A; B of shape (k0, n0) or (n0, k0) */
     size_t pack_bytes, a_bytes; /* what pack and a hold */
     int K, N, trans;       /* of the packed B (kern_pack) */
+    int reverse;           /* kern_gemm's next product runs the panels backwards */
     const float *w;        /* the matrix packed (KERN_BLAS fp32 multiplies it directly) */
     void *pack;  /* the panels: fp32, bf16 pairs (the bf16 paths), or w rounded (bf16 BLAS) */
     void *a;     /* bf16 only: A rounded, (max_m, max(k0, n0) + 1) bf16 or fp32; AMX pads it
@@ -84,7 +85,8 @@ void kern_mat_free(kern_mat_t *m);
 void kern_pack(kern_mat_t *m, const float *w /* (N, K) trans or (K, N) */, int K, int N,
                int trans);
 
-/* C = A B (accumulate 0) or C += A B (accumulate 1), with B the last packed into m. */
+/* C = A B (accumulate 0) or C += A B (accumulate 1), with B the last packed into m. Consecutive
+ * calls take B's panels in alternate orders, for the cache; the bits do not depend on it. */
 void kern_gemm(float *C /* (M, N) */, const float *A /* (M, K) */, kern_mat_t *m, int M,
                int accumulate);
 
