@@ -49,6 +49,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=scripts/blas_kernels.sh
+. "$ROOT/scripts/blas_kernels.sh"
 QUICK=${QUICK:-0}
 if [[ $QUICK == 1 ]]; then REPS=${REPS:-1}; WARMUP=${WARMUP:-1}; else REPS=${REPS:-3}; WARMUP=${WARMUP:-3}; fi
 WORKS=${WORKS:-lstm512 gru512 rnn512 lstm128 lstm1024}
@@ -144,7 +146,7 @@ if [[ -n $BASE ]]; then cp "$BASE" "$TMP/charlm-base"; BASE_BIN=$TMP/charlm-base
 # below them (src/README.md §8); the reference and sgemm_peak get the same set (a set you name
 # in OPENBLAS_CORETYPE goes to all three)
 if [[ -z ${OPENBLAS_CORETYPE:-} ]]; then
-    core=$("$CHARLM_BIN" --version 2>/dev/null | sed -n 's/^BLAS: .*, kernels \([A-Za-z0-9]*\).*/\1/p')
+    core=$(charlm_blas_kernels "$CHARLM_BIN")
     if [[ -n $core ]]; then export OPENBLAS_CORETYPE=$core; fi
 fi
 

@@ -27,6 +27,8 @@
 set -uo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=scripts/blas_kernels.sh
+. "$here/blas_kernels.sh"
 repo=$(dirname "$here")
 say() { echo "ttq_compare.sh: $*" >&2; }
 usage() {
@@ -91,8 +93,7 @@ t0=$(date +%s.%N)
 "$mpiexec" -np "$np" "$charlm" train --config "$config" --corpus "$corpus" \
     --run-dir "$out/charlm" >"$out/charlm.log" 2>&1 || { say "charlm failed: $out/charlm.log"; status=1; }
 t1=$(date +%s.%N)
-core=$("$charlm" --version 2>/dev/null | sed -n 's/^BLAS: .*, kernels \([A-Za-z0-9]*\).*/\1/p')
-export OPENBLAS_CORETYPE="${OPENBLAS_CORETYPE:-$core}"
+export OPENBLAS_CORETYPE="${OPENBLAS_CORETYPE:-$(charlm_blas_kernels "$charlm")}"
 nval=$(grep -c '"val_loss"' "$out/charlm/metrics.jsonl" 2>/dev/null) || nval=0
 every=$(awk -v l="$limit" -v n="$nval" 'BEGIN { print (n > 1 ? l / n : l + 1) }')
 say "PyTorch DDP (OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}, validating every $every s): ${torch_args[*]}"
