@@ -80,9 +80,9 @@ static void check_path(kern_path_t p, kern_precision_t prec) {
                             EXPECT_MSG(q <= 1, "%s bf16 vs fp32 M=%d K=%d N=%d: %.3g of bound",
                                        kern_path_name(p), M, K, N, q);
                         }
-                        /* the last row alone gives the same bits (OpenBLAS: not promised) */
+                        /* the same product again, its panels in the other order, gives the
+                         * same bits, and so does the last row alone (OpenBLAS: not promised) */
                         if (p == KERN_BLAS) continue;
-                        /* and so does the same product again, its panels in the other order */
                         memcpy(again, C0, sizeof(float) * (size_t)M * N);
                         kern_gemm(again, A, &m, M, acc);
                         EXPECT_MSG(!memcmp(again, C, sizeof(float) * (size_t)M * N),
